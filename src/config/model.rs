@@ -1,0 +1,226 @@
+//! The validated configuration: what the rest of the gateway consumes.
+//!
+//! Every value here has passed the cross-checks in `config::validate`; no other
+//! module ever sees TOML. Durations are parsed, ids are checked to be safe MQTT
+//! topic levels, device → station references resolve, regexes compile.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was read from (for messages).
+    pub source: PathBuf,
+    pub gateway: GatewayConfig,
+    pub store: StoreConfig,
+    pub mqtt: MqttConfig,
+    pub stations: Vec<StationConfig>,
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Gateway id: MQTT client id and the `gateway` field of every record.
+    pub id: String,
+    pub site: String,
+    pub line: String,
+    /// Directory holding the durable store.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEngine {
+    Sled,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub engine: StoreEngine,
+    /// Longest time a record waits for its group commit (default 10 ms).
+    pub commit_interval: Duration,
+    /// A group commit happens as soon as this many records are pending (default 256).
+    pub commit_max_records: usize,
+    /// Engine page-cache budget in bytes (default 8 MiB).
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Keepalive interval, at most 30 s so a dead link is seen within a minute.
+    pub keepalive: Duration,
+    pub username: Option<String>,
+    /// Read from `password_file` at load; never written to logs.
+    pub password: Option<Secret>,
+    /// Records published and not yet acknowledged, at most (default 32).
+    pub max_inflight: u16,
+    /// Largest MQTT packet sent or accepted, in bytes (default 64 KiB).
+    pub max_packet_bytes: usize,
+    /// Backoff between reconnect attempts.
+    pub reconnect: BackoffConfig,
+    /// How often the retained status message is refreshed (default 30 s).
+    pub status_interval: Duration,
+    pub topics: Topics,
+}
+
+/// A secret read from a file; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Topic layout, rendered from the configured templates.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// `{site}/{line}` rendered, e.g. `plant1/line3`.
+    pub root: String,
+    /// Template for record topics; placeholders `{station}` and `{kind}` remain.
+    pub record: String,
+    /// `{root}/gateway/{gateway}` rendered: status, commands and gateway-level records live under it.
+    pub gateway: String,
+}
+
+impl Topics {
+    /// Topic of a record of `kind` at `station` (or at the gateway when `None`).
+    pub fn record_topic(&self, station: Option<&str>, kind: &str) -> String {
+        match station {
+            Some(station) => self
+                .record
+                .replace("{station}", station)
+                .replace("{kind}", kind),
+            None => format!("{}/{}", self.gateway, kind),
+        }
+    }
+
+    /// Retained birth/status topic (last will: offline).
+    pub fn status(&self) -> String {
+        format!("{}/status", self.gateway)
+    }
+
+    /// Subscription filter for MES commands.
+    pub fn command_filter(&self) -> String {
+        format!("{}/cmd/+", self.gateway)
+    }
+
+    /// The command name if `topic` is a command topic of this gateway.
+    pub fn command_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let rest = topic.strip_prefix(&self.gateway)?.strip_prefix("/cmd/")?;
+        (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+    }
+
+    /// Where the result of command `name` is published.
+    pub fn command_result(&self, name: &str) -> String {
+        format!("{}/cmd/{}/result", self.gateway, name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffConfig {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StationConfig {
+    pub id: String,
+    /// Ordered; the first rule that matches a scan wins.
+    pub scan_rules: Vec<ScanRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanRule {
+    pub name: String,
+    /// Matched against the scan as text (lossy UTF-8). The value taken is the
+    /// named group `value` when present, otherwise the whole match.
+    pub pattern: regex::Regex,
+    pub action: RuleAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    SetLot,
+    SetOrder,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub station: String,
+    pub kind: DeviceKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum DeviceKind {
+    SerialScanner(SerialScannerConfig),
+}
+
+impl DeviceKind {
+    /// The `type` as written in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DeviceKind::SerialScanner(_) => "serial-scanner",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SerialScannerConfig {
+    /// Device node, preferably a stable `/dev/serial/by-id/…` link.
+    pub path: PathBuf,
+    pub line: SerialLine,
+    pub framing: FramingConfig,
+    pub reconnect: BackoffConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SerialLine {
+    pub baud: u32,
+    pub data_bits: DataBits,
+    pub parity: Parity,
+    pub stop_bits: StopBits,
+    pub flow_control: FlowControl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataBits {
+    Seven,
+    Eight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBits {
+    One,
+    Two,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowControl {
+    None,
+    Software,
+    Hardware,
+}
+
+/// How a byte stream is cut into frames (one frame = one scan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FramingConfig {
+    /// Bytes the scanner sends before each code; stripped when present.
+    pub prefix: Vec<u8>,
+    /// Terminator (CR, LF, CRLF or any byte sequence); empty when framing by idle time only.
+    pub suffix: Vec<u8>,
+    /// A frame also ends when no byte arrives for this long (scanners without a suffix).
+    pub idle_timeout: Option<Duration>,
+    /// Longest accepted frame; longer ones are discarded whole and counted.
+    pub max_len: usize,
+}

@@ -1,0 +1,2 @@
+//! The `linegate` binary: see `app::cli`.
+fn main() {}
