@@ -1,1 +1,108 @@
-//! store (in progress)
+//! The durable queue: every accepted record lives here until the broker has
+//! acknowledged it, together with the small durable state (sequence counter,
+//! station context) that must change atomically with the records.
+//!
+//! [`Store`] is the engine-neutral contract; `sled` is the first engine. The
+//! group-commit loop that batches station output lives in `app::pipeline`; this
+//! module only promises that [`Store::commit`] is a real durability point: when
+//! it returns `Ok`, the batch survives `kill -9` and power loss.
+
+mod codec;
+mod sled;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{StoreConfig, StoreEngine};
+use crate::record::Record;
+
+pub use self::codec::CodecError;
+pub use self::sled::SledStore;
+
+/// Errors of the durable store. Every one of them means "not committed".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store engine error: {0}")]
+    Engine(#[from] ::sled::Error),
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store record could not be encoded: {0}")]
+    Codec(#[from] CodecError),
+    /// The batch was applied (its `seq`s are taken) but could not be made
+    /// durable. Do not commit it again: retry [`Store::sync`] until it succeeds,
+    /// then the records are accepted.
+    #[error("commit applied but not yet durable: {source}")]
+    Unsynced {
+        records: Vec<Record>,
+        source: Box<StoreError>,
+    },
+}
+
+/// One group commit: records to append (their `seq` is assigned by the store)
+/// and durable state entries to write in the same atomic commit.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    /// `(key, Some(value))` upserts, `(key, None)` deletes.
+    pub state: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.state.is_empty()
+    }
+}
+
+/// Queue figures for the status message and for alarms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Records accepted and not yet acknowledged by the broker.
+    pub depth: u64,
+    /// Encoded bytes of those records.
+    pub bytes: u64,
+    /// Capture time of the oldest unacknowledged record (ms since epoch).
+    pub oldest_ts_ms: Option<u64>,
+    /// Highest `seq` ever committed (0 before the first record).
+    pub last_seq: u64,
+    /// Stored records that could not be decoded and were set aside.
+    pub corrupt: u64,
+}
+
+/// The durable queue contract. One writer (the pipeline) calls `commit`; the
+/// uplink reads and acknowledges; any task may read stats and state.
+pub trait Store: Send + Sync + 'static {
+    /// Assign the next `seq`s to `batch.records` (in order), write records and
+    /// state atomically, and make them durable before returning. Returns the
+    /// records with their `seq` set. `seq`s are never reused, even after a
+    /// crash or power cut.
+    fn commit(&self, batch: Batch) -> Result<Vec<Record>, StoreError>;
+
+    /// Up to `max` unacknowledged records with `seq > after`, oldest first.
+    /// Entries that cannot be decoded are set aside and counted, not returned.
+    fn read_after(&self, after: u64, max: usize) -> Result<Vec<Record>, StoreError>;
+
+    /// The broker acknowledged `seq`: delete it. Acks need not be durable at
+    /// once (a lost ack only causes a detectable duplicate); `commit` and
+    /// `close` make them durable.
+    fn ack(&self, seq: u64) -> Result<(), StoreError>;
+
+    fn stats(&self) -> StoreStats;
+
+    /// A durable state value written by an earlier `commit`.
+    fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Make everything written so far durable (including acks).
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Make everything durable before the process exits.
+    fn close(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+}
+
+/// Open the configured engine in `dir`.
+pub fn open(cfg: &StoreConfig, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    match cfg.engine {
+        StoreEngine::Sled => Ok(Arc::new(SledStore::open(dir, cfg.cache_bytes)?)),
+    }
+}

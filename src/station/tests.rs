@@ -1,0 +1,211 @@
+//! Data-driven tests of station logic: rules, context stamping, commands.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{RuleAction, ScanRule, StationConfig};
+
+fn station_cfg() -> StationConfig {
+    StationConfig {
+        id: "st10".into(),
+        scan_rules: vec![
+            ScanRule {
+                name: "lot-label".into(),
+                pattern: regex::Regex::new(r"^LOT:(?P<value>[A-Z0-9-]+)$").unwrap(),
+                action: RuleAction::SetLot,
+            },
+            ScanRule {
+                name: "order".into(),
+                pattern: regex::Regex::new(r"^WO[0-9]{6}$").unwrap(),
+                action: RuleAction::SetOrder,
+            },
+        ],
+    }
+}
+
+fn scan(raw: &[u8]) -> Reading {
+    Reading {
+        device: Arc::from("scanner-1"),
+        station: Arc::from("st10"),
+        ts_ms: 42,
+        event: DeviceEvent::Scan(raw.to_vec()),
+    }
+}
+
+fn stations() -> Stations {
+    Stations::new(&[station_cfg()], |_| None)
+}
+
+fn cmd(id: &str, station: &str, action: CommandAction) -> Command {
+    Command {
+        name: "set-lot".into(),
+        id: id.into(),
+        station: station.into(),
+        action,
+        payload: "{}".into(),
+    }
+}
+
+#[test]
+fn scans_are_stamped_with_current_context_and_absent_when_unknown() {
+    let mut s = stations();
+    let first = s.on_reading(&scan(b"]d2010950600013435210ABC\x1d21X"), false);
+    assert_eq!(first.records.len(), 1);
+    let r = &first.records[0];
+    assert_eq!((r.lot.as_deref(), r.order.as_deref()), (None, None));
+    assert_eq!(
+        r.body,
+        Body::Scan {
+            raw: b"]d2010950600013435210ABC\x1d21X".to_vec()
+        }
+    );
+    assert!(first.state.is_empty());
+
+    s.on_reading(&scan(b"LOT:L-7"), false);
+    s.on_reading(&scan(b"WO123456"), false);
+    let after = s.on_reading(&scan(b"PART-1"), true);
+    let r = &after.records[0];
+    assert_eq!(
+        (r.lot.as_deref(), r.order.as_deref()),
+        (Some("L-7"), Some("WO123456"))
+    );
+    assert_eq!(r.station.as_deref(), Some("st10"));
+    assert_eq!(r.device.as_deref(), Some("scanner-1"));
+    assert!(r.clock_synced);
+}
+
+#[test]
+fn rule_table() {
+    // (scan, expected kind, expected lot after, expected order after)
+    let cases: &[(&[u8], &str, Option<&str>, Option<&str>)] = &[
+        (b"LOT:A1", "context", Some("A1"), None),
+        (b"LOT:", "scan", None, None),   // empty value: no match
+        (b"lot:a1", "scan", None, None), // case matters
+        (b"WO000001", "context", None, Some("WO000001")),
+        (b"WO00001", "scan", None, None),
+        (b"xLOT:A1", "scan", None, None),
+    ];
+    for (raw, kind, lot, order) in cases {
+        let mut s = stations();
+        let out = s.on_reading(&scan(raw), false);
+        let r = &out.records[0];
+        assert_eq!(
+            r.body.kind(),
+            *kind,
+            "scan {:?}",
+            String::from_utf8_lossy(raw)
+        );
+        let ctx = s.context("st10").unwrap();
+        assert_eq!((ctx.lot.as_deref(), ctx.order.as_deref()), (*lot, *order));
+        assert_eq!(out.state.is_empty(), *kind == "scan");
+    }
+}
+
+#[test]
+fn context_change_records_previous_value_and_persists() {
+    let mut s = stations();
+    s.on_reading(&scan(b"LOT:A"), false);
+    let out = s.on_reading(&scan(b"LOT:B"), false);
+    match &out.records[0].body {
+        Body::Context {
+            field,
+            value,
+            previous,
+            source,
+        } => {
+            assert_eq!(*field, ContextField::Lot);
+            assert_eq!(value.as_deref(), Some("B"));
+            assert_eq!(previous.as_deref(), Some("A"));
+            assert!(matches!(source, ContextSource::Scan { rule, .. } if rule == "lot-label"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(out.records[0].lot.as_deref(), Some("B"));
+    let (key, bytes) = &out.state[0];
+    assert_eq!(key, "ctx/st10");
+    let restored = Stations::new(&[station_cfg()], |id| {
+        assert_eq!(id, "st10");
+        Context::decode(id, bytes)
+    });
+    assert_eq!(restored.context("st10").unwrap().lot.as_deref(), Some("B"));
+}
+
+#[test]
+fn damaged_persisted_context_starts_unknown() {
+    assert_eq!(Context::decode("st10", b"{garbage"), None);
+}
+
+#[test]
+fn device_events_become_alarms() {
+    let mut s = stations();
+    let mut r = scan(b"");
+    r.event = DeviceEvent::Offline("EIO".into());
+    let out = s.on_reading(&r, false);
+    assert_eq!(
+        out.records[0].body,
+        Body::Alarm {
+            event: AlarmEvent::DeviceOffline,
+            message: Some("EIO".into())
+        }
+    );
+}
+
+#[test]
+fn commands_apply_audit_and_refuse_replays() {
+    let mut s = stations();
+    let (verdict, out) = s.on_command(
+        &cmd("c1", "st10", CommandAction::SetLot(Some("L9".into()))),
+        5,
+        false,
+    );
+    assert_eq!(verdict, Ok(()));
+    let kinds: Vec<_> = out.records.iter().map(|r| r.body.kind()).collect();
+    assert_eq!(kinds, ["audit", "context"]);
+    assert_eq!(out.records[1].lot.as_deref(), Some("L9"));
+    assert_eq!(out.state.len(), 1);
+
+    let (verdict, out) = s.on_command(&cmd("c1", "st10", CommandAction::SetLot(None)), 6, false);
+    assert_eq!(verdict, Err(Rejection::Duplicate("c1".into())));
+    assert_eq!(out.records.len(), 1);
+    assert!(matches!(
+        out.records[0].body,
+        Body::Audit {
+            accepted: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        s.context("st10").unwrap().lot.as_deref(),
+        Some("L9"),
+        "rejected command changed nothing"
+    );
+
+    let (verdict, out) = s.on_command(
+        &cmd("c2", "nowhere", CommandAction::SetOrder(None)),
+        7,
+        false,
+    );
+    assert_eq!(verdict, Err(Rejection::UnknownStation("nowhere".into())));
+    assert_eq!(
+        out.records[0].station, None,
+        "audit of an unknown station is gateway-level"
+    );
+
+    let (verdict, _) = s.on_command(&cmd("c3", "st10", CommandAction::SetLot(None)), 8, false);
+    assert_eq!(verdict, Ok(()));
+    assert_eq!(
+        s.context("st10").unwrap().lot,
+        None,
+        "a null value clears the lot"
+    );
+}
+
+#[test]
+fn audit_payload_is_bounded() {
+    let long = "é".repeat(AUDIT_PAYLOAD_MAX);
+    let rec = rejected_command_audit("set-lot", None, "too big", &long, 1, false);
+    match rec.body {
+        Body::Audit { payload, .. } => assert!(payload.len() <= AUDIT_PAYLOAD_MAX),
+        other => panic!("unexpected {other:?}"),
+    }
+}

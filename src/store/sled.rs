@@ -1,0 +1,338 @@
+//! The sled engine of the [`Store`](super::Store).
+//!
+//! One sled tree with prefixed keys, so that records, the sequence counter and
+//! station state change in one atomic `apply_batch`:
+//!
+//! | key                     | value                          |
+//! |-------------------------|--------------------------------|
+//! | `r` + seq (u64 BE)      | encoded record (unacknowledged) |
+//! | `q` + seq (u64 BE)      | undecodable entry set aside    |
+//! | `m:seq`                 | highest seq ever assigned      |
+//! | `s:` + key              | durable state (station context) |
+//!
+//! Durability: sled's `flush()` ends in `sync_file_range`, which neither
+//! flushes the drive cache nor file metadata, so it is not a power-loss
+//! durability point on its own. After `flush()` we `fdatasync` sled's log
+//! file ourselves; `conf` and the directory are fsynced once at open. A
+//! commit returns only after that.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use super::codec::{decode, encode};
+use super::{Batch, Store, StoreError, StoreStats};
+use crate::record::Record;
+
+const RECORD: u8 = b'r';
+const QUARANTINE: u8 = b'q';
+const META_SEQ: &[u8] = b"m:seq";
+const STATE: &[u8] = b"s:";
+
+fn record_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+fn state_key(key: &str) -> Vec<u8> {
+    [STATE, key.as_bytes()].concat()
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    last_seq: u64,
+    depth: u64,
+    bytes: u64,
+    corrupt: u64,
+}
+
+/// The sled-backed durable queue.
+pub struct SledStore {
+    db: ::sled::Db,
+    /// sled's log file, opened a second time so we can `fdatasync` it.
+    log: File,
+    dir: PathBuf,
+    counters: Mutex<Counters>,
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(::sled::Mode::LowSpace)
+            // Background flush for acks; commits flush and fsync themselves.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let log = File::open(dir.join("db"))?;
+        // sled never fsyncs its `conf` file or the directory entries.
+        File::open(dir.join("conf"))?.sync_all()?;
+        File::open(dir)?.sync_all()?;
+
+        let mut counters = Counters::default();
+        if let Some(v) = db.get(META_SEQ)? {
+            counters.last_seq = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        }
+        for entry in db.scan_prefix([RECORD]) {
+            let (k, v) = entry?;
+            counters.depth += 1;
+            counters.bytes += v.len() as u64;
+            counters.last_seq = counters.last_seq.max(seq_of(&k).unwrap_or(0));
+        }
+        counters.corrupt = db.scan_prefix([QUARANTINE]).count() as u64;
+        tracing::info!(
+            dir = %dir.display(),
+            depth = counters.depth,
+            last_seq = counters.last_seq,
+            corrupt = counters.corrupt,
+            "store opened"
+        );
+        Ok(SledStore {
+            db,
+            log,
+            dir: dir.to_owned(),
+            counters: Mutex::new(counters),
+        })
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Store for SledStore {
+    fn commit(&self, batch: Batch) -> Result<Vec<Record>, StoreError> {
+        let mut counters = self.counters();
+        let mut seq = counters.last_seq;
+        let mut bytes = 0u64;
+        let mut sled_batch = ::sled::Batch::default();
+        let mut records = batch.records;
+        for record in &mut records {
+            seq += 1;
+            record.seq = seq;
+            let value = encode(record)?;
+            bytes += value.len() as u64;
+            sled_batch.insert(&record_key(RECORD, seq), value);
+        }
+        sled_batch.insert(META_SEQ, &seq.to_be_bytes());
+        for (key, value) in batch.state {
+            match value {
+                Some(v) => sled_batch.insert(state_key(&key), v),
+                None => sled_batch.remove(state_key(&key)),
+            }
+        }
+        self.db.apply_batch(sled_batch)?;
+        // Applied: these seqs exist now and must never be handed out again,
+        // whether or not the sync below succeeds.
+        counters.last_seq = seq;
+        counters.depth += records.len() as u64;
+        counters.bytes += bytes;
+        drop(counters);
+        match self.sync() {
+            Ok(()) => Ok(records),
+            Err(source) => Err(StoreError::Unsynced {
+                records,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    fn read_after(&self, after: u64, max: usize) -> Result<Vec<Record>, StoreError> {
+        let start = record_key(RECORD, after.saturating_add(1));
+        let end = record_key(RECORD + 1, 0);
+        let mut out = Vec::with_capacity(max.min(1024));
+        for entry in self.db.range(start..end) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            match decode(&value) {
+                Ok(record) => out.push(record),
+                Err(err) => {
+                    let seq = seq_of(&key).unwrap_or(0);
+                    tracing::error!(seq, error = %err, "corrupt record set aside");
+                    self.db.insert(record_key(QUARANTINE, seq), value.clone())?;
+                    if self.db.remove(&key)?.is_some() {
+                        let mut c = self.counters();
+                        c.depth = c.depth.saturating_sub(1);
+                        c.bytes = c.bytes.saturating_sub(value.len() as u64);
+                        c.corrupt += 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn ack(&self, seq: u64) -> Result<(), StoreError> {
+        if let Some(old) = self.db.remove(record_key(RECORD, seq))? {
+            let mut c = self.counters();
+            c.depth = c.depth.saturating_sub(1);
+            c.bytes = c.bytes.saturating_sub(old.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let oldest_ts_ms = self
+            .db
+            .scan_prefix([RECORD])
+            .next()
+            .and_then(Result::ok)
+            .and_then(|(_, v)| decode(&v).ok())
+            .map(|r| r.ts_ms);
+        let c = self.counters();
+        StoreStats {
+            depth: c.depth,
+            bytes: c.bytes,
+            oldest_ts_ms,
+            last_seq: c.last_seq,
+            corrupt: c.corrupt,
+        }
+    }
+
+    fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(state_key(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Flush sled's buffers, then make them durable with a real fdatasync.
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.log.sync_data()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Body;
+
+    fn rec(i: u8) -> Record {
+        Record {
+            seq: 0,
+            ts_ms: 1000 + u64::from(i),
+            clock_synced: false,
+            station: Some("st".into()),
+            device: None,
+            lot: None,
+            order: None,
+            operator: None,
+            body: Body::Scan { raw: vec![i] },
+        }
+    }
+
+    fn open(dir: &Path) -> SledStore {
+        SledStore::open(dir, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn assigns_gap_free_seqs_and_reads_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let a = store
+            .commit(Batch {
+                records: vec![rec(1), rec(2)],
+                state: vec![],
+            })
+            .unwrap();
+        let b = store
+            .commit(Batch {
+                records: vec![rec(3)],
+                state: vec![],
+            })
+            .unwrap();
+        let seqs: Vec<u64> = a.iter().chain(&b).map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let read = store.read_after(0, 10).unwrap();
+        assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(store.read_after(1, 1).unwrap()[0].seq, 2);
+        let stats = store.stats();
+        assert_eq!(
+            (stats.depth, stats.last_seq, stats.oldest_ts_ms),
+            (3, 3, Some(1001))
+        );
+    }
+
+    #[test]
+    fn ack_deletes_and_seq_is_never_reused_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store
+                .commit(Batch {
+                    records: vec![rec(1), rec(2)],
+                    state: vec![],
+                })
+                .unwrap();
+            store.ack(1).unwrap();
+            store.ack(2).unwrap();
+            assert_eq!(store.stats().depth, 0);
+            assert_eq!(store.stats().bytes, 0);
+            store.close().unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.stats().depth, 0);
+        let next = store
+            .commit(Batch {
+                records: vec![rec(3)],
+                state: vec![],
+            })
+            .unwrap();
+        assert_eq!(next[0].seq, 3, "seq continues after all records were acked");
+    }
+
+    #[test]
+    fn state_commits_with_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .commit(Batch {
+                records: vec![rec(1)],
+                state: vec![("ctx/st".into(), Some(b"{}".to_vec()))],
+            })
+            .unwrap();
+        assert_eq!(store.state("ctx/st").unwrap().as_deref(), Some(&b"{}"[..]));
+        store
+            .commit(Batch {
+                records: vec![],
+                state: vec![("ctx/st".into(), None)],
+            })
+            .unwrap();
+        assert_eq!(store.state("ctx/st").unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_entries_are_set_aside_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .commit(Batch {
+                records: vec![rec(1), rec(2), rec(3)],
+                state: vec![],
+            })
+            .unwrap();
+        store
+            .db
+            .insert(record_key(RECORD, 2), &b"\x01{not json"[..])
+            .unwrap();
+        let read = store.read_after(0, 10).unwrap();
+        assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
+        let stats = store.stats();
+        assert_eq!((stats.depth, stats.corrupt), (2, 1));
+    }
+}
