@@ -13,4 +13,5 @@ pub mod devices;
 pub mod record;
 pub mod station;
 pub mod store;
+pub mod tasks;
 pub mod uplink;

@@ -4,6 +4,7 @@
 //! [`health::DeviceHealth`]; a dead device affects only itself. Devices know
 //! protocols, framing and reconnects; they know nothing of lots or MQTT.
 
+pub mod backoff;
 pub mod health;
 
 use std::sync::Arc;

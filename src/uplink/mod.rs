@@ -1,1 +1,86 @@
-//! uplink (in progress)
+//! Uplink: the MQTT session to the MES broker (rumqttc, QoS 1).
+//!
+//! Publishes records from the store in `seq` order, one record per message,
+//! and deletes a record only after its PUBACK. rumqttc's `publish()` returning
+//! `Ok` means only "queued in memory", so acknowledgements are correlated from
+//! the event stream: every publish request is remembered in order, tagged with
+//! its `seq`; `Outgoing::Publish(pkid)` binds the oldest tag to the packet id;
+//! `PubAck(pkid)` acknowledges it.
+//!
+//! Each connection gets a fresh rumqttc event loop. rumqttc drops its pending
+//! publishes when a broker starts a new session and may yield stale PUBACKs
+//! after a reconnect; a fresh event loop per connection sidesteps both, and
+//! everything unacknowledged is republished from the store, oldest first,
+//! after every (re)connect. Also: the retained status (last will `offline`),
+//! and MES commands in, results out.
+
+pub mod command;
+pub mod payload;
+mod session;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{GatewayConfig, MqttConfig};
+use crate::devices::backoff::Backoff;
+use crate::devices::health::HealthRegistry;
+use crate::station::Command;
+use crate::store::Store;
+
+pub use self::command::Refused;
+
+/// A command handed to the pipeline: either validated for a station, or
+/// refused (to be audited). The pipeline replies once the audit is committed.
+#[derive(Debug)]
+pub struct CommandRequest {
+    pub command: Result<Command, Refused>,
+    /// `Ok` when applied, `Err(reason)` when rejected.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Everything the uplink task needs.
+pub struct Uplink {
+    pub gateway: GatewayConfig,
+    pub mqtt: MqttConfig,
+    pub store: Arc<dyn Store>,
+    /// Highest committed `seq`; a change means there is something new to send.
+    pub committed: watch::Receiver<u64>,
+    pub commands: mpsc::Sender<CommandRequest>,
+    pub health: HealthRegistry,
+}
+
+impl Uplink {
+    /// Run until `shutdown` turns true: connect, publish, reconnect with
+    /// jittered backoff, forever.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.mqtt.reconnect);
+        let (results_tx, mut results_rx) = mpsc::channel(64);
+        let mut committed = self.committed.clone();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let ended = session::Session::run(
+                &self,
+                &mut committed,
+                &results_tx,
+                &mut results_rx,
+                &mut shutdown,
+                &mut backoff,
+            )
+            .await;
+            match ended {
+                session::Ended::Shutdown => return,
+                session::Ended::Lost(why) => {
+                    tracing::warn!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), error = %why, "MQTT connection lost")
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The command line: `run`, `check`, `demo`, and the exit codes.
+//!
+//! Exit codes follow sysexits(3): 0 success, 64 invalid configuration
+//! (the message names file, line, column and key), 70 internal failure,
+//! 74 the store could not be opened or made durable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+/// Invalid configuration.
+pub const EXIT_CONFIG: u8 = 64;
+/// Internal failure (a task stopped unexpectedly).
+pub const EXIT_SOFTWARE: u8 = 70;
+
+#[derive(Debug, Parser)]
+#[command(name = "linegate", version, about = "Edge gateway for factory lines: scanners to a durable queue to MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    Run {
+        /// Path to the TOML configuration (e.g. /etc/linegate/linegate.toml).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary; exit 64 when invalid.
+    Check {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the real pipeline with a simulated scanner and an embedded MQTT
+    /// broker; prints every message the MES receives, one line each.
+    #[cfg(feature = "demo")]
+    Demo(crate::app::demo::DemoArgs),
+}
+
+/// Parse the command line, run, and map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                print!("{}", config::summary(&cfg));
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(err) => config_error(&err),
+        },
+        Command::Run { config } => {
+            let cfg = match config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(err) => return config_error(&err),
+            };
+            runtime_result(run_with_signals(cfg))
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => runtime_result(crate::app::demo::run(args)),
+    }
+}
+
+fn config_error(err: &config::ConfigError) -> ExitCode {
+    eprintln!("error: invalid configuration\n{err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
+}
+
+fn run_with_signals(cfg: config::Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::app::gateway::run_until(cfg, shutdown_signal()))
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stop requested");
+}
+
+fn init_logging(command: &Command) {
+    use tracing_subscriber::EnvFilter;
+    // The demo prints MES messages on stdout; keep its logs to warnings.
+    let default = match command {
+        #[cfg(feature = "demo")]
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    let filter = EnvFilter::try_from_env("LINEGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,154 @@
+//! MES commands: strict validation of what arrives on `…/cmd/{name}`.
+//!
+//! A command is accepted for the station only when it is small, not retained,
+//! valid JSON matching the command's schema exactly (unknown fields rejected),
+//! and its values are plain printable text. Anything else becomes a
+//! [`Refused`] with a reason; the caller audits it and publishes the result.
+
+use serde::Deserialize;
+
+use crate::station::{Command, CommandAction};
+
+/// Largest command payload accepted, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 4096;
+/// Longest id, station or value in a command.
+const MAX_FIELD: usize = 64;
+
+/// A command refused before reaching a station.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub name: String,
+    /// The command id when one could be read.
+    pub id: Option<String>,
+    pub reason: String,
+    pub payload: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetLot {
+    id: String,
+    station: String,
+    lot: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOrder {
+    id: String,
+    station: String,
+    order: Option<String>,
+}
+
+/// Only used to recover the id of a command that failed validation, so the
+/// result can be correlated.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<String>,
+}
+
+/// The command names this gateway understands.
+pub const COMMANDS: &[&str] = &["set-lot", "set-order"];
+
+/// Validate a command received on topic `…/cmd/{name}`.
+pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refused> {
+    let text = String::from_utf8_lossy(payload).into_owned();
+    let refuse = |id: Option<String>, reason: String| Refused {
+        name: name.to_owned(),
+        id,
+        reason,
+        payload: text.clone(),
+    };
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(refuse(None, format!("payload larger than {MAX_COMMAND_BYTES} bytes")));
+    }
+    let id_hint = serde_json::from_slice::<IdOnly>(payload)
+        .ok()
+        .and_then(|i| i.id)
+        .filter(|id| valid_text(id));
+    if retained {
+        return Err(refuse(id_hint, "retained command ignored: commands must not be retained".into()));
+    }
+    let parsed = match name {
+        "set-lot" => serde_json::from_slice::<SetLot>(payload)
+            .map(|c| (c.id, c.station, CommandAction::SetLot(c.lot))),
+        "set-order" => serde_json::from_slice::<SetOrder>(payload)
+            .map(|c| (c.id, c.station, CommandAction::SetOrder(c.order))),
+        other => {
+            let known = COMMANDS.join(", ");
+            return Err(refuse(id_hint, format!("unknown command `{other}`; known: {known}")));
+        }
+    };
+    let (id, station, action) = parsed.map_err(|e| refuse(id_hint.clone(), format!("invalid payload: {e}")))?;
+    let value = match &action {
+        CommandAction::SetLot(v) | CommandAction::SetOrder(v) => v.as_deref(),
+    };
+    for (field, text) in [("id", Some(id.as_str())), ("station", Some(station.as_str())), ("value", value)] {
+        if let Some(text) = text {
+            if !valid_text(text) {
+                return Err(refuse(
+                    id_hint.clone(),
+                    format!("invalid {field}: 1 to {MAX_FIELD} printable characters expected"),
+                ));
+            }
+        }
+    }
+    Ok(Command {
+        name: name.to_owned(),
+        id,
+        station,
+        action,
+        payload: text,
+    })
+}
+
+fn valid_text(s: &str) -> bool {
+    (1..=MAX_FIELD).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_table() {
+        // (name, payload, retained, Ok(action) or Err(reason fragment))
+        let cases: &[(&str, &str, bool, Result<CommandAction, &str>)] = &[
+            ("set-lot", r#"{"id":"c1","station":"st10","lot":"L1"}"#, false, Ok(CommandAction::SetLot(Some("L1".into())))),
+            ("set-lot", r#"{"id":"c1","station":"st10","lot":null}"#, false, Ok(CommandAction::SetLot(None))),
+            ("set-order", r#"{"id":"c1","station":"st10","order":"WO1"}"#, false, Ok(CommandAction::SetOrder(Some("WO1".into())))),
+            ("set-lot", r#"{"id":"c1","station":"st10","lot":"L1"}"#, true, Err("retained")),
+            ("set-lot", r#"{"id":"c1","station":"st10","lot":"L1","x":1}"#, false, Err("unknown field")),
+            ("set-lot", r#"{"id":"c1","station":"st10","order":"L1"}"#, false, Err("unknown field")),
+            ("set-lot", r#"{"id":"c1","station":"st10"#, false, Err("invalid payload")),
+            ("set-lot", r#"{"station":"st10","lot":"L1"}"#, false, Err("missing field `id`")),
+            ("set-lot", r#"{"id":"c1","station":"st10","lot":""}"#, false, Err("invalid value")),
+            ("set-lot", "{\"id\":\"c1\",\"station\":\"st10\",\"lot\":\"a\\u0000b\"}", false, Err("invalid value")),
+            ("reboot", r#"{"id":"c1"}"#, false, Err("unknown command")),
+            ("set-lot", "\u{ff}\u{fe}", false, Err("invalid payload")),
+        ];
+        for (name, payload, retained, expected) in cases {
+            let got = parse(name, payload.as_bytes(), *retained);
+            match (expected, got) {
+                (Ok(action), Ok(cmd)) => assert_eq!(&cmd.action, action, "{payload}"),
+                (Err(fragment), Err(refused)) => {
+                    assert!(refused.reason.contains(fragment), "{payload}: {}", refused.reason)
+                }
+                (expected, got) => panic!("{payload}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_before_parsing() {
+        let big = format!(r#"{{"id":"c1","station":"st10","lot":"{}"}}"#, "x".repeat(MAX_COMMAND_BYTES));
+        let refused = parse("set-lot", big.as_bytes(), false).unwrap_err();
+        assert!(refused.reason.contains("larger than"));
+    }
+
+    #[test]
+    fn refusals_keep_the_id_for_correlation() {
+        let refused = parse("set-lot", br#"{"id":"c7","station":"st10","bogus":1}"#, false).unwrap_err();
+        assert_eq!(refused.id.as_deref(), Some("c7"));
+    }
+}

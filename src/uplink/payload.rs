@@ -1,0 +1,193 @@
+//! The MES wire format (docs/mqtt.md): record payloads, the retained status,
+//! the last will and command results. Version `v` = 1.
+//!
+//! This is the only place that knows how a [`Record`] looks on the wire.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+
+use crate::clock::rfc3339_ms;
+use crate::config::GatewayConfig;
+use crate::devices::health::HealthSnapshot;
+use crate::record::{Body, ContextSource, Record};
+use crate::store::StoreStats;
+
+/// Version of the payload contract.
+pub const VERSION: u32 = 1;
+
+/// The JSON payload of one record.
+pub fn record(gw: &GatewayConfig, r: &Record) -> Vec<u8> {
+    let mut m = Map::new();
+    m.insert("v".into(), json!(VERSION));
+    m.insert("gateway".into(), json!(gw.id));
+    m.insert("site".into(), json!(gw.site));
+    m.insert("line".into(), json!(gw.line));
+    m.insert("seq".into(), json!(r.seq));
+    m.insert("ts".into(), json!(rfc3339_ms(r.ts_ms)));
+    m.insert("clock_synced".into(), json!(r.clock_synced));
+    m.insert("kind".into(), json!(r.body.kind()));
+    let optional = [
+        ("station", &r.station),
+        ("device", &r.device),
+        ("lot", &r.lot),
+        ("order", &r.order),
+        ("operator", &r.operator),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            m.insert(key.into(), json!(v));
+        }
+    }
+    m.insert("data".into(), data(&r.body));
+    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+}
+
+/// The scan fields shared by `scan` data and by `context` data from a scan.
+fn code_fields(raw: &[u8], m: &mut Map<String, Value>) {
+    let text = std::str::from_utf8(raw);
+    m.insert("code".into(), json!(String::from_utf8_lossy(raw)));
+    m.insert("utf8".into(), json!(text.is_ok()));
+    m.insert("raw_b64".into(), json!(STANDARD.encode(raw)));
+    if let [b']', c, d, ..] = raw {
+        if c.is_ascii_alphabetic() && d.is_ascii_alphanumeric() {
+            m.insert("symbology".into(), json!(format!("]{}{}", *c as char, *d as char)));
+        }
+    }
+}
+
+fn data(body: &Body) -> Value {
+    let mut m = Map::new();
+    match body {
+        Body::Scan { raw } => code_fields(raw, &mut m),
+        Body::Context { field, value, previous, source } => {
+            m.insert("field".into(), json!(field.as_str()));
+            m.insert("value".into(), json!(value));
+            m.insert("previous".into(), json!(previous));
+            match source {
+                ContextSource::Scan { rule, raw } => {
+                    m.insert("source".into(), json!("scan"));
+                    m.insert("rule".into(), json!(rule));
+                    code_fields(raw, &mut m);
+                }
+                ContextSource::Command { id } => {
+                    m.insert("source".into(), json!("command"));
+                    m.insert("command_id".into(), json!(id));
+                }
+            }
+        }
+        Body::Alarm { event, message } => {
+            m.insert("event".into(), json!(event.as_str()));
+            if let Some(msg) = message {
+                m.insert("message".into(), json!(msg));
+            }
+        }
+        Body::Audit { command, id, accepted, reason, payload } => {
+            m.insert("command".into(), json!(command));
+            m.insert("id".into(), json!(id));
+            m.insert("accepted".into(), json!(accepted));
+            if let Some(reason) = reason {
+                m.insert("reason".into(), json!(reason));
+            }
+            m.insert("payload".into(), json!(payload));
+        }
+    }
+    Value::Object(m)
+}
+
+/// The retained birth/status message.
+pub fn status(
+    gw: &GatewayConfig,
+    now_ms: u64,
+    stats: &StoreStats,
+    devices: &BTreeMap<String, HealthSnapshot>,
+) -> Vec<u8> {
+    let oldest_age_s = stats
+        .oldest_ts_ms
+        .map(|ts| now_ms.saturating_sub(ts) as f64 / 1000.0);
+    let body = json!({
+        "v": VERSION,
+        "gateway": gw.id,
+        "online": true,
+        "ts": rfc3339_ms(now_ms),
+        "version": env!("CARGO_PKG_VERSION"),
+        "queue": {
+            "depth": stats.depth,
+            "bytes": stats.bytes,
+            "oldest_age_s": oldest_age_s,
+            "last_seq": stats.last_seq,
+            "corrupt": stats.corrupt,
+        },
+        "devices": devices,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The last will (and the message published on clean shutdown).
+pub fn offline(gw: &GatewayConfig) -> Vec<u8> {
+    serde_json::to_vec(&json!({"v": VERSION, "gateway": gw.id, "online": false}))
+        .unwrap_or_default()
+}
+
+/// The result of a command, published on `…/cmd/{name}/result`.
+pub fn command_result(
+    gw: &GatewayConfig,
+    name: &str,
+    id: Option<&str>,
+    outcome: &Result<(), String>,
+    now_ms: u64,
+) -> Vec<u8> {
+    let mut m = Map::new();
+    m.insert("v".into(), json!(VERSION));
+    m.insert("gateway".into(), json!(gw.id));
+    m.insert("command".into(), json!(name));
+    m.insert("id".into(), json!(id));
+    m.insert("accepted".into(), json!(outcome.is_ok()));
+    if let Err(reason) = outcome {
+        m.insert("reason".into(), json!(reason));
+    }
+    m.insert("ts".into(), json!(rfc3339_ms(now_ms)));
+    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gw() -> GatewayConfig {
+        GatewayConfig {
+            id: "press-01".into(),
+            site: "plant1".into(),
+            line: "line3".into(),
+            data_dir: "/tmp".into(),
+        }
+    }
+
+    #[test]
+    fn scan_payload_keeps_raw_bytes_and_names_the_symbology() {
+        let raw = b"]d20109506000134352\x1d21SN1".to_vec();
+        let rec = Record {
+            seq: 9,
+            ts_ms: 0,
+            clock_synced: false,
+            station: Some("st10".into()),
+            device: Some("sc".into()),
+            lot: None,
+            order: Some("WO1".into()),
+            operator: None,
+            body: Body::Scan { raw: raw.clone() },
+        };
+        let v: Value = serde_json::from_slice(&record(&gw(), &rec)).unwrap();
+        assert_eq!(v["seq"], 9);
+        assert_eq!(v["kind"], "scan");
+        assert_eq!(v["order"], "WO1");
+        assert!(v.get("lot").is_none(), "unknown context is absent, not null");
+        assert_eq!(v["data"]["code"], "]d20109506000134352\u{1d}21SN1");
+        assert_eq!(v["data"]["symbology"], "]d2");
+        assert_eq!(v["data"]["utf8"], true);
+        let b64 = v["data"]["raw_b64"].as_str().unwrap();
+        assert_eq!(STANDARD.decode(b64).unwrap(), raw);
+    }
+}

@@ -1,0 +1,287 @@
+//! End to end: serial scanner (pseudo-terminal) → linegate (real binary) →
+//! Mosquitto (real broker) → recording MES subscriber. Faults on purpose:
+//! broker killed, gateway SIGKILLed, scanner unplugged, bad frames.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use base64::Engine as _;
+use common::*;
+use linegate::devices::pty::VirtualSerial;
+use serde_json::Value;
+
+const FILTER: &str = "plant1/line3/#";
+const SCAN_TOPIC: &str = "plant1/line3/st10/scan";
+const STATUS_TOPIC: &str = "plant1/line3/gateway/gw-test/status";
+
+fn scans_with_code<'a>(records: &'a [Value], code: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["kind"] == "scan" && r["data"]["code"] == code)
+        .collect()
+}
+
+/// Distinct seqs in first-arrival order; panics if one seq carried two different payloads.
+fn check_seqs(records: &[Value]) -> Vec<u64> {
+    let mut by_seq: BTreeMap<u64, &Value> = BTreeMap::new();
+    let mut order = Vec::new();
+    for r in records {
+        let seq = r["seq"].as_u64().expect("seq is a number");
+        match by_seq.get(&seq) {
+            Some(first) => assert_eq!(*first, r, "seq {seq} reused for a different record"),
+            None => {
+                by_seq.insert(seq, r);
+                order.push(seq);
+            }
+        }
+    }
+    order
+}
+
+fn assert_gap_free(seqs: &[u64]) {
+    let set: BTreeSet<u64> = seqs.iter().copied().collect();
+    let max = set.iter().next_back().copied().unwrap_or(0);
+    let expected: BTreeSet<u64> = (1..=max).collect();
+    let missing: Vec<_> = expected.difference(&set).take(10).collect();
+    assert!(missing.is_empty(), "seq gaps (first missing: {missing:?})");
+}
+
+async fn wait_online(rec: &Recorder) {
+    rec.wait_for("scanner online alarm", |m| {
+        m.iter().any(|m| m.topic == "plant1/line3/st10/alarm" && m.json()["data"]["event"] == "device-online")
+    })
+    .await;
+}
+
+fn start(dir: &Path, port: u16, scanner: &Path) -> Gateway {
+    Gateway::start(dir, &config_toml(&dir.join("data"), port, scanner))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_reaches_the_mes_with_every_contract_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let mut gw = start(dir.path(), broker.port, pty.slave_path());
+    wait_online(&rec).await;
+
+    let code = b"]d201095060001343521726123110L24A0173\x1d21SN000123";
+    pty.write(b"LOT:L24A0173\r\nWO123456\r\n").await.unwrap();
+    pty.write(&[&code[..], b"\r\n"].concat()).await.unwrap();
+    rec.wait_for("the scan", |m| m.iter().any(|m| m.topic == SCAN_TOPIC)).await;
+
+    let scan = rec.snapshot().into_iter().find(|m| m.topic == SCAN_TOPIC).unwrap();
+    assert!(!scan.retain);
+    let v = scan.json();
+    assert_eq!(v["v"], 1);
+    assert_eq!(v["gateway"], "gw-test");
+    assert_eq!(v["site"], "plant1");
+    assert_eq!(v["line"], "line3");
+    assert!(v["seq"].as_u64().unwrap() >= 1);
+    humantime::parse_rfc3339(v["ts"].as_str().unwrap()).expect("ts is RFC 3339");
+    assert!(v["ts"].as_str().unwrap().ends_with('Z'), "ts is UTC");
+    assert!(v["clock_synced"].is_boolean());
+    assert_eq!(v["station"], "st10");
+    assert_eq!(v["device"], "scanner-1");
+    assert_eq!(v["kind"], "scan");
+    assert_eq!(v["lot"], "L24A0173");
+    assert_eq!(v["order"], "WO123456");
+    assert!(v.get("operator").is_none(), "unknown operator is absent");
+    assert_eq!(v["data"]["code"], String::from_utf8(code.to_vec()).unwrap());
+    assert_eq!(v["data"]["symbology"], "]d2");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v["data"]["raw_b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(raw, code, "raw bytes survive exactly, GS included");
+
+    // The lot and order came from scan rules, as context records.
+    let records = rec.records();
+    let ctx: Vec<_> = records.iter().filter(|r| r["kind"] == "context").collect();
+    assert_eq!(ctx.len(), 2);
+    assert_eq!((&ctx[0]["data"]["field"], &ctx[0]["data"]["value"]), (&"lot".into(), &"L24A0173".into()));
+    assert_eq!(ctx[0]["data"]["rule"], "lot-label");
+
+    // Retained status: online with the device's health; offline after a clean stop.
+    rec.wait_for("status with the scanner online", |m| {
+        m.iter().any(|m| m.topic == STATUS_TOPIC && m.json()["devices"]["scanner-1"]["online"] == true)
+    })
+    .await;
+    assert_eq!(gw.stop(), Some(0));
+    rec.wait_for("offline status", |m| {
+        m.iter().rev().find(|m| m.topic == STATUS_TOPIC).is_some_and(|m| m.json()["online"] == false)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_scans_get_a_thousand_gap_free_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let _gw = start(dir.path(), broker.port, pty.slave_path());
+    wait_online(&rec).await;
+
+    let burst: Vec<u8> = (0..1000).flat_map(|i| format!("ITEM-{i:04}\r\n").into_bytes()).collect();
+    pty.write(&burst).await.unwrap();
+    rec.wait_records(1001).await; // 1000 scans + the online alarm
+
+    let records = rec.records();
+    let seqs = check_seqs(&records);
+    assert_gap_free(&seqs);
+    let scans: Vec<&Value> = records.iter().filter(|r| r["kind"] == "scan").collect();
+    let codes: Vec<String> = scans.iter().map(|r| r["data"]["code"].as_str().unwrap().to_owned()).collect();
+    let distinct: BTreeSet<&String> = codes.iter().collect();
+    assert_eq!(distinct.len(), 1000);
+    let scan_seqs: Vec<u64> = scans.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(scan_seqs.windows(2).all(|w| w[0] < w[1]), "scans arrive in seq order");
+    for (i, code) in codes.iter().enumerate() {
+        assert_eq!(code, &format!("ITEM-{i:04}"), "scan order preserved");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_mid_burst_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.port).await;
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let _gw = start(dir.path(), proxy.port, pty.slave_path());
+    wait_online(&rec).await;
+
+    let first: Vec<u8> = (0..300).flat_map(|i| format!("A-{i:04}\r\n").into_bytes()).collect();
+    pty.write(&first).await.unwrap();
+    rec.wait_for("some of the burst", |m| m.len() > 50).await;
+    broker.kill();
+    let second: Vec<u8> = (0..300).flat_map(|i| format!("B-{i:04}\r\n").into_bytes()).collect();
+    pty.write(&second).await.unwrap();
+
+    // Bring the broker back, let the MES resubscribe first, then the gateway in.
+    proxy.set_accepting(false);
+    broker.restart();
+    rec.wait_subscribed().await;
+    proxy.set_accepting(true);
+    rec.wait_for("every scan of both bursts", |m| {
+        let codes: BTreeSet<String> = m
+            .iter()
+            .filter(|m| m.topic == SCAN_TOPIC)
+            .filter_map(|m| m.json()["data"]["code"].as_str().map(str::to_owned))
+            .collect();
+        codes.len() == 600
+    })
+    .await;
+
+    let records = rec.records();
+    let seqs = check_seqs(&records);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "first arrivals in seq order");
+    assert_gap_free(&seqs);
+    for i in 0..300 {
+        assert!(!scans_with_code(&records, &format!("A-{i:04}")).is_empty());
+        assert!(!scans_with_code(&records, &format!("B-{i:04}")).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let mut gw = start(dir.path(), broker.port, pty.slave_path());
+    wait_online(&rec).await;
+    pty.write(b"LOT:LK-1\r\n").await.unwrap();
+    rec.wait_for("lot context", |m| m.iter().any(|m| m.json()["kind"] == "context")).await;
+
+    let burst: Vec<u8> = (0..3000).flat_map(|i| format!("K-{i:05}\r\n").into_bytes()).collect();
+    let writer = {
+        let pty = &pty;
+        async move {
+            for chunk in burst.chunks(600) {
+                pty.write(chunk).await.unwrap();
+            }
+        }
+    };
+    let kill = async {
+        rec.wait_for("part of the burst", |m| m.len() > 200).await;
+        gw.kill9();
+    };
+    tokio::join!(writer, kill);
+    let accepted = gw.last_committed();
+    assert!(accepted > 0, "the gateway logged commits before the kill");
+
+    gw.spawn();
+    pty.write(b"AFTER-RESTART\r\n").await.unwrap();
+    rec.wait_for("the scan after restart", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "AFTER-RESTART")
+    })
+    .await;
+    rec.wait_records(accepted as usize).await;
+
+    let records = rec.records();
+    let seqs = check_seqs(&records);
+    let delivered: BTreeSet<u64> = seqs.iter().copied().collect();
+    for seq in 1..=accepted {
+        assert!(delivered.contains(&seq), "accepted seq {seq} lost (accepted up to {accepted})");
+    }
+    assert_gap_free(&seqs);
+    let after = records.iter().find(|r| r["data"]["code"] == "AFTER-RESTART").unwrap();
+    assert!(after["seq"].as_u64().unwrap() > accepted, "seq continues after the restart");
+    assert_eq!(after["lot"], "LK-1", "station context restored after SIGKILL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let link = dir.path().join("usb-Honeywell_1900-if00");
+    let pty = VirtualSerial::open().unwrap();
+    std::os::unix::fs::symlink(pty.slave_path(), &link).unwrap();
+    let _gw = start(dir.path(), broker.port, &link);
+    wait_online(&rec).await;
+    pty.write(b"BEFORE\r\n").await.unwrap();
+    rec.wait_for("scan before unplug", |m| m.iter().any(|m| m.json()["data"]["code"] == "BEFORE")).await;
+
+    drop(pty); // unplug
+    rec.wait_for("offline alarm", |m| m.iter().any(|m| m.json()["data"]["event"] == "device-offline")).await;
+    let pty = VirtualSerial::open().unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(pty.slave_path(), &link).unwrap();
+    rec.wait_for("online again", |m| {
+        m.iter().filter(|m| m.json()["data"]["event"] == "device-online").count() == 2
+    })
+    .await;
+    pty.write(b"AFTER\r\n").await.unwrap();
+    rec.wait_for("scan after replug", |m| m.iter().any(|m| m.json()["data"]["code"] == "AFTER")).await;
+    let offline = rec.records().iter().filter(|r| r["data"]["event"] == "device-offline").count();
+    assert_eq!(offline, 1, "one alarm per outage, no flapping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_and_garbage_frames_are_rejected_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let _gw = start(dir.path(), broker.port, pty.slave_path());
+    wait_online(&rec).await;
+
+    let long = "X".repeat(5000); // max_frame_len is 64
+    pty.write(format!("GOOD-1\r\n{long}\r\n\x00\x01\x02junk\r\nGOOD-2\r\n").as_bytes()).await.unwrap();
+    rec.wait_for("the scan after the bad frames", |m| m.iter().any(|m| m.json()["data"]["code"] == "GOOD-2")).await;
+    let codes: Vec<String> = rec
+        .records()
+        .iter()
+        .filter(|r| r["kind"] == "scan")
+        .map(|r| r["data"]["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes, ["GOOD-1", "GOOD-2"]);
+    rec.wait_for("status counting 2 rejects", |m| {
+        m.iter().any(|m| m.topic == STATUS_TOPIC && m.json()["devices"]["scanner-1"]["rejects"] == 2)
+    })
+    .await;
+}
