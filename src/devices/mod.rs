@@ -4,7 +4,12 @@
 //! [`health::DeviceHealth`]; a dead device affects only itself. Devices know
 //! protocols, framing and reconnects; they know nothing of lots or MQTT.
 
+pub mod backoff;
+pub mod framing;
 pub mod health;
+pub mod pty;
+pub mod scanner;
+pub mod serial;
 
 use std::sync::Arc;
 
