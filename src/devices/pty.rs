@@ -97,3 +97,69 @@ impl VirtualSerial {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::config::{DataBits, FlowControl, Parity, SerialLine, StopBits};
+    use crate::devices::serial;
+
+    const LINE: SerialLine = SerialLine {
+        baud: 9600,
+        data_bits: DataBits::Eight,
+        parity: Parity::None,
+        stop_bits: StopBits::One,
+        flow_control: FlowControl::None,
+    };
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn read_exactly(port: &mut tokio_serial::SerialStream, n: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while got.len() < n {
+            let k = timeout(WAIT, port.read(&mut buf)).await.unwrap().unwrap();
+            assert!(k > 0, "unexpected EOF after {} bytes", got.len());
+            got.extend_from_slice(&buf[..k]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn every_byte_value_passes_unchanged_and_is_buffered_before_open() {
+        let pty = VirtualSerial::open().unwrap();
+        assert!(pty.slave_path().starts_with("/dev/pts"));
+        let all: Vec<u8> = (0..=255u8).chain(b"\r\n\r".iter().copied()).collect();
+        // Nobody has the slave open yet: the write is buffered, no EIO.
+        pty.write(&all).await.unwrap();
+        let mut port = serial::open(pty.slave_path(), &LINE).unwrap();
+        assert_eq!(read_exactly(&mut port, all.len()).await, all);
+        // Close and reopen: the pair survives, the scanner can come back.
+        drop(port);
+        pty.write(b"again").await.unwrap();
+        let mut port = serial::open(pty.slave_path(), &LINE).unwrap();
+        assert_eq!(read_exactly(&mut port, 5).await, b"again");
+    }
+
+    #[tokio::test]
+    async fn drop_reads_as_eof_and_removes_the_node() {
+        let pty = VirtualSerial::open().unwrap();
+        let path = pty.slave_path().to_owned();
+        let mut port = serial::open(&path, &LINE).unwrap();
+        drop(pty);
+        let mut buf = [0u8; 16];
+        // Measured on Linux 6.x: Ok(0) at once and on every later read.
+        for _ in 0..3 {
+            let n = timeout(WAIT, port.read(&mut buf)).await.unwrap().unwrap();
+            assert_eq!(n, 0);
+        }
+        assert!(matches!(
+            serial::open(&path, &LINE),
+            Err(serial::SerialError::NotFound(_))
+        ));
+    }
+}
