@@ -5,7 +5,11 @@
 //! protocols, framing and reconnects; they know nothing of lots or MQTT.
 
 pub mod backoff;
+pub mod framing;
 pub mod health;
+pub mod pty;
+pub mod scanner;
+pub mod serial;
 
 use std::sync::Arc;
 
