@@ -3,7 +3,38 @@
 //!
 //! Only this module knows TOML. Errors name the file, line, column, key and
 //! the expected form ([`ConfigError`]); the CLI maps them to exit code 64.
+//! The layers: `raw` (spanned TOML → raw structs), `validate` (raw → model),
+//! `summary` (what `linegate check` prints), `error` (locations and messages).
 
+mod error;
 mod model;
+mod raw;
+mod summary;
+mod validate;
 
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::ConfigError;
 pub use model::*;
+pub use raw::DEVICE_TYPES;
+pub use summary::summary;
+
+/// Reads, parses and validates the config file at `path`.
+///
+/// Relative paths inside it (data dir, password file, device paths) are
+/// resolved against the file's directory; secret files are read now.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    parse(path, &text)
+}
+
+/// Parses and validates config `text` as if read from `source_name` (used
+/// in messages and as the base of relative paths).
+pub fn parse(source_name: &Path, text: &str) -> Result<Config, ConfigError> {
+    let src = error::Source::new(source_name, text);
+    let raw = raw::parse_raw(&src)?;
+    validate::validate(&src, raw)
+}

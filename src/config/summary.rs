@@ -1,0 +1,134 @@
+//! The short plain-text summary `linegate check` prints for a technician:
+//! who the gateway is, where it stores and publishes, stations with their
+//! rules, devices with their type, station and port. Never shows secrets.
+
+use std::fmt::Write;
+
+use super::model::*;
+use super::validate::{fmt_duration, fmt_size};
+
+/// Human summary of a validated config (several lines, ends with a newline).
+pub fn summary(cfg: &Config) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_summary(&mut out, cfg);
+    out
+}
+
+fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
+    let g = &cfg.gateway;
+    let m = &cfg.mqtt;
+    let s = &cfg.store;
+    writeln!(out, "config:   {}", cfg.source.display())?;
+    writeln!(
+        out,
+        "gateway:  {} (site {}, line {})",
+        g.id, g.site, g.line
+    )?;
+    writeln!(out, "data dir: {}", g.data_dir.display())?;
+    writeln!(
+        out,
+        "store:    {} (group commit every {} or {} records, cache {})",
+        match s.engine {
+            StoreEngine::Sled => "sled",
+        },
+        fmt_duration(s.commit_interval),
+        s.commit_max_records,
+        fmt_size(s.cache_bytes)
+    )?;
+    let auth = match (&m.username, &m.password) {
+        (Some(u), Some(_)) => format!("user {u}, password from file"),
+        (Some(u), None) => format!("user {u}, no password"),
+        (None, _) => "anonymous".to_owned(),
+    };
+    writeln!(
+        out,
+        "broker:   {}:{} (keepalive {}, {auth}, up to {} in flight)",
+        m.host,
+        m.port,
+        fmt_duration(m.keepalive),
+        m.max_inflight
+    )?;
+    let t = &m.topics;
+    let first_station = cfg.stations.first().map(|st| st.id.as_str());
+    let records = match first_station {
+        Some(id) => t.record.replace("{station}", id),
+        None => t.record.clone(),
+    };
+    writeln!(out, "topics:")?;
+    writeln!(out, "  records:  {records}")?;
+    writeln!(out, "  status:   {}", t.status())?;
+    writeln!(out, "  commands: {}", t.command_filter())?;
+
+    writeln!(out, "stations: {}", cfg.stations.len())?;
+    for st in &cfg.stations {
+        writeln!(out, "  {} ({} scan rules)", st.id, st.scan_rules.len())?;
+        for (i, r) in st.scan_rules.iter().enumerate() {
+            let action = match r.action {
+                RuleAction::SetLot => "set-lot",
+                RuleAction::SetOrder => "set-order",
+            };
+            writeln!(
+                out,
+                "    {}. {}: {} when the scan matches {}",
+                i + 1,
+                r.name,
+                action,
+                r.pattern.as_str()
+            )?;
+        }
+    }
+
+    writeln!(out, "devices:  {}", cfg.devices.len())?;
+    for d in &cfg.devices {
+        match &d.kind {
+            DeviceKind::SerialScanner(sc) => {
+                let l = &sc.line;
+                writeln!(
+                    out,
+                    "  {} ({}) at station {}: {} {} {}{}{} flow {}, suffix {}",
+                    d.id,
+                    d.kind.type_name(),
+                    d.station,
+                    sc.path.display(),
+                    l.baud,
+                    match l.data_bits {
+                        DataBits::Seven => 7,
+                        DataBits::Eight => 8,
+                    },
+                    match l.parity {
+                        Parity::None => 'N',
+                        Parity::Even => 'E',
+                        Parity::Odd => 'O',
+                    },
+                    match l.stop_bits {
+                        StopBits::One => 1,
+                        StopBits::Two => 2,
+                    },
+                    match l.flow_control {
+                        FlowControl::None => "none",
+                        FlowControl::Software => "software",
+                        FlowControl::Hardware => "hardware",
+                    },
+                    bytes_name(&sc.framing.suffix)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `\r\n` → `CRLF`, other bytes → `hex:…`, nothing → `none`.
+fn bytes_name(bytes: &[u8]) -> String {
+    match bytes {
+        b"" => "none".to_owned(),
+        b"\r" => "CR".to_owned(),
+        b"\n" => "LF".to_owned(),
+        b"\r\n" => "CRLF".to_owned(),
+        b"\t" => "TAB".to_owned(),
+        other => {
+            let hex: String = other.iter().map(|b| format!("{b:02X}")).collect();
+            format!("hex:{hex}")
+        }
+    }
+}

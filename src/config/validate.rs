@@ -1,0 +1,999 @@
+//! Raw → validated: every value parsed (durations, sizes, framing bytes,
+//! regexes, topic templates) and range-checked, every cross-check done
+//! (unique ids, device → station references, backoff bounds, suffix/idle
+//! timeout), relative paths resolved against the config file's directory and
+//! secret files read. Each error carries the span of the offending key or value.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
+use super::model::*;
+use super::raw::{
+    DeviceEntry, DeviceRaw, MqttRaw, RawConfig, ScanRuleRaw, SerialScannerRaw, SizeRaw,
+    StationRaw, StoreRaw, expected_for, normalize,
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// Baud rates accepted for serial devices.
+pub const BAUD_RATES: &[u32] = &[
+    1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600,
+];
+
+const ROOT_PLACEHOLDERS: &[&str] = &["site", "line", "gateway"];
+const RECORD_PLACEHOLDERS: &[&str] = &["root", "site", "line", "gateway", "station", "kind"];
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Validates the raw config. `src.file`'s directory anchors relative paths.
+pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
+    let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let v = Validator { src: *src, base };
+
+    let g = raw.root.gateway.get_ref();
+    let gateway = GatewayConfig {
+        id: v.id(&g.id, "gateway.id")?,
+        site: v.id(&g.site, "gateway.site")?,
+        line: v.id(&g.line, "gateway.line")?,
+        data_dir: v.path(&g.data_dir, "gateway.data_dir")?,
+    };
+
+    let default_store = StoreRaw::default();
+    let store_raw = raw.root.store.as_ref().map_or(&default_store, |s| s.get_ref());
+    let store = v.store(store_raw)?;
+
+    let stations = raw
+        .root
+        .station
+        .iter()
+        .enumerate()
+        .map(|(i, s)| v.station(i, s.get_ref()))
+        .collect::<Result<Vec<_>>>()?;
+    v.unique(
+        raw.root.station.iter().enumerate().map(|(i, s)| {
+            let id = &s.get_ref().id;
+            (id, format!("station[{i}].id"))
+        }),
+        "station id",
+    )?;
+
+    let mqtt = v.mqtt(&raw.root.mqtt, &gateway, &stations)?;
+
+    let devices = raw
+        .devices
+        .iter()
+        .map(|d| v.device(d, &stations))
+        .collect::<Result<Vec<_>>>()?;
+    v.unique(
+        raw.devices
+            .iter()
+            .map(|d| (d.kind.id(), format!("device[{}].id", d.index))),
+        "device id",
+    )?;
+    v.unique_device_paths(&raw.devices)?;
+
+    Ok(Config {
+        source: src.file.to_path_buf(),
+        gateway,
+        store,
+        mqtt,
+        stations,
+        devices,
+    })
+}
+
+struct Validator<'a> {
+    src: Source<'a>,
+    /// Directory of the config file (empty: the current directory).
+    base: PathBuf,
+}
+
+impl Validator<'_> {
+    /// An error at `span` about `key`, with the expected form of that key.
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        self.src.error(
+            span,
+            Some(key.to_owned()),
+            message,
+            expected_for(&normalize(key)),
+        )
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        self.src.line_col(span.start).0
+    }
+
+    /// An id that is also a safe MQTT topic level.
+    fn id(&self, v: &Spanned<String>, key: &str) -> Result<String> {
+        let s = v.get_ref();
+        if s.is_empty() {
+            return Err(self.err(v.span(), key, "must not be empty"));
+        }
+        if s.chars().count() > 64 {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!("\"{s}\" is longer than 64 characters"),
+            ));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!("\"{s}\" contains the character {c:?}, which is not allowed in an id"),
+            ));
+        }
+        Ok(s.clone())
+    }
+
+    /// A path; relative paths are resolved against the config file's directory.
+    fn path(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf> {
+        let s = v.get_ref();
+        if s.trim().is_empty() {
+            return Err(self.err(v.span(), key, "must not be empty"));
+        }
+        let p = Path::new(s);
+        if p.is_absolute() {
+            return Ok(p.to_path_buf());
+        }
+        let joined = self.base.join(p);
+        Ok(std::path::absolute(&joined).unwrap_or(joined))
+    }
+
+    fn non_empty(&self, v: &Spanned<String>, key: &str) -> Result<String> {
+        let s = v.get_ref();
+        if s.trim().is_empty() {
+            return Err(self.err(v.span(), key, "must not be empty"));
+        }
+        Ok(s.clone())
+    }
+
+    /// Picks one of `choices` (exact spelling).
+    fn choice<T: Copy>(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> Result<T> {
+        let Some(v) = v else { return Ok(default) };
+        choices
+            .iter()
+            .find(|(name, _)| *name == v.get_ref())
+            .map(|(_, t)| *t)
+            .ok_or_else(|| self.err(v.span(), key, format!("unknown value \"{}\"", v.get_ref())))
+    }
+
+    fn int(
+        &self,
+        v: Option<&Spanned<i64>>,
+        key: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<i64> {
+        let Some(v) = v else { return Ok(default) };
+        let n = *v.get_ref();
+        if !range.contains(&n) {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!("{n} is out of range {}..={}", range.start(), range.end()),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// A duration (`"250ms"`, `"5s"`), `default` when absent, within `min..=max`.
+    fn duration(
+        &self,
+        v: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+        min: Duration,
+        max: Option<Duration>,
+    ) -> Result<Duration> {
+        let Some(v) = v else { return Ok(default) };
+        let d = humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+            self.err(
+                v.span(),
+                key,
+                format!("\"{}\" is not a duration: {e}", v.get_ref()),
+            )
+        })?;
+        if d < min {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!("{} is below the minimum of {}", fmt_duration(d), fmt_duration(min)),
+            ));
+        }
+        if let Some(max) = max.filter(|max| d > *max) {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!("{} is above the maximum of {}", fmt_duration(d), fmt_duration(max)),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// A byte size (`"8MiB"` or an integer), `default` when absent, within `min..=max`.
+    fn size(
+        &self,
+        v: Option<&Spanned<SizeRaw>>,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64> {
+        let Some(v) = v else { return Ok(default) };
+        let n = match v.get_ref() {
+            SizeRaw::Bytes(n) => u64::try_from(*n)
+                .map_err(|_| self.err(v.span(), key, format!("{n} is negative")))?,
+            SizeRaw::Text(s) => parse_size(s).map_err(|e| self.err(v.span(), key, e))?,
+        };
+        if n < min || n > max {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "{} is out of range {}..={}",
+                    fmt_size(n),
+                    fmt_size(min),
+                    fmt_size(max)
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// `min <= max`; the error points at whichever of the two was written.
+    fn backoff(
+        &self,
+        prefix: &str,
+        min_raw: Option<&Spanned<String>>,
+        max_raw: Option<&Spanned<String>>,
+        defaults: BackoffConfig,
+        fallback_span: Range<usize>,
+    ) -> Result<BackoffConfig> {
+        let key_min = format!("{prefix}.reconnect_min");
+        let key_max = format!("{prefix}.reconnect_max");
+        let one_ms = Duration::from_millis(1);
+        let min = self.duration(min_raw, &key_min, defaults.min, one_ms, None)?;
+        let max = self.duration(max_raw, &key_max, defaults.max, one_ms, None)?;
+        if min > max {
+            let (span, key) = match (min_raw, max_raw) {
+                (Some(m), _) => (m.span(), key_min),
+                (None, Some(m)) => (m.span(), key_max),
+                (None, None) => (fallback_span, key_min),
+            };
+            let note = |raw: Option<&Spanned<String>>| if raw.is_none() { ", the default" } else { "" };
+            return Err(self.err(
+                span,
+                &key,
+                format!(
+                    "reconnect_min ({}{}) is greater than reconnect_max ({}{})",
+                    fmt_duration(min),
+                    note(min_raw),
+                    fmt_duration(max),
+                    note(max_raw)
+                ),
+            ));
+        }
+        Ok(BackoffConfig { min, max })
+    }
+
+    /// The first duplicate in `ids` (error at the second occurrence).
+    fn unique<'s>(
+        &self,
+        ids: impl Iterator<Item = (&'s Spanned<String>, String)>,
+        what: &str,
+    ) -> Result<()> {
+        let mut seen: HashMap<&str, Range<usize>> = HashMap::new();
+        for (id, key) in ids {
+            if let Some(first) = seen.get(id.get_ref().as_str()) {
+                return Err(self.err(
+                    id.span(),
+                    &key,
+                    format!(
+                        "duplicate {what} \"{}\" (first defined at line {})",
+                        id.get_ref(),
+                        self.line_of(first)
+                    ),
+                ));
+            }
+            seen.insert(id.get_ref(), id.span());
+        }
+        Ok(())
+    }
+
+    fn store(&self, s: &StoreRaw) -> Result<StoreConfig> {
+        let engine = self.choice(
+            s.engine.as_ref(),
+            "store.engine",
+            StoreEngine::Sled,
+            &[("sled", StoreEngine::Sled)],
+        )?;
+        let commit_interval = self.duration(
+            s.commit_interval.as_ref(),
+            "store.commit_interval",
+            Duration::from_millis(10),
+            Duration::ZERO,
+            Some(Duration::from_secs(1)),
+        )?;
+        let commit_max_records = self.int(
+            s.commit_max_records.as_ref(),
+            "store.commit_max_records",
+            256,
+            1..=10_000,
+        )?;
+        let cache_bytes = self.size(
+            s.cache_size.as_ref(),
+            "store.cache_size",
+            8 * MIB,
+            MIB,
+            GIB,
+        )?;
+        Ok(StoreConfig {
+            engine,
+            commit_interval,
+            commit_max_records: to_usize(commit_max_records),
+            cache_bytes,
+        })
+    }
+
+    fn mqtt(
+        &self,
+        raw: &Spanned<MqttRaw>,
+        gateway: &GatewayConfig,
+        stations: &[StationConfig],
+    ) -> Result<MqttConfig> {
+        let m = raw.get_ref();
+        let host = self.non_empty(&m.host, "mqtt.host")?;
+        if host.contains("://") || host.chars().any(char::is_whitespace) {
+            return Err(self.err(
+                m.host.span(),
+                "mqtt.host",
+                format!("\"{host}\" is not a host name: write only the host, without scheme, port or spaces"),
+            ));
+        }
+        let port = self.int(m.port.as_ref(), "mqtt.port", 1883, 1..=65535)?;
+        let keepalive = self.duration(
+            m.keepalive.as_ref(),
+            "mqtt.keepalive",
+            Duration::from_secs(15),
+            Duration::from_secs(5),
+            Some(Duration::from_secs(30)),
+        )?;
+        let username = m
+            .username
+            .as_ref()
+            .map(|u| self.non_empty(u, "mqtt.username"))
+            .transpose()?;
+        let password = match &m.password_file {
+            Some(pf) => {
+                if username.is_none() {
+                    return Err(self.err(
+                        pf.span(),
+                        "mqtt.password_file",
+                        "a password needs a username: add `username` to [mqtt]",
+                    ));
+                }
+                Some(self.secret(pf, "mqtt.password_file")?)
+            }
+            None => None,
+        };
+        let max_inflight = self.int(m.max_inflight.as_ref(), "mqtt.max_inflight", 32, 1..=1000)?;
+        let max_packet_bytes = self.size(
+            m.max_packet_size.as_ref(),
+            "mqtt.max_packet_size",
+            64 * KIB,
+            KIB,
+            16 * MIB,
+        )?;
+        let reconnect = self.backoff(
+            "mqtt",
+            m.reconnect_min.as_ref(),
+            m.reconnect_max.as_ref(),
+            BackoffConfig {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            raw.span(),
+        )?;
+        let status_interval = self.duration(
+            m.status_interval.as_ref(),
+            "mqtt.status_interval",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            None,
+        )?;
+        let topics = self.topics(raw, gateway, stations)?;
+        Ok(MqttConfig {
+            host,
+            port: u16::try_from(port).unwrap_or(1883),
+            keepalive,
+            username,
+            password,
+            max_inflight: u16::try_from(max_inflight).unwrap_or(32),
+            max_packet_bytes: usize::try_from(max_packet_bytes).unwrap_or(usize::MAX),
+            reconnect,
+            status_interval,
+            topics,
+        })
+    }
+
+    /// Reads a secret file: trailing newline trimmed, must not be empty.
+    fn secret(&self, v: &Spanned<String>, key: &str) -> Result<Secret> {
+        let path = self.path(v, key)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                v.span(),
+                key,
+                format!("cannot read password file {}: {e}", path.display()),
+            )
+        })?;
+        let secret = text.trim_end_matches(['\n', '\r']);
+        if secret.is_empty() {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!("password file {} is empty", path.display()),
+            ));
+        }
+        Ok(Secret(secret.to_owned()))
+    }
+
+    fn topics(
+        &self,
+        raw: &Spanned<MqttRaw>,
+        gateway: &GatewayConfig,
+        stations: &[StationConfig],
+    ) -> Result<Topics> {
+        let m = raw.get_ref();
+        let values = |name: &str| match name {
+            "site" => Some(gateway.site.clone()),
+            "line" => Some(gateway.line.clone()),
+            "gateway" => Some(gateway.id.clone()),
+            _ => None,
+        };
+
+        let (root_text, root_span) = template_or(m.topic_root.as_ref(), "{site}/{line}", raw);
+        let root_pieces = parse_template(&root_text, ROOT_PLACEHOLDERS)
+            .map_err(|e| self.err(root_span.clone(), "mqtt.topic_root", e))?;
+        let root = render(&root_pieces, &values);
+        check_topic(&root).map_err(|e| {
+            self.err(
+                root_span.clone(),
+                "mqtt.topic_root",
+                format!("renders to \"{root}\", which {e}"),
+            )
+        })?;
+
+        let (rec_text, rec_span) =
+            template_or(m.record_topic.as_ref(), "{root}/{station}/{kind}", raw);
+        let rec_pieces = parse_template(&rec_text, RECORD_PLACEHOLDERS)
+            .map_err(|e| self.err(rec_span.clone(), "mqtt.record_topic", e))?;
+        for needed in ["station", "kind"] {
+            if !rec_pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Placeholder(n) if n == needed))
+            {
+                return Err(self.err(
+                    rec_span.clone(),
+                    "mqtt.record_topic",
+                    format!("\"{rec_text}\" does not contain {{{needed}}}"),
+                ));
+            }
+        }
+        let record = render(&rec_pieces, &|name: &str| match name {
+            "root" => Some(root.clone()),
+            other => values(other),
+        });
+        let station = stations.first().map_or("st", |s| s.id.as_str());
+        let probe = record.replace("{station}", station).replace("{kind}", "scan");
+        check_topic(&probe).map_err(|e| {
+            self.err(
+                rec_span.clone(),
+                "mqtt.record_topic",
+                format!("renders to \"{probe}\", which {e}"),
+            )
+        })?;
+
+        Ok(Topics {
+            gateway: format!("{root}/gateway/{}", gateway.id),
+            root,
+            record,
+        })
+    }
+
+    fn station(&self, index: usize, s: &StationRaw) -> Result<StationConfig> {
+        let id = self.id(&s.id, &format!("station[{index}].id"))?;
+        let scan_rules = s
+            .scan_rule
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.scan_rule(&format!("station[{index}].scan_rule[{i}]"), r.get_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        self.unique(
+            s.scan_rule.iter().enumerate().map(|(i, r)| {
+                (
+                    &r.get_ref().name,
+                    format!("station[{index}].scan_rule[{i}].name"),
+                )
+            }),
+            "rule name",
+        )?;
+        Ok(StationConfig { id, scan_rules })
+    }
+
+    fn scan_rule(&self, key: &str, r: &ScanRuleRaw) -> Result<ScanRule> {
+        let name = self.non_empty(&r.name, &format!("{key}.name"))?;
+        let pattern = regex::Regex::new(r.pattern.get_ref()).map_err(|e| {
+            self.err(
+                r.pattern.span(),
+                &format!("{key}.pattern"),
+                format!("invalid regular expression: {}", regex_reason(&e)),
+            )
+        })?;
+        let action = self.choice(
+            Some(&r.action),
+            &format!("{key}.action"),
+            RuleAction::SetLot,
+            &[("set-lot", RuleAction::SetLot), ("set-order", RuleAction::SetOrder)],
+        )?;
+        Ok(ScanRule {
+            name,
+            pattern,
+            action,
+        })
+    }
+
+    fn device(&self, d: &DeviceEntry, stations: &[StationConfig]) -> Result<DeviceConfig> {
+        let prefix = format!("device[{}]", d.index);
+        let id = self.id(d.kind.id(), &format!("{prefix}.id"))?;
+        let st = d.kind.station();
+        let station_key = format!("{prefix}.station");
+        if !stations.iter().any(|s| &s.id == st.get_ref()) {
+            let known = if stations.is_empty() {
+                "no [[station]] is defined".to_owned()
+            } else {
+                format!(
+                    "defined stations: {}",
+                    stations
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(self.err(
+                st.span(),
+                &station_key,
+                format!("station \"{}\" is not defined ({known})", st.get_ref()),
+            ));
+        }
+        let kind = match &d.kind {
+            DeviceRaw::SerialScanner(s) => {
+                DeviceKind::SerialScanner(self.serial_scanner(&prefix, d, s)?)
+            }
+        };
+        Ok(DeviceConfig {
+            id,
+            station: st.get_ref().clone(),
+            kind,
+        })
+    }
+
+    fn serial_scanner(
+        &self,
+        prefix: &str,
+        d: &DeviceEntry,
+        s: &SerialScannerRaw,
+    ) -> Result<SerialScannerConfig> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let path = self.path(&s.path, &key("path"))?;
+
+        let baud = match &s.baud {
+            None => 9600,
+            Some(b) => u32::try_from(*b.get_ref())
+                .ok()
+                .filter(|rate| BAUD_RATES.contains(rate))
+                .ok_or_else(|| {
+                    self.err(
+                        b.span(),
+                        &key("baud"),
+                        format!("{} is not a standard baud rate", b.get_ref()),
+                    )
+                })?,
+        };
+        let data_bits = match self.int(s.data_bits.as_ref(), &key("data_bits"), 8, 7..=8)? {
+            7 => DataBits::Seven,
+            _ => DataBits::Eight,
+        };
+        let stop_bits = match self.int(s.stop_bits.as_ref(), &key("stop_bits"), 1, 1..=2)? {
+            2 => StopBits::Two,
+            _ => StopBits::One,
+        };
+        let parity = self.choice(
+            s.parity.as_ref(),
+            &key("parity"),
+            Parity::None,
+            &[("none", Parity::None), ("even", Parity::Even), ("odd", Parity::Odd)],
+        )?;
+        let flow_control = self.choice(
+            s.flow_control.as_ref(),
+            &key("flow_control"),
+            FlowControl::None,
+            &[
+                ("none", FlowControl::None),
+                ("software", FlowControl::Software),
+                ("hardware", FlowControl::Hardware),
+            ],
+        )?;
+
+        let suffix = match &s.suffix {
+            Some(v) => parse_bytes(v.get_ref()).map_err(|e| self.err(v.span(), &key("suffix"), e))?,
+            None => b"\r".to_vec(),
+        };
+        let prefix_bytes = match &s.prefix {
+            Some(v) => parse_bytes(v.get_ref()).map_err(|e| self.err(v.span(), &key("prefix"), e))?,
+            None => Vec::new(),
+        };
+        let idle_timeout = s
+            .idle_timeout
+            .as_ref()
+            .map(|v| {
+                self.duration(
+                    Some(v),
+                    &key("idle_timeout"),
+                    Duration::ZERO,
+                    Duration::from_millis(1),
+                    Some(Duration::from_secs(10)),
+                )
+            })
+            .transpose()?;
+        if suffix.is_empty() && idle_timeout.is_none() {
+            let span = s.suffix.as_ref().map_or(d.span.clone(), |v| v.span());
+            return Err(self.err(
+                span,
+                &key("idle_timeout"),
+                "suffix is \"none\", so idle_timeout is required to know where a scan ends",
+            ));
+        }
+        let max_len = self.int(s.max_frame_len.as_ref(), &key("max_frame_len"), 512, 16..=65536)?;
+        let reconnect = self.backoff(
+            prefix,
+            s.reconnect_min.as_ref(),
+            s.reconnect_max.as_ref(),
+            BackoffConfig {
+                min: Duration::from_millis(200),
+                max: Duration::from_secs(10),
+            },
+            d.span.clone(),
+        )?;
+
+        Ok(SerialScannerConfig {
+            path,
+            line: SerialLine {
+                baud,
+                data_bits,
+                parity,
+                stop_bits,
+                flow_control,
+            },
+            framing: FramingConfig {
+                prefix: prefix_bytes,
+                suffix,
+                idle_timeout,
+                max_len: to_usize(max_len),
+            },
+            reconnect,
+        })
+    }
+
+    /// Two devices must not open the same device node.
+    fn unique_device_paths(&self, devices: &[DeviceEntry]) -> Result<()> {
+        let mut seen: HashMap<PathBuf, (&str, Range<usize>)> = HashMap::new();
+        for d in devices {
+            let DeviceRaw::SerialScanner(s) = &d.kind;
+            let key = format!("device[{}].path", d.index);
+            let path = self.path(&s.path, &key)?;
+            if let Some((other, first)) = seen.get(&path) {
+                return Err(self.err(
+                    s.path.span(),
+                    &key,
+                    format!(
+                        "{} is already used by device \"{other}\" (line {})",
+                        path.display(),
+                        self.line_of(first)
+                    ),
+                ));
+            }
+            seen.insert(path, (s.id.get_ref(), s.path.span()));
+        }
+        Ok(())
+    }
+}
+
+fn to_usize(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// The template as written, or `default` (spanned at the `[mqtt]` header).
+fn template_or(
+    v: Option<&Spanned<String>>,
+    default: &str,
+    table: &Spanned<MqttRaw>,
+) -> (String, Range<usize>) {
+    match v {
+        Some(v) => (v.get_ref().clone(), v.span()),
+        None => (default.to_owned(), table.span()),
+    }
+}
+
+/// Formats a duration the way it is written in the config (`"15s"`, `"500ms"`).
+pub fn fmt_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0ms".to_owned()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// Formats a byte count the way it is written in the config (`"8MiB"`).
+pub fn fmt_size(n: u64) -> String {
+    for (unit, size) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
+        if n >= size && n % size == 0 {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// `"8MiB"`, `"64 KiB"`, `"1GiB"`, `"4096"`, `"4096B"` → bytes.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!("\"{text}\" is not a size"));
+    }
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => KIB,
+        "MiB" => MIB,
+        "GiB" => GIB,
+        u @ ("K" | "k" | "KB" | "kB" | "M" | "MB" | "G" | "GB") => {
+            let hint = match u.chars().next() {
+                Some('M') => "MiB",
+                Some('G') => "GiB",
+                _ => "KiB",
+            };
+            return Err(format!(
+                "unit \"{u}\" is ambiguous in \"{text}\": write {hint} (powers of 1024)"
+            ));
+        }
+        u => return Err(format!("unknown unit \"{u}\" in \"{text}\"")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("\"{text}\" is too large"))
+}
+
+/// `"CR"`, `"LF"`, `"CRLF"`, `"TAB"`, `"none"`/`""`, `"hex:0D0A"` → bytes.
+pub fn parse_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let t = text.trim();
+    if let Some(hex) = t.get(..4).filter(|p| p.eq_ignore_ascii_case("hex:")).map(|_| &t[4..]) {
+        let digits: Vec<char> = hex.chars().filter(|c| !c.is_whitespace()).collect();
+        if digits.is_empty() {
+            return Err(format!("\"{text}\" has no bytes after hex:"));
+        }
+        if digits.len() % 2 != 0 {
+            return Err(format!("\"{text}\" has an odd number of hex digits"));
+        }
+        return digits
+            .chunks(2)
+            .map(|pair| {
+                let s: String = pair.iter().collect();
+                u8::from_str_radix(&s, 16)
+                    .map_err(|_| format!("\"{s}\" in \"{text}\" is not a hex byte"))
+            })
+            .collect();
+    }
+    match t.to_ascii_uppercase().as_str() {
+        "" | "NONE" => Ok(Vec::new()),
+        "CR" => Ok(b"\r".to_vec()),
+        "LF" => Ok(b"\n".to_vec()),
+        "CRLF" => Ok(b"\r\n".to_vec()),
+        "TAB" => Ok(b"\t".to_vec()),
+        _ => Err(format!("unknown value \"{text}\"")),
+    }
+}
+
+/// The readable part of a regex error (its last `error: …` line).
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(|| text.replace('\n', " "), str::to_owned)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Placeholder(String),
+}
+
+/// Splits a topic template into literal text and `{name}` placeholders.
+fn parse_template(text: &str, allowed: &[&str]) -> std::result::Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err(format!("\"{text}\" has a `}}` without `{{`"));
+        }
+        if open > 0 {
+            pieces.push(Piece::Literal(rest[..open].to_owned()));
+        }
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("\"{text}\" has a `{{` without `}}`"));
+        };
+        let name = &after[..close];
+        if !allowed.contains(&name) {
+            let list = allowed
+                .iter()
+                .map(|a| format!("{{{a}}}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(format!(
+                "unknown placeholder {{{name}}} in \"{text}\" (known here: {list})"
+            ));
+        }
+        pieces.push(Piece::Placeholder(name.to_owned()));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Literal(rest.to_owned()));
+    }
+    Ok(pieces)
+}
+
+/// Renders the pieces; placeholders `value` returns `None` for stay as `{name}`.
+fn render(pieces: &[Piece], value: &dyn Fn(&str) -> Option<String>) -> String {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Literal(s) => s.clone(),
+            Piece::Placeholder(n) => value(n).unwrap_or_else(|| format!("{{{n}}}")),
+        })
+        .collect()
+}
+
+/// A concrete MQTT topic to publish on: the reason it is not valid, if any.
+fn check_topic(topic: &str) -> std::result::Result<(), String> {
+    if topic.is_empty() {
+        return Err("is empty".into());
+    }
+    if topic.starts_with('/') {
+        return Err("starts with `/`".into());
+    }
+    if topic.ends_with('/') {
+        return Err("ends with `/`".into());
+    }
+    if topic.contains("//") {
+        return Err("has an empty level (`//`)".into());
+    }
+    if let Some(c) = topic.chars().find(|c| matches!(c, '+' | '#')) {
+        return Err(format!("contains the wildcard `{c}`"));
+    }
+    if topic.starts_with('$') {
+        return Err("starts with `$` (reserved for broker topics)".into());
+    }
+    if topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("8MiB", Some(8 * MIB)),
+            ("64 KiB", Some(64 * KIB)),
+            ("1GiB", Some(GIB)),
+            ("4096", Some(4096)),
+            ("4096B", Some(4096)),
+            ("8MB", None),
+            ("8 mib", None),
+            ("MiB", None),
+            ("-1", None),
+            ("99999999999999999999GiB", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text).ok(), *want, "{text}");
+        }
+        assert!(
+            parse_size("8MB")
+                .err()
+                .is_some_and(|e| e.contains("write MiB"))
+        );
+    }
+
+    #[test]
+    fn framing_bytes() {
+        let cases: &[(&str, Option<&[u8]>)] = &[
+            ("CR", Some(b"\r")),
+            ("lf", Some(b"\n")),
+            ("CRLF", Some(b"\r\n")),
+            ("TAB", Some(b"\t")),
+            ("none", Some(b"")),
+            ("", Some(b"")),
+            ("hex:0D0A", Some(b"\r\n")),
+            ("hex:02", Some(b"\x02")),
+            ("HEX:0d 0a", Some(b"\r\n")),
+            ("hex:", None),
+            ("hex:0", None),
+            ("hex:zz", None),
+            ("ETX", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_bytes(text).ok().as_deref(), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn templates() {
+        let p = parse_template("{root}/x/{kind}", RECORD_PLACEHOLDERS).expect("valid");
+        assert_eq!(
+            p,
+            vec![
+                Piece::Placeholder("root".into()),
+                Piece::Literal("/x/".into()),
+                Piece::Placeholder("kind".into()),
+            ]
+        );
+        assert!(parse_template("{site}/{root}", ROOT_PLACEHOLDERS).is_err());
+        assert!(parse_template("{site", ROOT_PLACEHOLDERS).is_err());
+        assert!(parse_template("site}", ROOT_PLACEHOLDERS).is_err());
+        let r = render(&p, &|n: &str| (n == "root").then(|| "a/b".to_owned()));
+        assert_eq!(r, "a/b/x/{kind}");
+    }
+
+    #[test]
+    fn topics() {
+        for ok in ["a", "a/b", "plant1/line-3/gw.1"] {
+            assert_eq!(check_topic(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "a/+/b", "a/#", "$SYS/x", "a b"] {
+            assert!(check_topic(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_format_as_written() {
+        assert_eq!(fmt_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(fmt_duration(Duration::from_secs(15)), "15s");
+        assert_eq!(fmt_duration(Duration::ZERO), "0ms");
+        assert_eq!(fmt_size(8 * MIB), "8MiB");
+        assert_eq!(fmt_size(1000), "1000 bytes");
+    }
+}
