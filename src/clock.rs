@@ -38,6 +38,6 @@ mod tests {
     #[test]
     fn renders_rfc3339_with_millis() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T09:06:40.123Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
     }
 }

@@ -37,8 +37,18 @@ fn check_prints_a_summary_of_a_valid_config() {
     let cfg = write(dir.path(), "ok.toml", VALID);
     let out = Command::new(BIN).arg("check").arg(&cfg).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["gw-1", "st10", "scanner-1", "serial-scanner", "plant1/line3"] {
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "gw-1",
+        "st10",
+        "scanner-1",
+        "serial-scanner",
+        "plant1/line3",
+    ] {
         assert!(stdout.contains(needle), "summary lacks {needle}: {stdout}");
     }
 }
@@ -48,26 +58,61 @@ fn invalid_configs_exit_64_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     // (description, config text, expected line, expected fragment)
     let cases = [
-        ("unknown key in a device", VALID.replace("path =", "bogus = 1\npath ="), 17, "bogus"),
-        ("device names a missing station", VALID.replace("station = \"st10\"", "station = \"st99\""), 16, "st99"),
-        ("bad duration", VALID.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nkeepalive = \"fast\""), 9, "keepalive"),
-        ("wrong type", VALID.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nport = \"x\""), 9, "port"),
+        (
+            "unknown key in a device",
+            VALID.replace("path =", "bogus = 1\npath ="),
+            17,
+            "bogus",
+        ),
+        (
+            "device names a missing station",
+            VALID.replace("station = \"st10\"", "station = \"st99\""),
+            16,
+            "st99",
+        ),
+        (
+            "bad duration",
+            VALID.replace(
+                "host = \"127.0.0.1\"",
+                "host = \"127.0.0.1\"\nkeepalive = \"fast\"",
+            ),
+            9,
+            "keepalive",
+        ),
+        (
+            "wrong type",
+            VALID.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nport = \"x\""),
+            9,
+            "port",
+        ),
     ];
     for (what, text, line, fragment) in cases {
         let cfg = write(dir.path(), "bad.toml", &text);
-        for args in [vec!["check".to_owned()], vec!["run".into(), "--config".into()]] {
+        for args in [
+            vec!["check".to_owned()],
+            vec!["run".into(), "--config".into()],
+        ] {
             let out = Command::new(BIN).args(&args).arg(&cfg).output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(64), "{what} ({args:?}): {stderr}");
-            assert!(stderr.contains(&format!("bad.toml:{line}:")), "{what}: line {line} not named in: {stderr}");
-            assert!(stderr.contains(fragment), "{what}: `{fragment}` not named in: {stderr}");
+            assert!(
+                stderr.contains(&format!("bad.toml:{line}:")),
+                "{what}: line {line} not named in: {stderr}"
+            );
+            assert!(
+                stderr.contains(fragment),
+                "{what}: `{fragment}` not named in: {stderr}"
+            );
         }
     }
 }
 
 #[test]
 fn missing_config_file_exits_64() {
-    let out = Command::new(BIN).args(["run", "--config", "/nonexistent/linegate.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config", "/nonexistent/linegate.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/linegate.toml"));
 }

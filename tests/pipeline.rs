@@ -50,7 +50,9 @@ fn assert_gap_free(seqs: &[u64]) {
 
 async fn wait_online(rec: &Recorder) {
     rec.wait_for("scanner online alarm", |m| {
-        m.iter().any(|m| m.topic == "plant1/line3/st10/alarm" && m.json()["data"]["event"] == "device-online")
+        m.iter().any(|m| {
+            m.topic == "plant1/line3/st10/alarm" && m.json()["data"]["event"] == "device-online"
+        })
     })
     .await;
 }
@@ -71,9 +73,14 @@ async fn a_scan_reaches_the_mes_with_every_contract_field() {
     let code = b"]d201095060001343521726123110L24A0173\x1d21SN000123";
     pty.write(b"LOT:L24A0173\r\nWO123456\r\n").await.unwrap();
     pty.write(&[&code[..], b"\r\n"].concat()).await.unwrap();
-    rec.wait_for("the scan", |m| m.iter().any(|m| m.topic == SCAN_TOPIC)).await;
+    rec.wait_for("the scan", |m| m.iter().any(|m| m.topic == SCAN_TOPIC))
+        .await;
 
-    let scan = rec.snapshot().into_iter().find(|m| m.topic == SCAN_TOPIC).unwrap();
+    let scan = rec
+        .snapshot()
+        .into_iter()
+        .find(|m| m.topic == SCAN_TOPIC)
+        .unwrap();
     assert!(!scan.retain);
     let v = scan.json();
     assert_eq!(v["v"], 1);
@@ -101,17 +108,24 @@ async fn a_scan_reaches_the_mes_with_every_contract_field() {
     let records = rec.records();
     let ctx: Vec<_> = records.iter().filter(|r| r["kind"] == "context").collect();
     assert_eq!(ctx.len(), 2);
-    assert_eq!((&ctx[0]["data"]["field"], &ctx[0]["data"]["value"]), (&"lot".into(), &"L24A0173".into()));
+    assert_eq!(
+        (&ctx[0]["data"]["field"], &ctx[0]["data"]["value"]),
+        (&"lot".into(), &"L24A0173".into())
+    );
     assert_eq!(ctx[0]["data"]["rule"], "lot-label");
 
     // Retained status: online with the device's health; offline after a clean stop.
     rec.wait_for("status with the scanner online", |m| {
-        m.iter().any(|m| m.topic == STATUS_TOPIC && m.json()["devices"]["scanner-1"]["online"] == true)
+        m.iter()
+            .any(|m| m.topic == STATUS_TOPIC && m.json()["devices"]["scanner-1"]["online"] == true)
     })
     .await;
     assert_eq!(gw.stop(), Some(0));
     rec.wait_for("offline status", |m| {
-        m.iter().rev().find(|m| m.topic == STATUS_TOPIC).is_some_and(|m| m.json()["online"] == false)
+        m.iter()
+            .rev()
+            .find(|m| m.topic == STATUS_TOPIC)
+            .is_some_and(|m| m.json()["online"] == false)
     })
     .await;
 }
@@ -125,7 +139,9 @@ async fn a_thousand_scans_get_a_thousand_gap_free_seqs() {
     let _gw = start(dir.path(), broker.port, pty.slave_path());
     wait_online(&rec).await;
 
-    let burst: Vec<u8> = (0..1000).flat_map(|i| format!("ITEM-{i:04}\r\n").into_bytes()).collect();
+    let burst: Vec<u8> = (0..1000)
+        .flat_map(|i| format!("ITEM-{i:04}\r\n").into_bytes())
+        .collect();
     pty.write(&burst).await.unwrap();
     rec.wait_records(1001).await; // 1000 scans + the online alarm
 
@@ -133,11 +149,17 @@ async fn a_thousand_scans_get_a_thousand_gap_free_seqs() {
     let seqs = check_seqs(&records);
     assert_gap_free(&seqs);
     let scans: Vec<&Value> = records.iter().filter(|r| r["kind"] == "scan").collect();
-    let codes: Vec<String> = scans.iter().map(|r| r["data"]["code"].as_str().unwrap().to_owned()).collect();
+    let codes: Vec<String> = scans
+        .iter()
+        .map(|r| r["data"]["code"].as_str().unwrap().to_owned())
+        .collect();
     let distinct: BTreeSet<&String> = codes.iter().collect();
     assert_eq!(distinct.len(), 1000);
     let scan_seqs: Vec<u64> = scans.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
-    assert!(scan_seqs.windows(2).all(|w| w[0] < w[1]), "scans arrive in seq order");
+    assert!(
+        scan_seqs.windows(2).all(|w| w[0] < w[1]),
+        "scans arrive in seq order"
+    );
     for (i, code) in codes.iter().enumerate() {
         assert_eq!(code, &format!("ITEM-{i:04}"), "scan order preserved");
     }
@@ -153,11 +175,15 @@ async fn broker_killed_mid_burst_loses_nothing() {
     let _gw = start(dir.path(), proxy.port, pty.slave_path());
     wait_online(&rec).await;
 
-    let first: Vec<u8> = (0..300).flat_map(|i| format!("A-{i:04}\r\n").into_bytes()).collect();
+    let first: Vec<u8> = (0..300)
+        .flat_map(|i| format!("A-{i:04}\r\n").into_bytes())
+        .collect();
     pty.write(&first).await.unwrap();
     rec.wait_for("some of the burst", |m| m.len() > 50).await;
     broker.kill();
-    let second: Vec<u8> = (0..300).flat_map(|i| format!("B-{i:04}\r\n").into_bytes()).collect();
+    let second: Vec<u8> = (0..300)
+        .flat_map(|i| format!("B-{i:04}\r\n").into_bytes())
+        .collect();
     pty.write(&second).await.unwrap();
 
     // Bring the broker back, let the MES resubscribe first, then the gateway in.
@@ -177,7 +203,10 @@ async fn broker_killed_mid_burst_loses_nothing() {
 
     let records = rec.records();
     let seqs = check_seqs(&records);
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "first arrivals in seq order");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "first arrivals in seq order"
+    );
     assert_gap_free(&seqs);
     for i in 0..300 {
         assert!(!scans_with_code(&records, &format!("A-{i:04}")).is_empty());
@@ -194,9 +223,14 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
     let mut gw = start(dir.path(), broker.port, pty.slave_path());
     wait_online(&rec).await;
     pty.write(b"LOT:LK-1\r\n").await.unwrap();
-    rec.wait_for("lot context", |m| m.iter().any(|m| m.json()["kind"] == "context")).await;
+    rec.wait_for("lot context", |m| {
+        m.iter().any(|m| m.json()["kind"] == "context")
+    })
+    .await;
 
-    let burst: Vec<u8> = (0..3000).flat_map(|i| format!("K-{i:05}\r\n").into_bytes()).collect();
+    let burst: Vec<u8> = (0..3000)
+        .flat_map(|i| format!("K-{i:05}\r\n").into_bytes())
+        .collect();
     let writer = {
         let pty = &pty;
         async move {
@@ -216,7 +250,8 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
     gw.spawn();
     pty.write(b"AFTER-RESTART\r\n").await.unwrap();
     rec.wait_for("the scan after restart", |m| {
-        m.iter().any(|m| m.json()["data"]["code"] == "AFTER-RESTART")
+        m.iter()
+            .any(|m| m.json()["data"]["code"] == "AFTER-RESTART")
     })
     .await;
     rec.wait_records(accepted as usize).await;
@@ -225,12 +260,24 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
     let seqs = check_seqs(&records);
     let delivered: BTreeSet<u64> = seqs.iter().copied().collect();
     for seq in 1..=accepted {
-        assert!(delivered.contains(&seq), "accepted seq {seq} lost (accepted up to {accepted})");
+        assert!(
+            delivered.contains(&seq),
+            "accepted seq {seq} lost (accepted up to {accepted})"
+        );
     }
     assert_gap_free(&seqs);
-    let after = records.iter().find(|r| r["data"]["code"] == "AFTER-RESTART").unwrap();
-    assert!(after["seq"].as_u64().unwrap() > accepted, "seq continues after the restart");
-    assert_eq!(after["lot"], "LK-1", "station context restored after SIGKILL");
+    let after = records
+        .iter()
+        .find(|r| r["data"]["code"] == "AFTER-RESTART")
+        .unwrap();
+    assert!(
+        after["seq"].as_u64().unwrap() > accepted,
+        "seq continues after the restart"
+    );
+    assert_eq!(
+        after["lot"], "LK-1",
+        "station context restored after SIGKILL"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,20 +291,37 @@ async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
     let _gw = start(dir.path(), broker.port, &link);
     wait_online(&rec).await;
     pty.write(b"BEFORE\r\n").await.unwrap();
-    rec.wait_for("scan before unplug", |m| m.iter().any(|m| m.json()["data"]["code"] == "BEFORE")).await;
+    rec.wait_for("scan before unplug", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "BEFORE")
+    })
+    .await;
 
     drop(pty); // unplug
-    rec.wait_for("offline alarm", |m| m.iter().any(|m| m.json()["data"]["event"] == "device-offline")).await;
+    rec.wait_for("offline alarm", |m| {
+        m.iter()
+            .any(|m| m.json()["data"]["event"] == "device-offline")
+    })
+    .await;
     let pty = VirtualSerial::open().unwrap();
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(pty.slave_path(), &link).unwrap();
     rec.wait_for("online again", |m| {
-        m.iter().filter(|m| m.json()["data"]["event"] == "device-online").count() == 2
+        m.iter()
+            .filter(|m| m.json()["data"]["event"] == "device-online")
+            .count()
+            == 2
     })
     .await;
     pty.write(b"AFTER\r\n").await.unwrap();
-    rec.wait_for("scan after replug", |m| m.iter().any(|m| m.json()["data"]["code"] == "AFTER")).await;
-    let offline = rec.records().iter().filter(|r| r["data"]["event"] == "device-offline").count();
+    rec.wait_for("scan after replug", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "AFTER")
+    })
+    .await;
+    let offline = rec
+        .records()
+        .iter()
+        .filter(|r| r["data"]["event"] == "device-offline")
+        .count();
     assert_eq!(offline, 1, "one alarm per outage, no flapping");
 }
 
@@ -271,8 +335,13 @@ async fn overlong_and_garbage_frames_are_rejected_and_counted() {
     wait_online(&rec).await;
 
     let long = "X".repeat(5000); // max_frame_len is 64
-    pty.write(format!("GOOD-1\r\n{long}\r\n\x00\x01\x02junk\r\nGOOD-2\r\n").as_bytes()).await.unwrap();
-    rec.wait_for("the scan after the bad frames", |m| m.iter().any(|m| m.json()["data"]["code"] == "GOOD-2")).await;
+    pty.write(format!("GOOD-1\r\n{long}\r\n\x00\x01\x02junk\r\nGOOD-2\r\n").as_bytes())
+        .await
+        .unwrap();
+    rec.wait_for("the scan after the bad frames", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "GOOD-2")
+    })
+    .await;
     let codes: Vec<String> = rec
         .records()
         .iter()
@@ -281,7 +350,8 @@ async fn overlong_and_garbage_frames_are_rejected_and_counted() {
         .collect();
     assert_eq!(codes, ["GOOD-1", "GOOD-2"]);
     rec.wait_for("status counting 2 rejects", |m| {
-        m.iter().any(|m| m.topic == STATUS_TOPIC && m.json()["devices"]["scanner-1"]["rejects"] == 2)
+        m.iter()
+            .any(|m| m.topic == STATUS_TOPIC && m.json()["devices"]["scanner-1"]["rejects"] == 2)
     })
     .await;
 }

@@ -17,7 +17,11 @@ pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_SOFTWARE: u8 = 70;
 
 #[derive(Debug, Parser)]
-#[command(name = "linegate", version, about = "Edge gateway for factory lines: scanners to a durable queue to MQTT")]
+#[command(
+    name = "linegate",
+    version,
+    about = "Edge gateway for factory lines: scanners to a durable queue to MQTT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,10 +114,11 @@ fn init_logging(command: &Command) {
     // The demo prints MES messages on stdout; keep its logs to warnings.
     let default = match command {
         #[cfg(feature = "demo")]
-        Command::Demo(_) => "warn",
+        Command::Demo(_) => "warn,rumqttd=off",
         _ => "info",
     };
-    let filter = EnvFilter::try_from_env("LINEGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("LINEGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -140,13 +140,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let port = free_port()?;
     start_broker(port)?;
-    let pty = VirtualSerial::open().context("cannot create the simulated scanner (pseudo-terminal)")?;
+    let pty =
+        VirtualSerial::open().context("cannot create the simulated scanner (pseudo-terminal)")?;
     let (data_dir, temporary) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
-        None => (std::env::temp_dir().join(format!("linegate-demo-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("linegate-demo-{}", std::process::id())),
+            true,
+        ),
     };
-    let cfg = config::parse(Path::new("<demo>"), &demo_config(port, pty.slave_path(), &data_dir))
-        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let cfg = config::parse(
+        Path::new("<demo>"),
+        &demo_config(port, pty.slave_path(), &data_dir),
+    )
+    .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let root = cfg.mqtt.topics.root.clone();
     let command_topic = format!("{}/cmd/set-order", cfg.mqtt.topics.gateway);
 
@@ -171,7 +178,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     println!("{} {}", p.topic, String::from_utf8_lossy(&p.payload));
-                    if p.payload.starts_with(b"{") && p.payload.windows(7).any(|w| w == b"\"seq\":") {
+                    let is_record = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        .is_ok_and(|v| v.get("seq").is_some());
+                    if is_record {
                         let _ = seen_tx.send(());
                     }
                 }
@@ -204,7 +213,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         expected += 1;
         if i == 6 {
             let body = r#"{"id":"mes-0001","station":"st10","order":"WO2611220099"}"#;
-            mes.publish(command_topic.clone(), QoS::AtLeastOnce, false, body).await?;
+            mes.publish(command_topic.clone(), QoS::AtLeastOnce, false, body)
+                .await?;
             expected += 2;
         }
         i += 1;
@@ -245,7 +255,10 @@ mod tests {
     fn scenario_has_lot_order_and_gs1_codes() {
         assert_eq!(scan_at(0), "LOT:L24A0173");
         assert!(scan_at(1).starts_with("WO"));
-        assert_eq!(scan_at(2), "]d201095060001343521726123110L24A0173\u{1d}21SN000002");
+        assert_eq!(
+            scan_at(2),
+            "]d201095060001343521726123110L24A0173\u{1d}21SN000002"
+        );
         assert!(scan_at(3).starts_with("]C1"));
         assert_eq!(scan_at(25), "LOT:L24A0174");
     }

@@ -60,7 +60,13 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let devices: Vec<JoinHandle<()>> = cfg
         .devices
         .iter()
-        .map(|d| tokio::spawn(supervise(d.clone(), readings_tx.clone(), health.handle(&d.id))))
+        .map(|d| {
+            tokio::spawn(supervise(
+                d.clone(),
+                readings_tx.clone(),
+                health.handle(&d.id),
+            ))
+        })
         .collect();
     drop(readings_tx);
     tracing::info!(

@@ -44,7 +44,9 @@ struct Pending {
 impl Pending {
     fn add(&mut self, emitted: Emitted) {
         self.batch.records.extend(emitted.records);
-        self.batch.state.extend(emitted.state.into_iter().map(|(k, v)| (k, Some(v))));
+        self.batch
+            .state
+            .extend(emitted.state.into_iter().map(|(k, v)| (k, Some(v))));
     }
 }
 
@@ -83,7 +85,8 @@ impl Pipeline {
                 if pending.batch.is_empty() {
                     continue;
                 }
-                let d = *deadline.get_or_insert_with(|| Instant::now() + self.store_cfg.commit_interval);
+                let d = *deadline
+                    .get_or_insert_with(|| Instant::now() + self.store_cfg.commit_interval);
                 if pending.batch.records.len() >= self.store_cfg.commit_max_records
                     || Instant::now() >= d
                 {

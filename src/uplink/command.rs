@@ -60,14 +60,20 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
         payload: text.clone(),
     };
     if payload.len() > MAX_COMMAND_BYTES {
-        return Err(refuse(None, format!("payload larger than {MAX_COMMAND_BYTES} bytes")));
+        return Err(refuse(
+            None,
+            format!("payload larger than {MAX_COMMAND_BYTES} bytes"),
+        ));
     }
     let id_hint = serde_json::from_slice::<IdOnly>(payload)
         .ok()
         .and_then(|i| i.id)
         .filter(|id| valid_text(id));
     if retained {
-        return Err(refuse(id_hint, "retained command ignored: commands must not be retained".into()));
+        return Err(refuse(
+            id_hint,
+            "retained command ignored: commands must not be retained".into(),
+        ));
     }
     let parsed = match name {
         "set-lot" => serde_json::from_slice::<SetLot>(payload)
@@ -76,14 +82,22 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
             .map(|c| (c.id, c.station, CommandAction::SetOrder(c.order))),
         other => {
             let known = COMMANDS.join(", ");
-            return Err(refuse(id_hint, format!("unknown command `{other}`; known: {known}")));
+            return Err(refuse(
+                id_hint,
+                format!("unknown command `{other}`; known: {known}"),
+            ));
         }
     };
-    let (id, station, action) = parsed.map_err(|e| refuse(id_hint.clone(), format!("invalid payload: {e}")))?;
+    let (id, station, action) =
+        parsed.map_err(|e| refuse(id_hint.clone(), format!("invalid payload: {e}")))?;
     let value = match &action {
         CommandAction::SetLot(v) | CommandAction::SetOrder(v) => v.as_deref(),
     };
-    for (field, text) in [("id", Some(id.as_str())), ("station", Some(station.as_str())), ("value", value)] {
+    for (field, text) in [
+        ("id", Some(id.as_str())),
+        ("station", Some(station.as_str())),
+        ("value", value),
+    ] {
         if let Some(text) = text {
             if !valid_text(text) {
                 return Err(refuse(
@@ -114,16 +128,66 @@ mod tests {
     fn command_table() {
         // (name, payload, retained, Ok(action) or Err(reason fragment))
         let cases: &[(&str, &str, bool, Result<CommandAction, &str>)] = &[
-            ("set-lot", r#"{"id":"c1","station":"st10","lot":"L1"}"#, false, Ok(CommandAction::SetLot(Some("L1".into())))),
-            ("set-lot", r#"{"id":"c1","station":"st10","lot":null}"#, false, Ok(CommandAction::SetLot(None))),
-            ("set-order", r#"{"id":"c1","station":"st10","order":"WO1"}"#, false, Ok(CommandAction::SetOrder(Some("WO1".into())))),
-            ("set-lot", r#"{"id":"c1","station":"st10","lot":"L1"}"#, true, Err("retained")),
-            ("set-lot", r#"{"id":"c1","station":"st10","lot":"L1","x":1}"#, false, Err("unknown field")),
-            ("set-lot", r#"{"id":"c1","station":"st10","order":"L1"}"#, false, Err("unknown field")),
-            ("set-lot", r#"{"id":"c1","station":"st10"#, false, Err("invalid payload")),
-            ("set-lot", r#"{"station":"st10","lot":"L1"}"#, false, Err("missing field `id`")),
-            ("set-lot", r#"{"id":"c1","station":"st10","lot":""}"#, false, Err("invalid value")),
-            ("set-lot", "{\"id\":\"c1\",\"station\":\"st10\",\"lot\":\"a\\u0000b\"}", false, Err("invalid value")),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10","lot":"L1"}"#,
+                false,
+                Ok(CommandAction::SetLot(Some("L1".into()))),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10","lot":null}"#,
+                false,
+                Ok(CommandAction::SetLot(None)),
+            ),
+            (
+                "set-order",
+                r#"{"id":"c1","station":"st10","order":"WO1"}"#,
+                false,
+                Ok(CommandAction::SetOrder(Some("WO1".into()))),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10","lot":"L1"}"#,
+                true,
+                Err("retained"),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10","lot":"L1","x":1}"#,
+                false,
+                Err("unknown field"),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10","order":"L1"}"#,
+                false,
+                Err("unknown field"),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10"#,
+                false,
+                Err("invalid payload"),
+            ),
+            (
+                "set-lot",
+                r#"{"station":"st10","lot":"L1"}"#,
+                false,
+                Err("missing field `id`"),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10","lot":""}"#,
+                false,
+                Err("invalid value"),
+            ),
+            (
+                "set-lot",
+                "{\"id\":\"c1\",\"station\":\"st10\",\"lot\":\"a\\u0000b\"}",
+                false,
+                Err("invalid value"),
+            ),
             ("reboot", r#"{"id":"c1"}"#, false, Err("unknown command")),
             ("set-lot", "\u{ff}\u{fe}", false, Err("invalid payload")),
         ];
@@ -132,7 +196,11 @@ mod tests {
             match (expected, got) {
                 (Ok(action), Ok(cmd)) => assert_eq!(&cmd.action, action, "{payload}"),
                 (Err(fragment), Err(refused)) => {
-                    assert!(refused.reason.contains(fragment), "{payload}: {}", refused.reason)
+                    assert!(
+                        refused.reason.contains(fragment),
+                        "{payload}: {}",
+                        refused.reason
+                    )
                 }
                 (expected, got) => panic!("{payload}: expected {expected:?}, got {got:?}"),
             }
@@ -141,14 +209,22 @@ mod tests {
 
     #[test]
     fn oversized_payloads_are_refused_before_parsing() {
-        let big = format!(r#"{{"id":"c1","station":"st10","lot":"{}"}}"#, "x".repeat(MAX_COMMAND_BYTES));
+        let big = format!(
+            r#"{{"id":"c1","station":"st10","lot":"{}"}}"#,
+            "x".repeat(MAX_COMMAND_BYTES)
+        );
         let refused = parse("set-lot", big.as_bytes(), false).unwrap_err();
         assert!(refused.reason.contains("larger than"));
     }
 
     #[test]
     fn refusals_keep_the_id_for_correlation() {
-        let refused = parse("set-lot", br#"{"id":"c7","station":"st10","bogus":1}"#, false).unwrap_err();
+        let refused = parse(
+            "set-lot",
+            br#"{"id":"c7","station":"st10","bogus":1}"#,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(refused.id.as_deref(), Some("c7"));
     }
 }

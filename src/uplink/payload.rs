@@ -53,7 +53,10 @@ fn code_fields(raw: &[u8], m: &mut Map<String, Value>) {
     m.insert("raw_b64".into(), json!(STANDARD.encode(raw)));
     if let [b']', c, d, ..] = raw {
         if c.is_ascii_alphabetic() && d.is_ascii_alphanumeric() {
-            m.insert("symbology".into(), json!(format!("]{}{}", *c as char, *d as char)));
+            m.insert(
+                "symbology".into(),
+                json!(format!("]{}{}", *c as char, *d as char)),
+            );
         }
     }
 }
@@ -62,7 +65,12 @@ fn data(body: &Body) -> Value {
     let mut m = Map::new();
     match body {
         Body::Scan { raw } => code_fields(raw, &mut m),
-        Body::Context { field, value, previous, source } => {
+        Body::Context {
+            field,
+            value,
+            previous,
+            source,
+        } => {
             m.insert("field".into(), json!(field.as_str()));
             m.insert("value".into(), json!(value));
             m.insert("previous".into(), json!(previous));
@@ -84,7 +92,13 @@ fn data(body: &Body) -> Value {
                 m.insert("message".into(), json!(msg));
             }
         }
-        Body::Audit { command, id, accepted, reason, payload } => {
+        Body::Audit {
+            command,
+            id,
+            accepted,
+            reason,
+            payload,
+        } => {
             m.insert("command".into(), json!(command));
             m.insert("id".into(), json!(id));
             m.insert("accepted".into(), json!(accepted));
@@ -183,7 +197,10 @@ mod tests {
         assert_eq!(v["seq"], 9);
         assert_eq!(v["kind"], "scan");
         assert_eq!(v["order"], "WO1");
-        assert!(v.get("lot").is_none(), "unknown context is absent, not null");
+        assert!(
+            v.get("lot").is_none(),
+            "unknown context is absent, not null"
+        );
         assert_eq!(v["data"]["code"], "]d20109506000134352\u{1d}21SN1");
         assert_eq!(v["data"]["symbology"], "]d2");
         assert_eq!(v["data"]["utf8"], true);

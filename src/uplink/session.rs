@@ -64,7 +64,12 @@ impl<'u> Session<'u> {
                 true,
             ));
         if let Some(user) = &up.mqtt.username {
-            let password = up.mqtt.password.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+            let password = up
+                .mqtt
+                .password
+                .as_ref()
+                .map(|p| p.0.clone())
+                .unwrap_or_default();
             opts.set_credentials(user, password);
         }
         let (client, mut eventloop) = AsyncClient::new(opts, window * 2 + 64);
@@ -95,7 +100,10 @@ impl<'u> Session<'u> {
             cursor: 0,
         };
         // Subscribe before the first publish, then announce ourselves.
-        if let Err(e) = s.client.try_subscribe(up.mqtt.topics.command_filter(), QoS::AtLeastOnce) {
+        if let Err(e) = s
+            .client
+            .try_subscribe(up.mqtt.topics.command_filter(), QoS::AtLeastOnce)
+        {
             return Ended::Lost(e.to_string());
         }
         if let Err(why) = s.publish_status() {
@@ -143,7 +151,13 @@ impl<'u> Session<'u> {
         }
     }
 
-    fn publish(&mut self, topic: String, body: Vec<u8>, retain: bool, tag: Tag) -> Result<(), String> {
+    fn publish(
+        &mut self,
+        topic: String,
+        body: Vec<u8>,
+        retain: bool,
+        tag: Tag,
+    ) -> Result<(), String> {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, retain, body)
             .map_err(|e| format!("publish request refused: {e}"))?;
@@ -156,7 +170,12 @@ impl<'u> Session<'u> {
 
     fn publish_status(&mut self) -> Result<(), String> {
         let stats = self.up.store.stats();
-        let body = payload::status(&self.up.gateway, now_ms(), &stats, &self.up.health.snapshot());
+        let body = payload::status(
+            &self.up.gateway,
+            now_ms(),
+            &stats,
+            &self.up.health.snapshot(),
+        );
         self.publish(self.up.mqtt.topics.status(), body, true, None)
     }
 
@@ -191,7 +210,11 @@ impl<'u> Session<'u> {
         Ok(())
     }
 
-    fn on_event(&mut self, ev: Event, results_tx: &mpsc::Sender<CommandResult>) -> Result<(), String> {
+    fn on_event(
+        &mut self,
+        ev: Event,
+        results_tx: &mpsc::Sender<CommandResult>,
+    ) -> Result<(), String> {
         match ev {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let tag = self
@@ -224,7 +247,11 @@ impl<'u> Session<'u> {
                 }
             }
             Event::Incoming(Packet::SubAck(ack)) => {
-                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
                     tracing::error!(filter = %self.up.mqtt.topics.command_filter(), "broker refused the command subscription");
                 }
             }
@@ -234,7 +261,13 @@ impl<'u> Session<'u> {
         Ok(())
     }
 
-    fn on_command(&self, name: String, payload: &[u8], retained: bool, results_tx: &mpsc::Sender<CommandResult>) {
+    fn on_command(
+        &self,
+        name: String,
+        payload: &[u8],
+        retained: bool,
+        results_tx: &mpsc::Sender<CommandResult>,
+    ) {
         let parsed = command::parse(&name, payload, retained);
         let id = match &parsed {
             Ok(cmd) => Some(cmd.id.clone()),
@@ -244,7 +277,10 @@ impl<'u> Session<'u> {
             tracing::warn!(command = %name, reason = %refused.reason, "command refused");
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        let request = CommandRequest { command: parsed, reply: reply_tx };
+        let request = CommandRequest {
+            command: parsed,
+            reply: reply_tx,
+        };
         let commands = self.up.commands.clone();
         let results = results_tx.clone();
         tokio::spawn(async move {
@@ -260,7 +296,12 @@ impl<'u> Session<'u> {
 
     /// Clean shutdown: say offline (retained), then disconnect.
     async fn goodbye(&mut self, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
-        let _ = self.publish(self.up.mqtt.topics.status(), payload::offline(&self.up.gateway), true, None);
+        let _ = self.publish(
+            self.up.mqtt.topics.status(),
+            payload::offline(&self.up.gateway),
+            true,
+            None,
+        );
         let _ = self.client.try_disconnect();
         let wait = async {
             while let Some(Ok(ev)) = events.recv().await {

@@ -28,11 +28,20 @@ use tokio::sync::Notify;
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Wait until `cond` holds, re-checking whenever `notify` fires; bounded by `limit`.
-pub async fn wait_until(notify: &Notify, limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub async fn wait_until(
+    notify: &Notify,
+    limit: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let notified = notify.notified();
@@ -61,7 +70,11 @@ impl Mosquitto {
 
     pub fn start_on(port: u16) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Mosquitto { port, child: None, dir };
+        let mut m = Mosquitto {
+            port,
+            child: None,
+            dir,
+        };
         m.restart();
         m
     }
@@ -132,14 +145,18 @@ impl Proxy {
         let (a, c) = (accepting.clone(), cut.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if !a.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let c = c.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = c.notified() => {}
@@ -147,7 +164,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, accepting, cut, task }
+        Proxy {
+            port,
+            accepting,
+            cut,
+            task,
+        }
     }
 
     /// Refuse (close at once) new connections while `false`.
@@ -195,12 +217,19 @@ impl Recorder {
     /// Connect to the broker on `port`, subscribe to `filter`, and wait for the SUBACK.
     pub async fn start(port: u16, filter: &str) -> Recorder {
         let mut opts = MqttOptions::new(format!("recorder-{}", free_port()), "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5)).set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(opts, 1000);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());
         let subscribed = Arc::new(AtomicBool::new(false));
-        let (m, n, s, c, f) = (messages.clone(), notify.clone(), subscribed.clone(), client.clone(), filter.to_owned());
+        let (m, n, s, c, f) = (
+            messages.clone(),
+            notify.clone(),
+            subscribed.clone(),
+            client.clone(),
+            filter.to_owned(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 match el.poll().await {
@@ -212,7 +241,11 @@ impl Recorder {
                         n.notify_waiters();
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        m.lock().unwrap().push(Message { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain });
+                        m.lock().unwrap().push(Message {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
                         n.notify_waiters();
                     }
                     Ok(_) => {}
@@ -224,14 +257,23 @@ impl Recorder {
                 }
             }
         });
-        let r = Recorder { messages, notify, client, subscribed, task };
+        let r = Recorder {
+            messages,
+            notify,
+            client,
+            subscribed,
+            task,
+        };
         r.wait_subscribed().await;
         r
     }
 
     pub async fn wait_subscribed(&self) {
         let s = self.subscribed.clone();
-        wait_until(&self.notify, WAIT, "recorder subscription", move || s.load(Ordering::SeqCst)).await;
+        wait_until(&self.notify, WAIT, "recorder subscription", move || {
+            s.load(Ordering::SeqCst)
+        })
+        .await;
     }
 
     pub fn snapshot(&self) -> Vec<Message> {
@@ -334,14 +376,22 @@ impl Gateway {
     pub fn start(dir: &Path, toml: &str) -> Gateway {
         let config = dir.join("linegate.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut g = Gateway { child: None, config, log: dir.join("gateway.log") };
+        let mut g = Gateway {
+            child: None,
+            config,
+            log: dir.join("gateway.log"),
+        };
         g.spawn();
         g
     }
 
     /// Start the process again on the same config (after a kill).
     pub fn spawn(&mut self) {
-        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         writeln!(log, "---- start").unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config"])
