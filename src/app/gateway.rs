@@ -23,6 +23,8 @@ use crate::uplink::Uplink;
 
 /// Readings buffered between devices and the pipeline.
 const READING_QUEUE: usize = 4096;
+/// Commands buffered between the uplink and the pipeline.
+const COMMAND_QUEUE: usize = 256;
 
 /// Run the gateway until `stop` completes, then shut down cleanly.
 pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -33,7 +35,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let health = HealthRegistry::default();
 
     let (readings_tx, readings_rx) = mpsc::channel(READING_QUEUE);
-    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (committed_tx, committed_rx) = watch::channel(store.stats().last_seq);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -85,10 +87,12 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         d.abort();
     }
     let _ = shutdown_tx.send(true);
+    tracing::debug!("devices stopped; stopping the uplink");
     if !uplink.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut uplink).await;
         uplink.abort();
     }
+    tracing::debug!("uplink stopped; draining the pipeline");
     if !pipeline.is_finished() {
         let _ = pipeline.await;
     }

@@ -80,7 +80,9 @@ impl Pipeline {
                         None => commands_open = false,
                     },
                     _ = sleep => break,
-                    else => break,
+                }
+                if !readings_open && !commands_open {
+                    break;
                 }
                 if pending.batch.is_empty() {
                     continue;

@@ -281,17 +281,24 @@ impl<'u> Session<'u> {
             command: parsed,
             reply: reply_tx,
         };
-        let commands = self.up.commands.clone();
-        let results = results_tx.clone();
-        tokio::spawn(async move {
-            if commands.send(request).await.is_err() {
-                return;
+        // Hand over synchronously so commands reach the stations in the order
+        // they arrived; only the wait for the reply runs on its own.
+        match self.up.commands.try_send(request) {
+            Ok(()) => {
+                let results = results_tx.clone();
+                tokio::spawn(async move {
+                    // The pipeline replies once the audit record is committed.
+                    if let Ok(outcome) = reply_rx.await {
+                        let _ = results.send((name, id, outcome)).await;
+                    }
+                });
             }
-            // The pipeline replies once the audit record is committed.
-            if let Ok(outcome) = reply_rx.await {
-                let _ = results.send((name, id, outcome)).await;
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(command = %name, "command queue full; command refused unaudited");
+                let _ = results_tx.try_send((name, id, Err("gateway busy: command queue full".into())));
             }
-        });
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Clean shutdown: say offline (retained), then disconnect.
