@@ -20,11 +20,7 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     let m = &cfg.mqtt;
     let s = &cfg.store;
     writeln!(out, "config:   {}", cfg.source.display())?;
-    writeln!(
-        out,
-        "gateway:  {} (site {}, line {})",
-        g.id, g.site, g.line
-    )?;
+    writeln!(out, "gateway:  {} (site {}, line {})", g.id, g.site, g.line)?;
     writeln!(out, "data dir: {}", g.data_dir.display())?;
     writeln!(
         out,
