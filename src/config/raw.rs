@@ -452,7 +452,7 @@ pub fn expected_for(key: &str) -> Option<String> {
         }
         "station.scan_rule.action" => "\"set-lot\" or \"set-order\"",
         "device" => "[[device]] tables, one per device",
-        "device.type" => "one of: serial-scanner",
+        "device.type" => return Some(format!("one of: {}", DEVICE_TYPES.join(", "))),
         "device.station" => "the id of a [[station]]",
         "device.path" => "a device path such as \"/dev/serial/by-id/usb-Honeywell_1900-if00\"",
         "device.baud" => {

@@ -106,6 +106,16 @@ const CASES: &[Case] = &[
         expected: "`baud`",
     },
     Case {
+        name: "unknown key in [store]",
+        edits: &[],
+        append: "[store]\nengin = \"sled\"\n",
+        line: 16,
+        column: 1,
+        key: "store.engin",
+        message: "unknown key `engin`",
+        expected: "`engine`",
+    },
+    Case {
         name: "unknown key in a nested table",
         edits: &[],
         append: "[mqtt.tls]\nca = \"x\"\n",
@@ -855,8 +865,17 @@ fn full_config_round_trip() {
     );
 
     // The secret never shows.
+    let text = summary(&cfg);
     assert!(!format!("{cfg:?}").contains("s3cret"));
-    assert!(!summary(&cfg).contains("s3cret"));
+    assert!(!text.contains("s3cret"), "{text}");
+    for want in [
+        "broker:   broker.local:8883 (keepalive 30s, user press-01, password from file",
+        "records:  factory/plant1/line3/press-01/stations/st10/{kind}/plant1",
+        "115200 7E2, flow control hardware, suffix none, prefix hex:02, idle timeout 50ms",
+        "st20 (0 scan rules)",
+    ] {
+        assert!(text.contains(want), "summary lacks {want:?}:\n{text}");
+    }
 }
 
 #[test]
@@ -933,6 +952,25 @@ fn missing_config_file_is_an_io_error_without_position() {
 }
 
 #[test]
+fn devices_written_as_inline_tables_are_located_too() {
+    let text = BASE.replace(
+        "[[device]]\nid = \"sc1\"\ntype = \"serial-scanner\"\nstation = \"st10\"\npath = \"/dev/ttyUSB0\"\n",
+        "",
+    )
+    .replace(
+        "[gateway]",
+        "device = [\n  { id = \"a\", type = \"serial-scanner\", station = \"st10\", path = \"/dev/a\" },\n  \
+         { id = \"b\", type = \"serial-scanner\", station = \"st10\", path = \"/dev/b\", baud = true },\n]\n[gateway]",
+    );
+    let err = parse(Path::new("x.toml"), &text).expect_err("bad baud");
+    assert_eq!(
+        (err.line, err.column, err.key.as_deref()),
+        (3, 82, Some("device[1].baud")),
+        "{err}"
+    );
+}
+
+#[test]
 fn syntax_error_names_a_line() {
     let text = "[gateway]\nid = \"gw1\nsite = \"p1\"\n";
     let err = parse(Path::new("x.toml"), text).expect_err("syntax");
@@ -997,10 +1035,10 @@ fn summary_shows_what_a_technician_checks() {
         "records:  p1/l1/st10/{kind}",
         "status:   p1/l1/gateway/gw1/status",
         "commands: p1/l1/gateway/gw1/cmd/+",
-        "st10 (1 scan rules)",
+        "st10 (1 scan rule)",
         "1. lot-label: set-lot when the scan matches ^LOT:(.+)$",
-        "sc1 (serial-scanner) at station st10: /dev/ttyUSB0 9600 8N1",
-        "suffix CRLF",
+        "sc1 (serial-scanner) at station st10: /dev/ttyUSB0\n",
+        "    9600 8N1, flow control none, suffix CRLF\n",
     ] {
         assert!(s.contains(want), "summary lacks {want:?}:\n{s}");
     }
@@ -1023,5 +1061,32 @@ fn config_errors_never_panic_on_odd_input() {
     ] {
         let err = parse(Path::new("x.toml"), text).expect_err(text);
         assert!(err.line >= 1, "{text:?}: {err}");
+    }
+}
+
+/// Cheap robustness sweep (the fuzz target belongs elsewhere): every
+/// truncation, every line deleted and every line doubled of a full config
+/// must give a `Config` or a located error, never a panic.
+#[test]
+fn mangled_configs_never_panic() {
+    let text = FULL.replace("password_file = \"mqtt.pass\"\n", "");
+    let mut variants: Vec<String> = text
+        .char_indices()
+        .map(|(i, _)| text[..i].to_owned())
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    for i in 0..lines.len() {
+        let mut deleted = lines.clone();
+        deleted.remove(i);
+        variants.push(deleted.join("\n"));
+        let mut doubled = lines.clone();
+        doubled.insert(i, lines[i]);
+        variants.push(doubled.join("\n"));
+    }
+    for v in &variants {
+        if let Err(e) = parse(Path::new("/etc/linegate/x.toml"), v) {
+            assert!(e.line >= 1 && e.column >= 1, "{v:?}: {e}");
+            assert!(!e.headline().contains('\n'), "{e}");
+        }
     }
 }
