@@ -28,15 +28,21 @@ pub struct ConfigError {
     pub message: String,
     /// The expected form, e.g. `a duration such as "250ms" or "5s"`.
     pub expected: Option<String>,
-    /// The underlying I/O error when the config file itself could not be read.
-    #[source]
-    pub io: Option<std::io::Error>,
+    /// Snippet and I/O cause, boxed to keep `Result<_, ConfigError>` small.
+    detail: Option<Box<Detail>>,
+}
+
+#[derive(Debug)]
+struct Detail {
     /// Source line and caret, rendered.
     snippet: Option<String>,
+    /// The I/O error when the config file itself could not be read.
+    io: Option<std::io::Error>,
 }
 
 impl ConfigError {
-    /// An error reading the config file itself: no line or column.
+    /// An error reading the config file itself: no line or column (the I/O
+    /// error's text is in the message).
     pub(crate) fn io(file: &Path, err: std::io::Error) -> Self {
         ConfigError {
             file: file.to_path_buf(),
@@ -45,8 +51,10 @@ impl ConfigError {
             key: None,
             message: format!("cannot read config file: {err}"),
             expected: None,
-            io: Some(err),
-            snippet: None,
+            detail: Some(Box::new(Detail {
+                snippet: None,
+                io: Some(err),
+            })),
         }
     }
 
@@ -69,14 +77,20 @@ impl ConfigError {
 
     /// The offending source line with a caret under the bad part, if known.
     pub fn snippet(&self) -> Option<&str> {
-        self.snippet.as_deref()
+        self.detail.as_ref()?.snippet.as_deref()
+    }
+
+    /// The I/O error when the config file itself could not be read
+    /// (`line` and `column` are 0 then).
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        self.detail.as_ref()?.io.as_ref()
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.headline())?;
-        if let Some(snippet) = &self.snippet {
+        if let Some(snippet) = self.snippet() {
             write!(f, "\n{snippet}")?;
         }
         Ok(())
@@ -137,8 +151,10 @@ impl<'a> Source<'a> {
             key,
             message: message.into(),
             expected,
-            io: None,
-            snippet: Some(self.snippet(&span)),
+            detail: Some(Box::new(Detail {
+                snippet: Some(self.snippet(&span)),
+                io: None,
+            })),
         }
     }
 
@@ -156,7 +172,9 @@ impl<'a> Source<'a> {
             .chars()
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        let end = self.clamp(span.end.max(start)).min(line_start + line_text.len());
+        let end = self
+            .clamp(span.end.max(start))
+            .min(line_start + line_text.len());
         let width = self.text[start..end.max(start)].chars().count().max(1);
         let number = line.to_string();
         let gutter = " ".repeat(number.len());
@@ -209,6 +227,9 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         );
         assert_eq!((err.line, err.column), (0, 0));
-        assert!(err.to_string().starts_with("/nope.toml: cannot read config file"));
+        assert!(
+            err.to_string()
+                .starts_with("/nope.toml: cannot read config file")
+        );
     }
 }

@@ -216,7 +216,10 @@ fn parse_device(
         return Err(src.error(
             span,
             Some(format!("device[{index}]")),
-            format!("a device must be a table, found a {}", item.get_ref().type_str()),
+            format!(
+                "a device must be a table, found a {}",
+                item.get_ref().type_str()
+            ),
             expected_for("device"),
         ));
     };
@@ -422,18 +425,24 @@ pub fn expected_for(key: &str) -> Option<String> {
         "mqtt.port" => "a TCP port from 1 to 65535 such as 1883",
         "mqtt.keepalive" => "a duration from 5s to 30s such as \"15s\"",
         "mqtt.username" => "a user name such as \"press-01\"",
-        "mqtt.password_file" => "the path of a file holding the password, such as \"/etc/linegate/mqtt.pass\"",
+        "mqtt.password_file" => {
+            "the path of a file holding the password, such as \"/etc/linegate/mqtt.pass\""
+        }
         "mqtt.max_inflight" => "an integer from 1 to 1000",
         "mqtt.max_packet_size" => {
             "a size from 1KiB to 16MiB such as \"64KiB\" (units KiB, MiB, GiB) or an integer number of bytes"
         }
         "mqtt.status_interval" => "a duration of at least 1s such as \"30s\"",
-        "mqtt.topic_root" => "a topic template using {site} {line} {gateway}, such as \"{site}/{line}\"",
+        "mqtt.topic_root" => {
+            "a topic template using {site} {line} {gateway}, such as \"{site}/{line}\""
+        }
         "mqtt.record_topic" => {
             "a topic template containing {station} and {kind}, such as \"{root}/{station}/{kind}\" \
              (placeholders {root} {site} {line} {gateway} {station} {kind})"
         }
-        "mqtt.reconnect_min" | "mqtt.reconnect_max" | "device.reconnect_min"
+        "mqtt.reconnect_min"
+        | "mqtt.reconnect_max"
+        | "device.reconnect_min"
         | "device.reconnect_max" => DURATION_FORM,
         "station" => "[[station]] tables, one per station",
         "station.scan_rule" => "[[station.scan_rule]] tables, one per rule",
@@ -443,7 +452,7 @@ pub fn expected_for(key: &str) -> Option<String> {
         }
         "station.scan_rule.action" => "\"set-lot\" or \"set-order\"",
         "device" => "[[device]] tables, one per device",
-        "device.type" => "one of: serial-scanner",
+        "device.type" => return Some(format!("one of: {}", DEVICE_TYPES.join(", "))),
         "device.station" => "the id of a [[station]]",
         "device.path" => "a device path such as \"/dev/serial/by-id/usb-Honeywell_1900-if00\"",
         "device.baud" => {
@@ -493,7 +502,10 @@ mod tests {
 
     #[test]
     fn normalize_drops_indices() {
-        assert_eq!(normalize("station[3].scan_rule[0].name"), "station.scan_rule.name");
+        assert_eq!(
+            normalize("station[3].scan_rule[0].name"),
+            "station.scan_rule.name"
+        );
         assert_eq!(normalize("mqtt.port"), "mqtt.port");
     }
 }

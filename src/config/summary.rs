@@ -20,11 +20,7 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     let m = &cfg.mqtt;
     let s = &cfg.store;
     writeln!(out, "config:   {}", cfg.source.display())?;
-    writeln!(
-        out,
-        "gateway:  {} (site {}, line {})",
-        g.id, g.site, g.line
-    )?;
+    writeln!(out, "gateway:  {} (site {}, line {})", g.id, g.site, g.line)?;
     writeln!(out, "data dir: {}", g.data_dir.display())?;
     writeln!(
         out,
@@ -62,7 +58,9 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
 
     writeln!(out, "stations: {}", cfg.stations.len())?;
     for st in &cfg.stations {
-        writeln!(out, "  {} ({} scan rules)", st.id, st.scan_rules.len())?;
+        let n = st.scan_rules.len();
+        let rules = if n == 1 { "rule" } else { "rules" };
+        writeln!(out, "  {} ({n} scan {rules})", st.id)?;
         for (i, r) in st.scan_rules.iter().enumerate() {
             let action = match r.action {
                 RuleAction::SetLot => "set-lot",
@@ -84,33 +82,44 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         match &d.kind {
             DeviceKind::SerialScanner(sc) => {
                 let l = &sc.line;
+                let f = &sc.framing;
+                let data_bits = match l.data_bits {
+                    DataBits::Seven => 7,
+                    DataBits::Eight => 8,
+                };
+                let parity = match l.parity {
+                    Parity::None => 'N',
+                    Parity::Even => 'E',
+                    Parity::Odd => 'O',
+                };
+                let stop_bits = match l.stop_bits {
+                    StopBits::One => 1,
+                    StopBits::Two => 2,
+                };
+                let flow = match l.flow_control {
+                    FlowControl::None => "none",
+                    FlowControl::Software => "software",
+                    FlowControl::Hardware => "hardware",
+                };
+                let mut framing = format!("suffix {}", bytes_name(&f.suffix));
+                if !f.prefix.is_empty() {
+                    framing.push_str(&format!(", prefix {}", bytes_name(&f.prefix)));
+                }
+                if let Some(idle) = f.idle_timeout {
+                    framing.push_str(&format!(", idle timeout {}", fmt_duration(idle)));
+                }
                 writeln!(
                     out,
-                    "  {} ({}) at station {}: {} {} {}{}{} flow {}, suffix {}",
+                    "  {} ({}) at station {}: {}",
                     d.id,
                     d.kind.type_name(),
                     d.station,
-                    sc.path.display(),
-                    l.baud,
-                    match l.data_bits {
-                        DataBits::Seven => 7,
-                        DataBits::Eight => 8,
-                    },
-                    match l.parity {
-                        Parity::None => 'N',
-                        Parity::Even => 'E',
-                        Parity::Odd => 'O',
-                    },
-                    match l.stop_bits {
-                        StopBits::One => 1,
-                        StopBits::Two => 2,
-                    },
-                    match l.flow_control {
-                        FlowControl::None => "none",
-                        FlowControl::Software => "software",
-                        FlowControl::Hardware => "hardware",
-                    },
-                    bytes_name(&sc.framing.suffix)
+                    sc.path.display()
+                )?;
+                writeln!(
+                    out,
+                    "    {} {data_bits}{parity}{stop_bits}, flow control {flow}, {framing}",
+                    l.baud
                 )?;
             }
         }

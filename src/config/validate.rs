@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::error::{ConfigError, Source};
 use super::model::*;
 use super::raw::{
-    DeviceEntry, DeviceRaw, MqttRaw, RawConfig, ScanRuleRaw, SerialScannerRaw, SizeRaw,
-    StationRaw, StoreRaw, expected_for, normalize,
+    DeviceEntry, DeviceRaw, MqttRaw, RawConfig, ScanRuleRaw, SerialScannerRaw, SizeRaw, StationRaw,
+    StoreRaw, expected_for, normalize,
 };
 
 const KIB: u64 = 1024;
@@ -46,7 +46,11 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     };
 
     let default_store = StoreRaw::default();
-    let store_raw = raw.root.store.as_ref().map_or(&default_store, |s| s.get_ref());
+    let store_raw = raw
+        .root
+        .store
+        .as_ref()
+        .map_or(&default_store, |s| s.get_ref());
     let store = v.store(store_raw)?;
 
     let stations = raw
@@ -104,6 +108,12 @@ impl Validator<'_> {
             message,
             expected_for(&normalize(key)),
         )
+    }
+
+    /// An error at `span` about `key` where the expected form would not help
+    /// (duplicates, conflicts between keys, unreadable files).
+    fn err_plain(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        self.src.error(span, Some(key.to_owned()), message, None)
     }
 
     fn line_of(&self, span: &Range<usize>) -> usize {
@@ -204,24 +214,38 @@ impl Validator<'_> {
     ) -> Result<Duration> {
         let Some(v) = v else { return Ok(default) };
         let d = humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+            let why = match e {
+                // Positions inside the string say little to a technician.
+                humantime::DurationError::InvalidCharacter(_)
+                | humantime::DurationError::NumberExpected(_) => String::new(),
+                other => format!(" ({other})"),
+            };
             self.err(
                 v.span(),
                 key,
-                format!("\"{}\" is not a duration: {e}", v.get_ref()),
+                format!("\"{}\" is not a duration{why}", v.get_ref()),
             )
         })?;
         if d < min {
             return Err(self.err(
                 v.span(),
                 key,
-                format!("{} is below the minimum of {}", fmt_duration(d), fmt_duration(min)),
+                format!(
+                    "{} is below the minimum of {}",
+                    fmt_duration(d),
+                    fmt_duration(min)
+                ),
             ));
         }
         if let Some(max) = max.filter(|max| d > *max) {
             return Err(self.err(
                 v.span(),
                 key,
-                format!("{} is above the maximum of {}", fmt_duration(d), fmt_duration(max)),
+                format!(
+                    "{} is above the maximum of {}",
+                    fmt_duration(d),
+                    fmt_duration(max)
+                ),
             ));
         }
         Ok(d)
@@ -277,8 +301,9 @@ impl Validator<'_> {
                 (None, Some(m)) => (m.span(), key_max),
                 (None, None) => (fallback_span, key_min),
             };
-            let note = |raw: Option<&Spanned<String>>| if raw.is_none() { ", the default" } else { "" };
-            return Err(self.err(
+            let note =
+                |raw: Option<&Spanned<String>>| if raw.is_none() { ", the default" } else { "" };
+            return Err(self.err_plain(
                 span,
                 &key,
                 format!(
@@ -302,7 +327,7 @@ impl Validator<'_> {
         let mut seen: HashMap<&str, Range<usize>> = HashMap::new();
         for (id, key) in ids {
             if let Some(first) = seen.get(id.get_ref().as_str()) {
-                return Err(self.err(
+                return Err(self.err_plain(
                     id.span(),
                     &key,
                     format!(
@@ -337,13 +362,8 @@ impl Validator<'_> {
             256,
             1..=10_000,
         )?;
-        let cache_bytes = self.size(
-            s.cache_size.as_ref(),
-            "store.cache_size",
-            8 * MIB,
-            MIB,
-            GIB,
-        )?;
+        let cache_bytes =
+            self.size(s.cache_size.as_ref(), "store.cache_size", 8 * MIB, MIB, GIB)?;
         Ok(StoreConfig {
             engine,
             commit_interval,
@@ -383,7 +403,7 @@ impl Validator<'_> {
         let password = match &m.password_file {
             Some(pf) => {
                 if username.is_none() {
-                    return Err(self.err(
+                    return Err(self.err_plain(
                         pf.span(),
                         "mqtt.password_file",
                         "a password needs a username: add `username` to [mqtt]",
@@ -437,7 +457,7 @@ impl Validator<'_> {
     fn secret(&self, v: &Spanned<String>, key: &str) -> Result<Secret> {
         let path = self.path(v, key)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            self.err(
+            self.err_plain(
                 v.span(),
                 key,
                 format!("cannot read password file {}: {e}", path.display()),
@@ -445,7 +465,7 @@ impl Validator<'_> {
         })?;
         let secret = text.trim_end_matches(['\n', '\r']);
         if secret.is_empty() {
-            return Err(self.err(
+            return Err(self.err_plain(
                 v.span(),
                 key,
                 format!("password file {} is empty", path.display()),
@@ -501,7 +521,9 @@ impl Validator<'_> {
             other => values(other),
         });
         let station = stations.first().map_or("st", |s| s.id.as_str());
-        let probe = record.replace("{station}", station).replace("{kind}", "scan");
+        let probe = record
+            .replace("{station}", station)
+            .replace("{kind}", "scan");
         check_topic(&probe).map_err(|e| {
             self.err(
                 rec_span.clone(),
@@ -550,7 +572,10 @@ impl Validator<'_> {
             Some(&r.action),
             &format!("{key}.action"),
             RuleAction::SetLot,
-            &[("set-lot", RuleAction::SetLot), ("set-order", RuleAction::SetOrder)],
+            &[
+                ("set-lot", RuleAction::SetLot),
+                ("set-order", RuleAction::SetOrder),
+            ],
         )?;
         Ok(ScanRule {
             name,
@@ -629,7 +654,11 @@ impl Validator<'_> {
             s.parity.as_ref(),
             &key("parity"),
             Parity::None,
-            &[("none", Parity::None), ("even", Parity::Even), ("odd", Parity::Odd)],
+            &[
+                ("none", Parity::None),
+                ("even", Parity::Even),
+                ("odd", Parity::Odd),
+            ],
         )?;
         let flow_control = self.choice(
             s.flow_control.as_ref(),
@@ -643,11 +672,15 @@ impl Validator<'_> {
         )?;
 
         let suffix = match &s.suffix {
-            Some(v) => parse_bytes(v.get_ref()).map_err(|e| self.err(v.span(), &key("suffix"), e))?,
+            Some(v) => {
+                parse_bytes(v.get_ref()).map_err(|e| self.err(v.span(), &key("suffix"), e))?
+            }
             None => b"\r".to_vec(),
         };
         let prefix_bytes = match &s.prefix {
-            Some(v) => parse_bytes(v.get_ref()).map_err(|e| self.err(v.span(), &key("prefix"), e))?,
+            Some(v) => {
+                parse_bytes(v.get_ref()).map_err(|e| self.err(v.span(), &key("prefix"), e))?
+            }
             None => Vec::new(),
         };
         let idle_timeout = s
@@ -671,7 +704,12 @@ impl Validator<'_> {
                 "suffix is \"none\", so idle_timeout is required to know where a scan ends",
             ));
         }
-        let max_len = self.int(s.max_frame_len.as_ref(), &key("max_frame_len"), 512, 16..=65536)?;
+        let max_len = self.int(
+            s.max_frame_len.as_ref(),
+            &key("max_frame_len"),
+            512,
+            16..=65536,
+        )?;
         let reconnect = self.backoff(
             prefix,
             s.reconnect_min.as_ref(),
@@ -710,7 +748,7 @@ impl Validator<'_> {
             let key = format!("device[{}].path", d.index);
             let path = self.path(&s.path, &key)?;
             if let Some((other, first)) = seen.get(&path) {
-                return Err(self.err(
+                return Err(self.err_plain(
                     s.path.span(),
                     &key,
                     format!(
@@ -796,7 +834,11 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 /// `"CR"`, `"LF"`, `"CRLF"`, `"TAB"`, `"none"`/`""`, `"hex:0D0A"` → bytes.
 pub fn parse_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
     let t = text.trim();
-    if let Some(hex) = t.get(..4).filter(|p| p.eq_ignore_ascii_case("hex:")).map(|_| &t[4..]) {
+    if let Some(hex) = t
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("hex:"))
+        .map(|_| &t[4..])
+    {
         let digits: Vec<char> = hex.chars().filter(|c| !c.is_whitespace()).collect();
         if digits.is_empty() {
             return Err(format!("\"{text}\" has no bytes after hex:"));
