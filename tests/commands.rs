@@ -141,7 +141,8 @@ async fn commands_are_validated_applied_audited_and_answered() {
             .contains("unknown station")
     );
     assert!(reason("set-lot", "ok-1").unwrap().contains("duplicate"));
-    let accepted = |name: &str, id: &str| result_for(&msgs, name, |v| v["id"] == id && v["accepted"] == true);
+    let accepted =
+        |name: &str, id: &str| result_for(&msgs, name, |v| v["id"] == id && v["accepted"] == true);
     assert!(accepted("set-lot", "ok-1").is_some());
     assert!(accepted("set-order", "ok-2").is_some());
 

@@ -295,7 +295,8 @@ impl<'u> Session<'u> {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(command = %name, "command queue full; command refused unaudited");
-                let _ = results_tx.try_send((name, id, Err("gateway busy: command queue full".into())));
+                let _ =
+                    results_tx.try_send((name, id, Err("gateway busy: command queue full".into())));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
