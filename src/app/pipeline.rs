@@ -19,7 +19,7 @@ use crate::devices::Reading;
 use crate::devices::backoff::Backoff;
 use crate::station::{Emitted, Stations, rejected_command_audit};
 use crate::store::{Batch, Store, StoreError};
-use crate::uplink::CommandRequest;
+use crate::uplink::{CommandOutcome, CommandRequest};
 
 /// Backoff while the disk refuses a commit.
 const COMMIT_RETRY: BackoffConfig = BackoffConfig {
@@ -38,7 +38,7 @@ pub struct Pipeline {
 #[derive(Default)]
 struct Pending {
     batch: Batch,
-    replies: Vec<(oneshot::Sender<Result<(), String>>, Result<(), String>)>,
+    replies: Vec<(oneshot::Sender<CommandOutcome>, CommandOutcome)>,
 }
 
 impl Pending {

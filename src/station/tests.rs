@@ -77,7 +77,8 @@ fn scans_are_stamped_with_current_context_and_absent_when_unknown() {
 #[test]
 fn rule_table() {
     // (scan, expected kind, expected lot after, expected order after)
-    let cases: &[(&[u8], &str, Option<&str>, Option<&str>)] = &[
+    type Case<'a> = (&'a [u8], &'a str, Option<&'a str>, Option<&'a str>);
+    let cases: &[Case] = &[
         (b"LOT:A1", "context", Some("A1"), None),
         (b"LOT:", "scan", None, None),   // empty value: no match
         (b"lot:a1", "scan", None, None), // case matters

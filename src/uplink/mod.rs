@@ -30,13 +30,15 @@ use crate::store::Store;
 
 pub use self::command::Refused;
 
+/// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
+pub type CommandOutcome = Result<(), String>;
+
 /// A command handed to the pipeline: either validated for a station, or
 /// refused (to be audited). The pipeline replies once the audit is committed.
 #[derive(Debug)]
 pub struct CommandRequest {
     pub command: Result<Command, Refused>,
-    /// `Ok` when applied, `Err(reason)` when rejected.
-    pub reply: oneshot::Sender<Result<(), String>>,
+    pub reply: oneshot::Sender<CommandOutcome>,
 }
 
 /// Everything the uplink task needs.

@@ -10,7 +10,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{CommandRequest, Uplink, command, payload};
+use super::{CommandOutcome, CommandRequest, Uplink, command, payload};
 use crate::clock::now_ms;
 use crate::devices::backoff::Backoff;
 use crate::tasks::AbortOnDrop;
@@ -22,7 +22,7 @@ pub enum Ended {
 }
 
 /// A command result waiting to be published.
-pub type CommandResult = (String, Option<String>, Result<(), String>);
+pub type CommandResult = (String, Option<String>, CommandOutcome);
 
 /// What a publish request was, in the order it was handed to rumqttc.
 /// `Some(seq)` for a record, `None` for status and command results.
@@ -246,14 +246,16 @@ impl<'u> Session<'u> {
                     self.on_command(name.to_owned(), &p.payload, p.retain, results_tx);
                 }
             }
-            Event::Incoming(Packet::SubAck(ack)) => {
+            Event::Incoming(Packet::SubAck(ack))
                 if ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
-                    tracing::error!(filter = %self.up.mqtt.topics.command_filter(), "broker refused the command subscription");
-                }
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+            {
+                tracing::error!(
+                    filter = %self.up.mqtt.topics.command_filter(),
+                    "broker refused the command subscription"
+                );
             }
             Event::Incoming(Packet::Disconnect) => return Err("broker sent DISCONNECT".into()),
             _ => {}
