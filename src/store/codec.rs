@@ -68,4 +68,20 @@ mod tests {
         bytes.truncate(bytes.len() / 2);
         assert!(matches!(decode(&bytes), Err(CodecError::Json(_))));
     }
+
+    /// Property: damaged stored entries never panic the decoder.
+    #[test]
+    fn arbitrary_entries_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let good = encode(&scan(b"]C1010950600013435210L1\x1d3103000250")).unwrap();
+        for _ in 0..5000 {
+            let mut bytes = good.clone();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(0..bytes.len());
+                bytes[at] = rng.u8(..);
+            }
+            bytes.truncate(rng.usize(0..=bytes.len()));
+            let _ = decode(&bytes);
+        }
+    }
 }

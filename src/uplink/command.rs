@@ -227,4 +227,36 @@ mod tests {
         .unwrap_err();
         assert_eq!(refused.id.as_deref(), Some("c7"));
     }
+
+    /// Property: arbitrary bytes on any command topic never panic, and are
+    /// either a valid command or refused with a reason.
+    #[test]
+    fn arbitrary_payloads_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let seeds: &[&[u8]] = &[
+            br#"{"id":"c1","station":"st10","lot":"L1"}"#,
+            br#"{"id":"c1","station":"st10","order":null}"#,
+        ];
+        for i in 0..5000 {
+            let mut bytes = seeds[i % seeds.len()].to_vec();
+            for _ in 0..rng.usize(1..8) {
+                match rng.u8(0..3) {
+                    0 if !bytes.is_empty() => {
+                        let at = rng.usize(0..bytes.len());
+                        bytes[at] = rng.u8(..);
+                    }
+                    1 => bytes.insert(rng.usize(0..=bytes.len()), rng.u8(..)),
+                    _ if !bytes.is_empty() => {
+                        bytes.truncate(rng.usize(0..bytes.len()));
+                    }
+                    _ => {}
+                }
+            }
+            let name = ["set-lot", "set-order", "x"][i % 3];
+            match parse(name, &bytes, rng.bool()) {
+                Ok(cmd) => assert!(valid_text(&cmd.id) && valid_text(&cmd.station)),
+                Err(refused) => assert!(!refused.reason.is_empty()),
+            }
+        }
+    }
 }

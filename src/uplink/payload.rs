@@ -208,3 +208,96 @@ mod tests {
         assert_eq!(STANDARD.decode(b64).unwrap(), raw);
     }
 }
+
+/// The published JSON Schema (docs/mqtt-record.schema.json) and the payloads
+/// built here must not drift apart.
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use crate::record::{AlarmEvent, ContextField};
+
+    const SCHEMA: &str = include_str!("../../docs/mqtt-record.schema.json");
+
+    fn sample(body: Body) -> Record {
+        Record {
+            seq: 1,
+            ts_ms: 1,
+            clock_synced: true,
+            station: Some("st10".into()),
+            device: Some("scanner-1".into()),
+            lot: Some("L1".into()),
+            order: Some("WO1".into()),
+            operator: Some("op".into()),
+            body,
+        }
+    }
+
+    fn check_object(value: &Value, schema: &Value, what: &str) {
+        let obj = value.as_object().unwrap();
+        let props = schema["properties"].as_object().unwrap();
+        for req in schema["required"].as_array().unwrap() {
+            assert!(
+                obj.contains_key(req.as_str().unwrap()),
+                "{what}: required `{req}` missing"
+            );
+        }
+        for key in obj.keys() {
+            assert!(props.contains_key(key), "{what}: `{key}` not in the schema");
+        }
+    }
+
+    #[test]
+    fn every_kind_matches_the_published_schema() {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let bodies = [
+            Body::Scan {
+                raw: b"]d2010".to_vec(),
+            },
+            Body::Context {
+                field: ContextField::Lot,
+                value: Some("L2".into()),
+                previous: None,
+                source: ContextSource::Scan {
+                    rule: "r".into(),
+                    raw: b"LOT:L2".to_vec(),
+                },
+            },
+            Body::Context {
+                field: ContextField::Order,
+                value: None,
+                previous: Some("WO1".into()),
+                source: ContextSource::Command { id: "c1".into() },
+            },
+            Body::Alarm {
+                event: AlarmEvent::DeviceOffline,
+                message: Some("EIO".into()),
+            },
+            Body::Audit {
+                command: "set-lot".into(),
+                id: None,
+                accepted: false,
+                reason: Some("bad".into()),
+                payload: "{}".into(),
+            },
+        ];
+        let kinds: Vec<&str> = schema["properties"]["kind"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let gw = GatewayConfig {
+            id: "gw".into(),
+            site: "s".into(),
+            line: "l".into(),
+            data_dir: "/tmp".into(),
+        };
+        for body in bodies {
+            let kind = body.kind();
+            assert!(kinds.contains(&kind), "kind {kind} not in the schema");
+            let v: Value = serde_json::from_slice(&record(&gw, &sample(body))).unwrap();
+            check_object(&v, &schema, kind);
+            check_object(&v["data"], &schema["$defs"][kind], &format!("{kind}.data"));
+        }
+    }
+}
