@@ -60,6 +60,9 @@ struct Scanner {
 /// Emits `Online` after every successful open, one `Scan` per accepted frame,
 /// and one `Offline` per outage (when the port is lost, or when the very first
 /// open fails) — not one per failed reopen. Rejected frames are counted in
+/// A session at least this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
 /// `health` and logged, never sent.
 pub async fn run(
     id: Arc<str>,
@@ -100,12 +103,19 @@ impl Scanner {
                         "scanner online"
                     );
                     open_failures = 0;
-                    backoff.reset();
                     self.health.set_online();
+                    let opened = tokio::time::Instant::now();
                     if !self.send(DeviceEvent::Online).await {
                         return;
                     }
-                    match self.session(port).await {
+                    let end = self.session(port).await;
+                    // Only a session that lasted resets the backoff: a port
+                    // that opens and fails at once (a flapping USB link) must
+                    // not produce online/offline alarms at the fastest rate.
+                    if opened.elapsed() >= STABLE_SESSION {
+                        backoff.reset();
+                    }
+                    match end {
                         SessionEnd::Shutdown => return,
                         // A new outage starts: announce it (once).
                         SessionEnd::Gone(msg) => {
