@@ -116,3 +116,45 @@ fn missing_config_file_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/linegate.toml"));
 }
+
+#[test]
+fn a_second_gateway_on_the_same_store_exits_74() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = VALID.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nport = 9");
+    let cfg = write(dir.path(), "ok.toml", &text);
+    let log = dir.path().join("first.log");
+    let mut first = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let opened = (0..500).any(|_| {
+        let done = std::fs::read_to_string(&log).unwrap_or_default().contains("store opened");
+        if !done {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        done
+    });
+    assert!(opened, "first gateway never opened its store");
+    let mut second = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = (0..500).find_map(|_| {
+        let s = second.try_wait().unwrap();
+        if s.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        s
+    });
+    let _ = second.kill();
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(74), "{stderr}");
+    assert!(stderr.contains("store"), "{stderr}");
+}

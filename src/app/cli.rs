@@ -15,6 +15,8 @@ use crate::config;
 pub const EXIT_CONFIG: u8 = 64;
 /// Internal failure (a task stopped unexpectedly).
 pub const EXIT_SOFTWARE: u8 = 70;
+/// The store could not be opened or made durable.
+pub const EXIT_IOERR: u8 = 74;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,7 +83,11 @@ fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(EXIT_SOFTWARE)
+            if err.downcast_ref::<crate::store::StoreError>().is_some() {
+                ExitCode::from(EXIT_IOERR)
+            } else {
+                ExitCode::from(EXIT_SOFTWARE)
+            }
         }
     }
 }
