@@ -130,7 +130,9 @@ fn a_second_gateway_on_the_same_store_exits_74() {
         .spawn()
         .unwrap();
     let opened = (0..500).any(|_| {
-        let done = std::fs::read_to_string(&log).unwrap_or_default().contains("store opened");
+        let done = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("store opened");
         if !done {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

@@ -517,6 +517,16 @@ const CASES: &[Case] = &[
         expected: "",
     },
     Case {
+        name: "frames too long for the MQTT packet size",
+        edits: &[],
+        append: "max_frame_len = 16000\n",
+        line: 10,
+        column: 1,
+        key: "device[0].max_frame_len",
+        message: "larger than mqtt.max_packet_size",
+        expected: "",
+    },
+    Case {
         name: "unknown parity",
         edits: &[],
         append: "parity = \"mark\"\n",

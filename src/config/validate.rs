@@ -82,6 +82,22 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         "device id",
     )?;
     v.unique_device_paths(&raw.devices)?;
+    for (entry, device) in raw.devices.iter().zip(&devices) {
+        let DeviceKind::SerialScanner(sc) = &device.kind;
+        // Worst case on the wire: every byte a JSON-escaped control character
+        // (6 bytes) in `code`, plus base64 in `raw_b64`, plus the envelope.
+        let worst = sc.framing.max_len.saturating_mul(8).saturating_add(2048);
+        if worst > mqtt.max_packet_bytes {
+            return Err(v.err_plain(
+                entry.span.clone(),
+                &format!("device[{}].max_frame_len", entry.index),
+                format!(
+                    "a {}-byte frame can make a record of up to {worst} bytes, larger than mqtt.max_packet_size ({} bytes); lower max_frame_len or raise mqtt.max_packet_size to at least {worst} bytes",
+                    sc.framing.max_len, mqtt.max_packet_bytes
+                ),
+            ));
+        }
+    }
 
     Ok(Config {
         source: src.file.to_path_buf(),
