@@ -27,7 +27,9 @@ pub fn clock_synced() -> bool {
 
 /// RFC 3339 UTC rendering with millisecond precision, e.g. `2026-11-22T03:15:00.123Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // RFC 3339 stops at year 9999; clamp rather than fail on a bad clock.
+    const MAX_MS: u64 = 253_402_300_799_999;
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.min(MAX_MS));
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -39,5 +41,6 @@ mod tests {
     fn renders_rfc3339_with_millis() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -152,6 +152,9 @@ async fn commands_are_validated_applied_audited_and_answered() {
     })
     .await;
 
+    // A command topic with an absurd name is refused without wedging anything.
+    send(&"x".repeat(40_000), r#"{"id":"huge"}"#).await;
+
     // Nothing else disturbed: scans flow and carry the context the valid commands set.
     pty.write(b"PART-1\r\n").await.unwrap();
     rec.wait_for("scan after commands", |m| {

@@ -12,19 +12,17 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::pipeline::Pipeline;
+use crate::app::pipeline::{Input, Pipeline};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
-use crate::devices::{Reading, scanner};
+use crate::devices::scanner;
 use crate::station::{Context, Stations, state_key};
 use crate::store::{self, Store};
 use crate::tasks::AbortOnDrop;
 use crate::uplink::Uplink;
 
-/// Readings buffered between devices and the pipeline.
-const READING_QUEUE: usize = 4096;
-/// Commands buffered between the uplink and the pipeline.
-const COMMAND_QUEUE: usize = 256;
+/// Readings and commands buffered ahead of the pipeline.
+const INPUT_QUEUE: usize = 4096;
 
 /// Run the gateway until `stop` completes, then shut down cleanly.
 pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -34,8 +32,8 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let stations = Stations::new(&cfg.stations, |id| restore_context(store.as_ref(), id));
     let health = HealthRegistry::default();
 
-    let (readings_tx, readings_rx) = mpsc::channel(READING_QUEUE);
-    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    // One ordered queue for device readings and MES commands.
+    let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let (committed_tx, committed_rx) = watch::channel(store.stats().last_seq);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -46,7 +44,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             store_cfg: cfg.store.clone(),
             committed: committed_tx,
         }
-        .run(readings_rx, commands_rx),
+        .run(input_rx),
     );
     let mut uplink = tokio::spawn(
         Uplink {
@@ -54,7 +52,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             mqtt: cfg.mqtt.clone(),
             store: Arc::clone(&store),
             committed: committed_rx,
-            commands: commands_tx,
+            commands: input_tx.clone(),
             health: health.clone(),
         }
         .run(shutdown_rx),
@@ -62,15 +60,9 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let devices: Vec<JoinHandle<()>> = cfg
         .devices
         .iter()
-        .map(|d| {
-            tokio::spawn(supervise(
-                d.clone(),
-                readings_tx.clone(),
-                health.handle(&d.id),
-            ))
-        })
+        .map(|d| tokio::spawn(supervise(d.clone(), input_tx.clone(), health.handle(&d.id))))
         .collect();
-    drop(readings_tx);
+    drop(input_tx);
     tracing::info!(
         gateway = %cfg.gateway.id,
         stations = cfg.stations.len(),
@@ -78,10 +70,10 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         "linegate running"
     );
 
-    let failure = tokio::select! {
+    let mut failure = tokio::select! {
         _ = stop => None,
-        r = &mut pipeline => Some(format!("pipeline stopped unexpectedly: {r:?}")),
-        r = &mut uplink => Some(format!("uplink stopped unexpectedly: {r:?}")),
+        r = &mut pipeline => Some(pipeline_failure(r)),
+        r = &mut uplink => Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
     };
     for d in &devices {
         d.abort();
@@ -94,16 +86,33 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     }
     tracing::debug!("uplink stopped; draining the pipeline");
     if !pipeline.is_finished() {
-        let _ = pipeline.await;
+        let r = pipeline.await;
+        if !matches!(r, Ok(Ok(()))) {
+            failure = failure.or(Some(pipeline_failure(r)));
+        }
     }
-    tokio::task::spawn_blocking(move || store.close())
+    let closed = tokio::task::spawn_blocking(move || store.close())
         .await
-        .context("store close task")?
-        .context("cannot make the store durable at shutdown")?;
-    tracing::info!("linegate stopped");
-    match failure {
-        None => Ok(()),
-        Some(why) => Err(anyhow::anyhow!(why)),
+        .context("store close task")
+        .and_then(|r| r.context("cannot make the store durable at shutdown"));
+    match (failure, closed) {
+        (None, Ok(())) => {
+            tracing::info!("linegate stopped");
+            Ok(())
+        }
+        (Some(err), _) | (None, Err(err)) => Err(err),
+    }
+}
+
+/// Why the pipeline ended, as an error (a store error keeps its type, so the
+/// CLI can map it to its exit code).
+fn pipeline_failure(
+    r: Result<Result<(), crate::store::StoreError>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("pipeline stopped unexpectedly"),
+        Ok(Err(err)) => anyhow::Error::new(err).context("the store failed a commit"),
+        Err(join) => anyhow::anyhow!("pipeline task failed: {join}"),
     }
 }
 
@@ -119,7 +128,7 @@ fn restore_context(store: &dyn Store, station: &str) -> Option<Context> {
 
 /// Run one device task and restart it if it ever fails; a device never takes
 /// the gateway down. Returns when the pipeline is gone.
-async fn supervise(cfg: DeviceConfig, tx: mpsc::Sender<Reading>, health: DeviceHealth) {
+async fn supervise(cfg: DeviceConfig, tx: mpsc::Sender<Input>, health: DeviceHealth) {
     let id: Arc<str> = Arc::from(cfg.id.as_str());
     let station: Arc<str> = Arc::from(cfg.station.as_str());
     loop {

@@ -1,31 +1,50 @@
 //! The ingest pipeline: the one task that owns the stations and is the single
 //! writer of the store.
 //!
-//! Readings and commands are applied to the stations in arrival order; what
-//! the stations emit (records and context state) is gathered into a group
-//! commit that closes after `commit_interval` or `commit_max_records`,
-//! whichever comes first. A record is *accepted* when its commit returns.
-//! Command replies are sent only after their audit record is committed.
+//! Readings and commands arrive on one queue ([`Input`]), so they are applied
+//! to the stations in exactly the order they arrived; what the stations emit
+//! (records and context state) is gathered into a group commit that closes
+//! after `commit_interval` or `commit_max_records`, whichever comes first. A
+//! record is *accepted* when its commit returns. Command replies are sent
+//! only after their audit record is committed.
+//!
+//! A commit that fails is fatal: the pipeline stops with the error, the
+//! process exits, and the store recovers on restart. Retrying in place is not
+//! safe: after a failed write or fsync the engine and the kernel may report
+//! later syncs as successful without the data being on disk ("fsyncgate"),
+//! and sled's write errors are sticky. Nothing of a failed batch was
+//! published or answered, so nothing accepted is lost.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::clock_synced;
-use crate::config::{BackoffConfig, StoreConfig};
+use crate::config::StoreConfig;
 use crate::devices::Reading;
-use crate::devices::backoff::Backoff;
 use crate::station::{Emitted, Stations, rejected_command_audit};
 use crate::store::{Batch, Store, StoreError};
 use crate::uplink::{CommandOutcome, CommandRequest};
 
-/// Backoff while the disk refuses a commit.
-const COMMIT_RETRY: BackoffConfig = BackoffConfig {
-    min: Duration::from_millis(50),
-    max: Duration::from_secs(5),
-};
+/// Everything the pipeline consumes, on one ordered queue.
+#[derive(Debug)]
+pub enum Input {
+    Reading(Reading),
+    Command(CommandRequest),
+}
+
+impl From<Reading> for Input {
+    fn from(r: Reading) -> Self {
+        Input::Reading(r)
+    }
+}
+
+impl From<CommandRequest> for Input {
+    fn from(c: CommandRequest) -> Self {
+        Input::Command(c)
+    }
+}
 
 pub struct Pipeline {
     pub store: Arc<dyn Store>,
@@ -51,15 +70,11 @@ impl Pending {
 }
 
 impl Pipeline {
-    /// Run until both input channels are closed, committing everything received.
-    pub async fn run(
-        mut self,
-        mut readings: mpsc::Receiver<Reading>,
-        mut commands: mpsc::Receiver<CommandRequest>,
-    ) {
-        let mut readings_open = true;
-        let mut commands_open = true;
-        while readings_open || commands_open {
+    /// Run until the input queue is closed (every sender gone), committing
+    /// everything received. Returns the store error that stopped it, if any.
+    pub async fn run(mut self, mut input: mpsc::Receiver<Input>) -> Result<(), StoreError> {
+        let mut open = true;
+        while open {
             let mut pending = Pending::default();
             let mut deadline: Option<Instant> = None;
             loop {
@@ -70,19 +85,15 @@ impl Pipeline {
                     }
                 };
                 tokio::select! {
-                    biased;
-                    r = readings.recv(), if readings_open => match r {
-                        Some(r) => self.on_reading(&r, &mut pending),
-                        None => readings_open = false,
-                    },
-                    c = commands.recv(), if commands_open => match c {
-                        Some(c) => self.on_command(c, &mut pending),
-                        None => commands_open = false,
+                    item = input.recv() => match item {
+                        Some(Input::Reading(r)) => self.on_reading(&r, &mut pending),
+                        Some(Input::Command(c)) => self.on_command(c, &mut pending),
+                        None => {
+                            open = false;
+                            break;
+                        }
                     },
                     _ = sleep => break,
-                }
-                if !readings_open && !commands_open {
-                    break;
                 }
                 if pending.batch.is_empty() {
                     continue;
@@ -96,10 +107,11 @@ impl Pipeline {
                 }
             }
             if !pending.batch.is_empty() {
-                self.commit(pending).await;
+                self.commit(pending).await?;
             }
         }
         tracing::debug!("pipeline drained");
+        Ok(())
     }
 
     fn on_reading(&mut self, reading: &Reading, pending: &mut Pending) {
@@ -131,26 +143,23 @@ impl Pipeline {
         pending.replies.push((req.reply, outcome));
     }
 
-    /// Commit one batch, retrying until the disk takes it. Nothing is dropped:
-    /// while the disk refuses, readings wait in the bounded channel and the
-    /// devices feel back-pressure.
-    async fn commit(&mut self, pending: Pending) {
-        let mut backoff = Backoff::new(COMMIT_RETRY);
+    /// Commit one batch; any failure is returned (and is fatal, see the module doc).
+    async fn commit(&mut self, pending: Pending) -> Result<(), StoreError> {
         let started = Instant::now();
-        let records = loop {
-            let store = Arc::clone(&self.store);
-            let batch = pending.batch.clone();
-            match tokio::task::spawn_blocking(move || store.commit(batch)).await {
-                Ok(Ok(records)) => break records,
-                Ok(Err(StoreError::Unsynced { records, source })) => {
-                    tracing::error!(error = %source, "commit not yet durable; retrying sync");
-                    self.sync_until_durable(&mut backoff).await;
-                    break records;
-                }
-                Ok(Err(err)) => tracing::error!(error = %err, "commit failed; retrying"),
-                Err(join) => tracing::error!(error = %join, "commit task failed; retrying"),
+        let store = Arc::clone(&self.store);
+        let batch = pending.batch;
+        let records = match tokio::task::spawn_blocking(move || store.commit(batch)).await {
+            Ok(Ok(records)) => records,
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "commit failed; stopping so the store recovers on restart");
+                return Err(err);
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            Err(join) => {
+                tracing::error!(error = %join, "commit task failed; stopping so the store recovers on restart");
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "commit task failed: {join}"
+                ))));
+            }
         };
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             tracing::debug!(
@@ -165,17 +174,6 @@ impl Pipeline {
         for (reply, outcome) in pending.replies {
             let _ = reply.send(outcome);
         }
-    }
-
-    async fn sync_until_durable(&self, backoff: &mut Backoff) {
-        loop {
-            let store = Arc::clone(&self.store);
-            match tokio::task::spawn_blocking(move || store.sync()).await {
-                Ok(Ok(())) => return,
-                Ok(Err(err)) => tracing::error!(error = %err, "store sync failed; retrying"),
-                Err(join) => tracing::error!(error = %join, "store sync task failed; retrying"),
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
+        Ok(())
     }
 }

@@ -470,7 +470,7 @@ pub fn expected_for(key: &str) -> Option<String> {
             "\"\" or \"none\" (no prefix), \"CR\", \"LF\", \"CRLF\", \"TAB\" or bytes in hex such as \"hex:02\""
         }
         "device.idle_timeout" => "a duration from 1ms to 10s such as \"50ms\"",
-        "device.max_frame_len" => "an integer from 16 to 65536",
+        "device.max_frame_len" => "an integer from 16 to 4096",
         _ => return None,
     };
     Some(s.to_owned())

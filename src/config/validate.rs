@@ -724,7 +724,7 @@ impl Validator<'_> {
             s.max_frame_len.as_ref(),
             &key("max_frame_len"),
             512,
-            16..=65536,
+            16..=4096,
         )?;
         let reconnect = self.backoff(
             prefix,

@@ -47,11 +47,11 @@ enum SessionEnd {
     Shutdown,
 }
 
-struct Scanner {
+struct Scanner<T> {
     id: Arc<str>,
     station: Arc<str>,
     cfg: SerialScannerConfig,
-    tx: Sender<Reading>,
+    tx: Sender<T>,
     health: DeviceHealth,
 }
 
@@ -64,11 +64,15 @@ struct Scanner {
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// `health` and logged, never sent.
-pub async fn run(
+///
+/// `T` is whatever the consumer's queue carries (the pipeline merges device
+/// readings and MES commands into one ordered queue); the scanner only needs
+/// to build it from a [`Reading`].
+pub async fn run<T: From<Reading> + Send + 'static>(
     id: Arc<str>,
     station: Arc<str>,
     cfg: SerialScannerConfig,
-    tx: Sender<Reading>,
+    tx: Sender<T>,
     health: DeviceHealth,
 ) {
     Scanner {
@@ -82,7 +86,7 @@ pub async fn run(
     .await;
 }
 
-impl Scanner {
+impl<T: From<Reading> + Send + 'static> Scanner<T> {
     async fn run(&self) {
         let mut backoff = Backoff::new(self.cfg.reconnect);
         // Whether the current outage was already announced with `Offline`.
@@ -216,7 +220,7 @@ impl Scanner {
             ts_ms,
             event,
         };
-        self.tx.send(reading).await.is_ok()
+        self.tx.send(reading.into()).await.is_ok()
     }
 }
 

@@ -28,14 +28,6 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store record could not be encoded: {0}")]
     Codec(#[from] CodecError),
-    /// The batch was applied (its `seq`s are taken) but could not be made
-    /// durable. Do not commit it again: retry [`Store::sync`] until it succeeds,
-    /// then the records are accepted.
-    #[error("commit applied but not yet durable: {source}")]
-    Unsynced {
-        records: Vec<Record>,
-        source: Box<StoreError>,
-    },
 }
 
 /// One group commit: records to append (their `seq` is assigned by the store)
@@ -77,9 +69,15 @@ pub trait Store: Send + Sync + 'static {
     /// crash or power cut.
     fn commit(&self, batch: Batch) -> Result<Vec<Record>, StoreError>;
 
-    /// Up to `max` unacknowledged records with `seq > after`, oldest first.
-    /// Entries that cannot be decoded are set aside and counted, not returned.
-    fn read_after(&self, after: u64, max: usize) -> Result<Vec<Record>, StoreError>;
+    /// Up to `max` unacknowledged records with `after < seq <= until`, oldest
+    /// first. Entries that cannot be decoded are set aside and counted, not
+    /// returned.
+    fn read_range(&self, after: u64, until: u64, max: usize) -> Result<Vec<Record>, StoreError>;
+
+    /// Move a record that can never be delivered out of the queue, keeping
+    /// its bytes aside and counting it in [`StoreStats::corrupt`]. The MES
+    /// then sees a gap at its `seq`: a loss that is detected and reported.
+    fn set_aside(&self, seq: u64) -> Result<(), StoreError>;
 
     /// The broker acknowledged `seq`: delete it. Acks need not be durable at
     /// once (a lost ack only causes a detectable duplicate); `commit` and

@@ -74,7 +74,11 @@ impl SledStore {
             .flush_every_ms(Some(1000))
             .open()?;
         let log = File::open(dir.join("db"))?;
-        // sled never fsyncs its `conf` file or the directory entries.
+        // What recovery found may still be only in the page cache (after a
+        // kill -9 during a commit): make it durable before any of it counts
+        // as committed. sled never fsyncs `conf` or the directory entries.
+        db.flush()?;
+        log.sync_data()?;
         File::open(dir.join("conf"))?.sync_all()?;
         File::open(dir)?.sync_all()?;
 
@@ -142,20 +146,21 @@ impl Store for SledStore {
         counters.depth += records.len() as u64;
         counters.bytes += bytes;
         drop(counters);
-        match self.sync() {
-            Ok(()) => Ok(records),
-            Err(source) => Err(StoreError::Unsynced {
-                records,
-                source: Box::new(source),
-            }),
-        }
+        // If this fails the batch is applied but not durable; the caller
+        // must not publish it and must not commit it again (the pipeline
+        // stops, and recovery on restart decides what survived).
+        self.sync()?;
+        Ok(records)
     }
 
-    fn read_after(&self, after: u64, max: usize) -> Result<Vec<Record>, StoreError> {
+    fn read_range(&self, after: u64, until: u64, max: usize) -> Result<Vec<Record>, StoreError> {
+        if until <= after {
+            return Ok(Vec::new());
+        }
         let start = record_key(RECORD, after.saturating_add(1));
-        let end = record_key(RECORD + 1, 0);
+        let end = record_key(RECORD, until);
         let mut out = Vec::with_capacity(max.min(1024));
-        for entry in self.db.range(start..end) {
+        for entry in self.db.range(start..=end) {
             if out.len() >= max {
                 break;
             }
@@ -165,17 +170,26 @@ impl Store for SledStore {
                 Err(err) => {
                     let seq = seq_of(&key).unwrap_or(0);
                     tracing::error!(seq, error = %err, "corrupt record set aside");
-                    self.db.insert(record_key(QUARANTINE, seq), value.clone())?;
-                    if self.db.remove(&key)?.is_some() {
-                        let mut c = self.counters();
-                        c.depth = c.depth.saturating_sub(1);
-                        c.bytes = c.bytes.saturating_sub(value.len() as u64);
-                        c.corrupt += 1;
-                    }
+                    self.set_aside(seq)?;
                 }
             }
         }
         Ok(out)
+    }
+
+    fn set_aside(&self, seq: u64) -> Result<(), StoreError> {
+        let key = record_key(RECORD, seq);
+        if let Some(value) = self.db.get(key)? {
+            // Written aside before removal: a crash in between keeps both, never neither.
+            self.db.insert(record_key(QUARANTINE, seq), value.clone())?;
+            if self.db.remove(key)?.is_some() {
+                let mut c = self.counters();
+                c.depth = c.depth.saturating_sub(1);
+                c.bytes = c.bytes.saturating_sub(value.len() as u64);
+                c.corrupt += 1;
+            }
+        }
+        Ok(())
     }
 
     fn ack(&self, seq: u64) -> Result<(), StoreError> {
@@ -258,9 +272,9 @@ mod tests {
             .unwrap();
         let seqs: Vec<u64> = a.iter().chain(&b).map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        let read = store.read_after(0, 10).unwrap();
+        let read = store.read_range(0, u64::MAX, 10).unwrap();
         assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(store.read_after(1, 1).unwrap()[0].seq, 2);
+        assert_eq!(store.read_range(1, u64::MAX, 1).unwrap()[0].seq, 2);
         let stats = store.stats();
         assert_eq!(
             (stats.depth, stats.last_seq, stats.oldest_ts_ms),
@@ -317,6 +331,41 @@ mod tests {
     }
 
     #[test]
+    fn read_range_stops_at_its_upper_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .commit(Batch {
+                records: (1..=5).map(rec).collect(),
+                state: vec![],
+            })
+            .unwrap();
+        let seqs = |v: Vec<Record>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.read_range(1, 3, 10).unwrap()), [2, 3]);
+        assert_eq!(seqs(store.read_range(3, 3, 10).unwrap()), Vec::<u64>::new());
+        assert_eq!(seqs(store.read_range(0, 5, 2).unwrap()), [1, 2]);
+    }
+
+    #[test]
+    fn set_aside_removes_from_the_queue_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .commit(Batch {
+                records: vec![rec(1), rec(2)],
+                state: vec![],
+            })
+            .unwrap();
+        store.set_aside(1).unwrap();
+        let stats = store.stats();
+        assert_eq!(
+            (stats.depth, stats.corrupt, stats.oldest_ts_ms),
+            (1, 1, Some(1002))
+        );
+        assert_eq!(store.read_range(0, 9, 9).unwrap()[0].seq, 2);
+    }
+
+    #[test]
     fn corrupt_entries_are_set_aside_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
@@ -330,7 +379,7 @@ mod tests {
             .db
             .insert(record_key(RECORD, 2), &b"\x01{not json"[..])
             .unwrap();
-        let read = store.read_after(0, 10).unwrap();
+        let read = store.read_range(0, u64::MAX, 10).unwrap();
         assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
         let stats = store.stats();
         assert_eq!((stats.depth, stats.corrupt), (2, 1));

@@ -52,6 +52,10 @@ pub const COMMANDS: &[&str] = &["set-lot", "set-order"];
 
 /// Validate a command received on topic `…/cmd/{name}`.
 pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refused> {
+    // The name comes from the topic: untrusted and unbounded. Only a bounded
+    // rendering of it ever goes into records.
+    let shown = shown_name(name);
+    let name = shown.as_str();
     let text = String::from_utf8_lossy(payload).into_owned();
     let refuse = |id: Option<String>, reason: String| Refused {
         name: name.to_owned(),
@@ -114,6 +118,21 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
         action,
         payload: text,
     })
+}
+
+/// A command name as it may appear in records: at most 64 characters,
+/// control characters replaced.
+pub fn shown_name(name: &str) -> String {
+    name.chars()
+        .take(MAX_FIELD)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Whether a result may be published for a command received under `name`
+/// (its topic is `…/cmd/{name}/result`): only for bounded, printable names.
+pub fn answerable(name: &str) -> bool {
+    valid_text(name)
 }
 
 fn valid_text(s: &str) -> bool {
@@ -215,6 +234,16 @@ mod tests {
         );
         let refused = parse("set-lot", big.as_bytes(), false).unwrap_err();
         assert!(refused.reason.contains("larger than"));
+    }
+
+    #[test]
+    fn huge_command_names_are_bounded_in_what_is_recorded() {
+        let name = "x".repeat(40_000);
+        let refused = parse(&name, br#"{"id":"c1"}"#, false).unwrap_err();
+        assert_eq!(refused.name.len(), MAX_FIELD);
+        assert!(refused.reason.len() < 200, "{}", refused.reason.len());
+        assert!(!answerable(&name));
+        assert!(answerable("set-lot"));
     }
 
     #[test]

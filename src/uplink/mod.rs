@@ -41,18 +41,20 @@ pub struct CommandRequest {
     pub reply: oneshot::Sender<CommandOutcome>,
 }
 
-/// Everything the uplink task needs.
-pub struct Uplink {
+/// Everything the uplink task needs. `T` is the pipeline's input queue item,
+/// built from a [`CommandRequest`]; commands share that one queue with device
+/// readings so both are applied in arrival order.
+pub struct Uplink<T> {
     pub gateway: GatewayConfig,
     pub mqtt: MqttConfig,
     pub store: Arc<dyn Store>,
     /// Highest committed `seq`; a change means there is something new to send.
     pub committed: watch::Receiver<u64>,
-    pub commands: mpsc::Sender<CommandRequest>,
+    pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
 }
 
-impl Uplink {
+impl<T: From<CommandRequest> + Send + 'static> Uplink<T> {
     /// Run until `shutdown` turns true: connect, publish, reconnect with
     /// jittered backoff, forever.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {

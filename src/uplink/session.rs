@@ -24,12 +24,15 @@ pub enum Ended {
 /// A command result waiting to be published.
 pub type CommandResult = (String, Option<String>, CommandOutcome);
 
+/// Fixed header, topic length and packet id of an MQTT PUBLISH, at most.
+const PUBLISH_OVERHEAD: usize = 16;
+
 /// What a publish request was, in the order it was handed to rumqttc.
 /// `Some(seq)` for a record, `None` for status and command results.
 type Tag = Option<u64>;
 
-pub struct Session<'u> {
-    up: &'u Uplink,
+pub struct Session<'u, T> {
+    up: &'u Uplink<T>,
     client: AsyncClient,
     /// Publish requests handed to rumqttc, not yet given a packet id.
     queued: VecDeque<Tag>,
@@ -41,9 +44,9 @@ pub struct Session<'u> {
     cursor: u64,
 }
 
-impl<'u> Session<'u> {
+impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
     pub async fn run(
-        up: &'u Uplink,
+        up: &'u Uplink<T>,
         committed: &mut watch::Receiver<u64>,
         results_tx: &mpsc::Sender<CommandResult>,
         results_rx: &mut mpsc::Receiver<CommandResult>,
@@ -190,21 +193,37 @@ impl<'u> Session<'u> {
             let records = self
                 .up
                 .store
-                .read_after(self.cursor, want)
+                .read_range(self.cursor, committed, want)
                 .map_err(|e| format!("store read failed: {e}"))?;
-            let got = records.len();
-            for record in records.into_iter().take_while(|r| r.seq <= committed) {
+            if records.is_empty() {
+                // Everything up to `committed` is acknowledged or in flight.
+                self.cursor = committed;
+                break;
+            }
+            for record in records {
+                self.cursor = record.seq;
                 let topic = self
                     .up
                     .mqtt
                     .topics
                     .record_topic(record.station.as_deref(), record.body.kind());
                 let body = payload::record(&self.up.gateway, &record);
-                self.cursor = record.seq;
+                if topic.len() + body.len() + PUBLISH_OVERHEAD > self.up.mqtt.max_packet_bytes {
+                    // It could never be sent and would block every record
+                    // behind it: set it aside, counted; the MES sees the gap.
+                    tracing::error!(
+                        seq = record.seq,
+                        bytes = body.len(),
+                        max = self.up.mqtt.max_packet_bytes,
+                        "record larger than mqtt.max_packet_size set aside"
+                    );
+                    self.up
+                        .store
+                        .set_aside(record.seq)
+                        .map_err(|e| format!("store set-aside failed: {e}"))?;
+                    continue;
+                }
                 self.publish(topic, body, false, Some(record.seq))?;
-            }
-            if got < want {
-                break;
             }
         }
         Ok(())
@@ -283,9 +302,12 @@ impl<'u> Session<'u> {
             command: parsed,
             reply: reply_tx,
         };
+        if !command::answerable(&name) {
+            tracing::warn!(command = %command::shown_name(&name), "command name unusable in a result topic; audited, not answered");
+        }
         // Hand over synchronously so commands reach the stations in the order
         // they arrived; only the wait for the reply runs on its own.
-        match self.up.commands.try_send(request) {
+        match self.up.commands.try_send(request.into()) {
             Ok(()) => {
                 let results = results_tx.clone();
                 tokio::spawn(async move {
