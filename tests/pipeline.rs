@@ -355,3 +355,42 @@ async fn overlong_and_garbage_frames_are_rejected_and_counted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let mut gw = start(dir.path(), broker.port, pty.slave_path());
+    wait_online(&rec).await;
+    let burst: Vec<u8> = (0..200)
+        .flat_map(|i| format!("ACK-{i:03}\r\n").into_bytes())
+        .collect();
+    pty.write(&burst).await.unwrap();
+    rec.wait_records(201).await;
+
+    // Wait (bounded, on the gateway's own log) for the idle ack sync.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !gw.log_text().contains("acknowledgements synced") {
+        assert!(std::time::Instant::now() < deadline, "acks never synced");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gw.kill9();
+    gw.spawn();
+    pty.write(b"AFTER\r\n").await.unwrap();
+    rec.wait_for("scan after restart", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "AFTER")
+    })
+    .await;
+
+    let records = rec.records();
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(
+        seqs.len(),
+        distinct.len(),
+        "acknowledged records were sent again after the restart"
+    );
+    assert_gap_free(&seqs);
+}

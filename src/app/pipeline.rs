@@ -27,6 +27,9 @@ use crate::station::{Emitted, Stations, rejected_command_audit};
 use crate::store::{Batch, Store, StoreError};
 use crate::uplink::{CommandOutcome, CommandRequest};
 
+/// How often acknowledgements are made durable while no commit happens.
+const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything the pipeline consumes, on one ordered queue.
 #[derive(Debug)]
 pub enum Input {
@@ -74,6 +77,8 @@ impl Pipeline {
     /// everything received. Returns the store error that stopped it, if any.
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>) -> Result<(), StoreError> {
         let mut open = true;
+        let mut ack_tick = tokio::time::interval(ACK_SYNC_INTERVAL);
+        ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while open {
             let mut pending = Pending::default();
             let mut deadline: Option<Instant> = None;
@@ -94,6 +99,10 @@ impl Pipeline {
                         }
                     },
                     _ = sleep => break,
+                    _ = ack_tick.tick(), if pending.batch.is_empty() => {
+                        self.sync_acks().await;
+                        continue;
+                    }
                 }
                 if pending.batch.is_empty() {
                     continue;
@@ -141,6 +150,19 @@ impl Pipeline {
             }
         };
         pending.replies.push((req.reply, outcome));
+    }
+
+    /// Make acknowledgements durable while idle. A failure is logged, not
+    /// fatal here: a lost ack only resends a record (same `seq`), and a
+    /// broken disk fails the next commit, which is fatal.
+    async fn sync_acks(&self) {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.sync_acks()).await {
+            Ok(Ok(true)) => tracing::debug!("acknowledgements synced"),
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "syncing acknowledgements failed"),
+            Err(join) => tracing::error!(error = %join, "ack sync task failed"),
+        }
     }
 
     /// Commit one batch; any failure is returned (and is fatal, see the module doc).

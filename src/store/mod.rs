@@ -92,6 +92,12 @@ pub trait Store: Send + Sync + 'static {
     /// Make everything written so far durable (including acks).
     fn sync(&self) -> Result<(), StoreError>;
 
+    /// Make acknowledgements durable if any were made since the last sync;
+    /// cheap when there were none. The pipeline calls it when idle, so a
+    /// crash after a quiet period does not resend what was acknowledged.
+    /// Returns whether there was anything to sync.
+    fn sync_acks(&self) -> Result<bool, StoreError>;
+
     /// Make everything durable before the process exits.
     fn close(&self) -> Result<(), StoreError> {
         self.sync()

@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::codec::{decode, encode};
@@ -60,6 +61,8 @@ pub struct SledStore {
     log: File,
     dir: PathBuf,
     counters: Mutex<Counters>,
+    /// Acks (deletes) applied since the last sync.
+    acks_dirty: AtomicBool,
 }
 
 impl SledStore {
@@ -70,8 +73,11 @@ impl SledStore {
             .path(dir)
             .cache_capacity(cache_bytes)
             .mode(::sled::Mode::LowSpace)
-            // Background flush for acks; commits flush and fsync themselves.
-            .flush_every_ms(Some(1000))
+            // No background flusher: commits flush and fsync themselves, and
+            // the pipeline syncs acks when idle (`sync_acks`). sled's own
+            // periodic `sync_all` ran concurrently with commits and made
+            // their latency tail several times longer (BENCHMARKS.md).
+            .flush_every_ms(None)
             .open()?;
         let log = File::open(dir.join("db"))?;
         // What recovery found may still be only in the page cache (after a
@@ -105,6 +111,7 @@ impl SledStore {
             log,
             dir: dir.to_owned(),
             counters: Mutex::new(counters),
+            acks_dirty: AtomicBool::new(false),
         })
     }
 
@@ -194,6 +201,7 @@ impl Store for SledStore {
 
     fn ack(&self, seq: u64) -> Result<(), StoreError> {
         if let Some(old) = self.db.remove(record_key(RECORD, seq))? {
+            self.acks_dirty.store(true, Ordering::Release);
             let mut c = self.counters();
             c.depth = c.depth.saturating_sub(1);
             c.bytes = c.bytes.saturating_sub(old.len() as u64);
@@ -225,9 +233,18 @@ impl Store for SledStore {
 
     /// Flush sled's buffers, then make them durable with a real fdatasync.
     fn sync(&self) -> Result<(), StoreError> {
+        self.acks_dirty.store(false, Ordering::Release);
         self.db.flush()?;
         self.log.sync_data()?;
         Ok(())
+    }
+
+    fn sync_acks(&self) -> Result<bool, StoreError> {
+        let dirty = self.acks_dirty.load(Ordering::Acquire);
+        if dirty {
+            self.sync()?;
+        }
+        Ok(dirty)
     }
 }
 
