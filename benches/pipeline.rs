@@ -31,22 +31,24 @@
 //! extra bursts run to watch memory and store size (default 3). Needs `mosquitto` on the PATH (or in
 //! /usr/sbin). Without `--bench` on the command line (e.g. under
 //! `cargo test --all-targets`) it does nothing. Every wait is bounded.
+//!
+//! The broker, the gateway process, its config and the MES subscriber are the
+//! integration tests' harness (`tests/common`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::{BIN, Commit, Gateway, GatewayConfig, Message, Mosquitto, Recorder, free_port};
 use linegate::devices::pty::VirtualSerial;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use tokio::sync::Notify;
 
-const BIN: &str = env!("CARGO_BIN_EXE_linegate");
 const FILTER: &str = "bench/line1/#";
 const SCAN_TOPIC: &str = "bench/line1/st10/scan";
 const STATUS_TOPIC: &str = "bench/line1/gateway/gw-bench/status";
@@ -89,25 +91,6 @@ fn env_f64(name: &str, default: f64) -> f64 {
 }
 
 // ---------------------------------------------------------------- helpers
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-fn wait_for_port(port: u16, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
 
 /// Nearest-rank percentile of sorted `v` (`q` in 0..=1).
 fn pct(v: &[f64], q: f64) -> f64 {
@@ -158,8 +141,10 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
     (apparent, allocated)
 }
 
-/// CPU time (user + system) used so far by process `pid`, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+/// CPU time (user + system) used so far by process `pid`, in seconds (0 when
+/// there is no such process).
+fn cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let f: Vec<u64> = after
@@ -180,11 +165,11 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn now(gateway: u32, broker: u32) -> Cpu {
+    fn now(gateway: &Gateway, broker: &Mosquitto) -> Cpu {
         Cpu {
-            gateway: cpu_secs(gateway),
-            broker: cpu_secs(broker),
-            bench: cpu_secs(std::process::id()),
+            gateway: cpu_secs(gateway.pid()),
+            broker: cpu_secs(broker.pid()),
+            bench: cpu_secs(Some(std::process::id())),
         }
     }
 
@@ -219,53 +204,19 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-// ---------------------------------------------------------------- Mosquitto
-
-struct Broker {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn start(port: u16) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let exe = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("mosquitto");
-        let child = Command::new(exe)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start mosquitto ({e}); install it"));
-        assert!(
-            wait_for_port(port, Duration::from_secs(5)),
-            "mosquitto not listening on {port} after 5 s"
-        );
-        Broker { child, _dir: dir }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// (VmRSS, VmHWM) of the gateway in KiB, from /proc/<pid>/status (0 when it
+/// does not run).
+fn memory(gw: &Gateway) -> (u64, u64) {
+    let Some(pid) = gw.pid() else { return (0, 0) };
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 // ---------------------------------------------------------------- MES subscriber
@@ -277,8 +228,11 @@ struct Receipt {
     seq: u64,
 }
 
+/// What the MES made of the messages it received.
 #[derive(Default)]
 struct MesState {
+    /// Messages of the recorder taken into account so far.
+    read: usize,
     /// Scan code → first receipt.
     scans: HashMap<String, Receipt>,
     duplicates: u64,
@@ -286,94 +240,72 @@ struct MesState {
     first_record: Option<Instant>,
     /// Status payloads, in arrival order.
     statuses: Vec<Value>,
-    subscribed: bool,
     /// Records of other kinds (alarms, context), by kind.
     other: HashMap<String, u64>,
 }
 
-/// The MES: a QoS 1 subscriber that timestamps each scan record on receipt.
+impl MesState {
+    /// Take in the messages received since the last call.
+    fn update(&mut self, msgs: &[Message]) {
+        for m in &msgs[self.read..] {
+            let v = m.json();
+            if m.topic == STATUS_TOPIC {
+                self.statuses.push(v);
+            } else if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
+                self.first_record.get_or_insert(m.received);
+                if m.topic == SCAN_TOPIC {
+                    let code = v["data"]["code"].as_str().unwrap_or("").to_owned();
+                    match self.scans.entry(code) {
+                        Entry::Occupied(_) => self.duplicates += 1,
+                        Entry::Vacant(e) => {
+                            e.insert(Receipt {
+                                at: m.received,
+                                seq,
+                            });
+                        }
+                    }
+                } else {
+                    let kind = v["kind"].as_str().unwrap_or("?").to_owned();
+                    *self.other.entry(kind).or_default() += 1;
+                }
+            }
+        }
+        self.read = msgs.len();
+    }
+}
+
+/// The MES: a QoS 1 subscriber (the harness's [`Recorder`], which timestamps
+/// each message on receipt) and what it made of the scan records.
 struct Mes {
-    state: Arc<Mutex<MesState>>,
-    notify: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    rec: Recorder,
+    state: Mutex<MesState>,
 }
 
 impl Mes {
     async fn start(port: u16) -> Mes {
-        let mut opts = MqttOptions::new(format!("mes-{}", free_port()), "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut el) = AsyncClient::new(opts, 1000);
-        let state = Arc::new(Mutex::new(MesState::default()));
-        let notify = Arc::new(Notify::new());
-        let (s, n) = (state.clone(), notify.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let at = Instant::now();
-                        let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        let mut st = s.lock().unwrap();
-                        if p.topic == STATUS_TOPIC {
-                            st.statuses.push(v);
-                        } else if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
-                            st.first_record.get_or_insert(at);
-                            if p.topic == SCAN_TOPIC {
-                                let code = v["data"]["code"].as_str().unwrap_or("").to_owned();
-                                match st.scans.entry(code) {
-                                    Entry::Occupied(_) => st.duplicates += 1,
-                                    Entry::Vacant(e) => {
-                                        e.insert(Receipt { at, seq });
-                                    }
-                                }
-                            } else {
-                                let kind = v["kind"].as_str().unwrap_or("?").to_owned();
-                                *st.other.entry(kind).or_default() += 1;
-                            }
-                        }
-                        drop(st);
-                        n.notify_waiters();
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe(FILTER, QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        s.lock().unwrap().subscribed = true;
-                        n.notify_waiters();
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        s.lock().unwrap().subscribed = false;
-                        n.notify_waiters();
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-        let mes = Mes {
-            state,
-            notify,
-            task,
-        };
-        assert!(
-            mes.wait(Duration::from_secs(10), |s| s.subscribed).await,
-            "MES subscriber not subscribed after 10 s"
-        );
-        mes
+        Mes {
+            rec: Recorder::start_with_keep_alive(port, FILTER, Duration::from_secs(30)).await,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The state, up to date with every message received so far.
+    fn state(&self) -> MutexGuard<'_, MesState> {
+        let msgs = self.rec.messages.lock().unwrap();
+        let mut st = self.state.lock().unwrap();
+        st.update(&msgs);
+        st
     }
 
     /// Wait (bounded) until `cond` holds; false on timeout.
     async fn wait(&self, limit: Duration, mut cond: impl FnMut(&MesState) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.notify.notified();
-            if cond(&self.state.lock().unwrap()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond(&self.state.lock().unwrap());
-            }
-        }
+        self.rec
+            .wait_for_within(limit, |msgs| {
+                let mut st = self.state.lock().unwrap();
+                st.update(msgs);
+                cond(&st)
+            })
+            .await
     }
 
     /// Wait (bounded) until every code in `codes` arrived; returns how many did.
@@ -387,210 +319,45 @@ impl Mes {
             i == codes.len()
         })
         .await;
-        let st = self.state.lock().unwrap();
+        let st = self.state();
         codes.iter().filter(|c| st.scans.contains_key(*c)).count()
     }
 
     fn receipt(&self, code: &str) -> Option<Receipt> {
-        self.state.lock().unwrap().scans.get(code).copied()
-    }
-}
-
-impl Drop for Mes {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.state().scans.get(code).copied()
     }
 }
 
 // ---------------------------------------------------------------- gateway
 
-fn config_toml(data_dir: &Path, port: u16, scanner: &Path) -> String {
+/// Start the gateway in `dir` (store in `dir/data`) for a broker on `port`.
+fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
     // Store and uplink values spelled out; they are the defaults at this commit.
-    format!(
-        r#"[gateway]
-id = "gw-bench"
-site = "bench"
-line = "line1"
-data_dir = "{data}"
-
+    let config = GatewayConfig {
+        id: "gw-bench",
+        site: "bench",
+        line: "line1",
+        keepalive: "15s",
+        status_interval: "30s",
+        max_inflight: Some(32),
+        scan_rules: false,
+        max_frame_len: None,
+        extra: r#"
 [store]
 commit_interval = "10ms"
 commit_max_records = 256
 cache_size = "8MiB"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive = "15s"
-max_inflight = 32
-reconnect_min = "50ms"
-reconnect_max = "500ms"
-status_interval = "30s"
-
-[[station]]
-id = "st10"
-
-[[device]]
-id = "scanner-1"
-type = "serial-scanner"
-station = "st10"
-path = "{scanner}"
-suffix = "CRLF"
-reconnect_min = "20ms"
-reconnect_max = "200ms"
 "#,
-        data = data_dir.display(),
-        scanner = scanner.display(),
-    )
+    };
+    Gateway::start(dir, &config.toml(&dir.join("data"), port, scanner))
 }
 
-/// The `linegate` binary as a child process; its stderr goes to `log`.
-struct Gateway {
-    child: Option<Child>,
-    log: PathBuf,
-    data_dir: PathBuf,
-}
-
-impl Gateway {
-    fn start(dir: &Path, port: u16, scanner: &Path) -> Gateway {
-        let data_dir = dir.join("data");
-        let config = dir.join("linegate.toml");
-        std::fs::write(&config, config_toml(&data_dir, port, scanner)).expect("write config");
-        let log = dir.join("gateway.log");
-        let mut file = std::fs::File::create(&log).expect("create log");
-        writeln!(file, "---- start").expect("write log");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("LINEGATE_LOG", "info,linegate::app::pipeline=debug")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn linegate");
-        Gateway {
-            child: Some(child),
-            log,
-            data_dir,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    fn cpu(&self, broker: &Broker) -> Cpu {
-        Cpu::now(self.pid() as u32, broker.pid())
-    }
-
-    fn signal(&self, sig: i32) {
-        if self.pid() > 0 {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(self.pid(), sig) };
-        }
-    }
-
-    /// (VmRSS, VmHWM) in KiB, from /proc/<pid>/status.
-    fn memory(&self) -> (u64, u64) {
-        let text =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    fn commits(&self) -> Vec<Commit> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(Commit::parse)
-            .collect()
-    }
-
-    fn last_committed(&self) -> u64 {
-        self.commits().iter().map(|c| c.last_seq).max().unwrap_or(0)
-    }
-
-    /// Poll the log (bounded) until it shows `last_seq >= target`.
-    async fn wait_committed(&self, target: u64, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.last_committed() >= target {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM, wait (bounded) for the exit; SIGKILL if it hangs.
-    fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        for _ in 0..1000 {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        eprintln!("linegate did not stop within 10 s of SIGTERM; killing it");
-        let _ = c.kill();
-        let _ = c.wait();
+/// SIGTERM the gateway and wait (bounded) for its exit code; SIGKILL if it hangs.
+fn stop(gw: &mut Gateway) -> Option<i32> {
+    gw.terminate(Duration::from_secs(10)).unwrap_or_else(|_| {
+        eprintln!("linegate did not stop within 10 s of SIGTERM; killed it");
         None
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// One `committed` debug line of the pipeline.
-#[derive(Debug, Clone, Copy)]
-struct Commit {
-    /// Wall-clock time the line was logged (right after the commit returned).
-    at: SystemTime,
-    first_seq: u64,
-    last_seq: u64,
-    records: u64,
-    commit_ms: f64,
-}
-
-impl Commit {
-    fn parse(line: &str) -> Option<Commit> {
-        if !line.contains(" committed ") {
-            return None;
-        }
-        let at = humantime::parse_rfc3339_weak(line.split_whitespace().next()?).ok()?;
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
-        };
-        Some(Commit {
-            at,
-            first_seq: field("first_seq")?.parse().ok()?,
-            last_seq: field("last_seq")?.parse().ok()?,
-            records: field("records")?.parse().ok()?,
-            commit_ms: field("commit_ms")?.parse().ok()?,
-        })
-    }
-}
-
-/// The commit that holds `seq` (commits are sorted by `first_seq`).
-fn commit_of(commits: &[Commit], seq: u64) -> Option<&Commit> {
-    let i = commits.partition_point(|c| c.last_seq < seq);
-    commits.get(i).filter(|c| c.first_seq <= seq)
+    })
 }
 
 // ---------------------------------------------------------------- results
@@ -673,7 +440,7 @@ async fn burst(
     pty: &VirtualSerial,
     mes: &Mes,
     gw: &Gateway,
-    broker: &Broker,
+    broker: &Mosquitto,
     prefix: &str,
     n: usize,
     out: &mut Results,
@@ -683,7 +450,7 @@ async fn burst(
         .iter()
         .flat_map(|c| format!("{c}\r\n").into_bytes())
         .collect();
-    let cpu0 = gw.cpu(broker);
+    let cpu0 = Cpu::now(gw, broker);
     let t0 = Instant::now();
     let t0_sys = SystemTime::now();
     pty.write(&bytes).await.expect("pty write");
@@ -696,7 +463,7 @@ async fn burst(
         ));
         return None;
     }
-    let cpu = gw.cpu(broker).since(cpu0);
+    let cpu = Cpu::now(gw, broker).since(cpu0);
     let receipts: Vec<Receipt> = codes.iter().filter_map(|c| mes.receipt(c)).collect();
     let last = receipts.iter().map(|r| r.at).max().unwrap_or(t0);
     let lo = receipts.iter().map(|r| r.seq).min().unwrap_or(0);
@@ -712,7 +479,7 @@ async fn burst(
         got,
         written_s,
         to_mes_s: last.duration_since(t0).as_secs_f64(),
-        to_commit_s: commit_of(&all, hi).map(|c| sys_diff_ms(c.at, t0_sys) / 1000.0),
+        to_commit_s: Commit::holding(&all, hi).map(|c| sys_diff_ms(c.at, t0_sys) / 1000.0),
         commits: held.iter().map(|c| c.commit_ms).collect(),
         records: held.iter().map(|c| c.records).sum(),
         cpu,
@@ -722,10 +489,11 @@ async fn burst(
 async fn idle_and_latency_and_burst(sizes: &Sizes, out: &mut Results) {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker_port = free_port();
-    let broker = Broker::start(broker_port);
+    let broker = Mosquitto::start_on(broker_port);
     let mes = Mes::start(broker_port).await;
     let pty = VirtualSerial::open().expect("pty");
-    let mut gw = Gateway::start(dir.path(), broker_port, pty.slave_path());
+    let mut gw = start_gateway(dir.path(), broker_port, pty.slave_path());
+    let data_dir = dir.path().join("data");
     let online = mes
         .wait(Duration::from_secs(15), |s| {
             s.other.get("alarm").copied().unwrap_or(0) >= 1
@@ -740,7 +508,7 @@ async fn idle_and_latency_and_burst(sizes: &Sizes, out: &mut Results) {
     // ---- idle RSS
     println!("\n[idle] gateway connected, scanner online, no traffic; waiting 5 s");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss, hwm) = gw.memory();
+    let (rss, hwm) = memory(&gw);
     out.row(
         "idle RSS after 5 s (VmRSS / VmHWM)",
         format!(
@@ -778,7 +546,7 @@ async fn idle_and_latency_and_burst(sizes: &Sizes, out: &mut Results) {
     for (code, (w_inst, w_sys)) in lat_codes.iter().zip(&writes) {
         let Some(r) = mes.receipt(code) else { continue };
         to_mes.push(ms(r.at.duration_since(*w_inst)));
-        if let Some(c) = commit_of(&commits, r.seq) {
+        if let Some(c) = Commit::holding(&commits, r.seq) {
             to_commit.push(sys_diff_ms(c.at, *w_sys));
             if seen_commit.insert(c.first_seq) {
                 commit_ms.push(c.commit_ms);
@@ -825,7 +593,7 @@ async fn idle_and_latency_and_burst(sizes: &Sizes, out: &mut Results) {
         format!("{} / {:.0}", b.commits.len(), b.mean_batch()),
     );
     out.dist("commit time per group commit, burst", &b.commits);
-    let (rss, hwm) = gw.memory();
+    let (rss, hwm) = memory(&gw);
     out.row(
         "RSS after the burst (VmRSS / VmHWM)",
         format!(
@@ -841,8 +609,8 @@ async fn idle_and_latency_and_burst(sizes: &Sizes, out: &mut Results) {
         let Some(b) = burst(&pty, &mes, &gw, &broker, &prefix, n, out).await else {
             return;
         };
-        let (rss, _) = gw.memory();
-        let (apparent, _) = disk_usage(&gw.data_dir);
+        let (rss, _) = memory(&gw);
+        let (apparent, _) = disk_usage(&data_dir);
         out.row(
             format!("burst round {round}: records/s to MES, VmRSS, store size"),
             format!(
@@ -853,11 +621,11 @@ async fn idle_and_latency_and_burst(sizes: &Sizes, out: &mut Results) {
             ),
         );
     }
-    let dups = mes.state.lock().unwrap().duplicates;
+    let dups = mes.state().duplicates;
     if dups > 0 {
         out.note(format!("{dups} duplicate scan deliveries seen at the MES"));
     }
-    if gw.stop() != Some(0) {
+    if stop(&mut gw) != Some(0) {
         out.note("gateway 1 did not exit 0 on SIGTERM");
     }
 }
@@ -868,14 +636,15 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
     // Nothing listens here until the drain starts.
     let port = free_port();
     let pty = VirtualSerial::open().expect("pty");
-    let gw = Gateway::start(dir.path(), port, pty.slave_path());
+    let gw = start_gateway(dir.path(), port, pty.slave_path());
+    let data_dir = dir.path().join("data");
     // The scanner's device-online alarm is the first record.
     assert!(
         gw.wait_committed(1, Duration::from_secs(15)).await,
         "the gateway committed nothing within 15 s; see {}",
         gw.log.display()
     );
-    let (empty_apparent, empty_alloc) = disk_usage(&gw.data_dir);
+    let (empty_apparent, empty_alloc) = disk_usage(&data_dir);
     let base = gw.last_committed();
     println!("\n[backlog] broker unreachable (port {port} closed); {n} scans");
     let bl_codes = codes("BL", n);
@@ -895,14 +664,14 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
         return;
     }
     let commits = gw.commits();
-    if let Some(c) = commit_of(&commits, target) {
+    if let Some(c) = Commit::holding(&commits, target) {
         let s = sys_diff_ms(c.at, t0_sys) / 1000.0;
         out.row(
             format!("backlog {n}: first write -> last committed (no broker)"),
             format!("{s:.2} s = {:.0} records/s accepted", n as f64 / s),
         );
     }
-    let (rss, hwm) = gw.memory();
+    let (rss, hwm) = memory(&gw);
     out.row(
         format!("RSS with {n} records backlog (VmRSS / VmHWM)"),
         format!(
@@ -912,12 +681,12 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
         ),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss2, _) = gw.memory();
+    let (rss2, _) = memory(&gw);
     out.row(
         "  same, 2 s later (VmRSS)",
         format!("{:.1} MiB", rss2 as f64 / 1024.0),
     );
-    let (apparent, alloc) = disk_usage(&gw.data_dir);
+    let (apparent, alloc) = disk_usage(&data_dir);
     out.row(
         "store on disk, one record (apparent / allocated)",
         format!("{empty_apparent} / {empty_alloc} B"),
@@ -936,9 +705,9 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
     // ---- drain: freeze the gateway while the broker and the MES come up, so
     // the MES is subscribed before the gateway can connect.
     gw.signal(libc::SIGSTOP);
-    let broker = Broker::start(port);
+    let broker = Mosquitto::start_on(port);
     let mes = Mes::start(port).await;
-    let cpu0 = gw.cpu(&broker);
+    let cpu0 = Cpu::now(&gw, &broker);
     let t_cont = Instant::now();
     gw.signal(libc::SIGCONT);
     println!("[drain] broker up on port {port}; waiting for {n} records at the MES");
@@ -949,11 +718,11 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
             "drain: only {got} of {n} backlog scans reached the MES within {limit:?}"
         ));
     }
-    let cpu = gw.cpu(&broker).since(cpu0);
+    let cpu = Cpu::now(&gw, &broker).since(cpu0);
     let receipts: Vec<Receipt> = bl_codes.iter().filter_map(|c| mes.receipt(c)).collect();
     let last = receipts.iter().map(|r| r.at).max().unwrap_or(t_cont);
     let (first, status) = {
-        let st = mes.state.lock().unwrap();
+        let st = mes.state();
         (
             st.first_record.unwrap_or(t_cont),
             st.statuses.first().cloned(),
@@ -986,7 +755,7 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
             );
         }
     }
-    let (rss, hwm) = gw.memory();
+    let (rss, hwm) = memory(&gw);
     out.row(
         "RSS after the drain (VmRSS / VmHWM)",
         format!(
@@ -995,19 +764,19 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
             hwm as f64 / 1024.0
         ),
     );
-    let (apparent, alloc) = disk_usage(&gw.data_dir);
+    let (apparent, alloc) = disk_usage(&data_dir);
     out.row(
         "store on disk right after the drain (apparent / allocated)",
         format!("{:.1} / {:.1} MiB", mib(apparent), mib(alloc)),
     );
-    let dups = mes.state.lock().unwrap().duplicates;
+    let dups = mes.state().duplicates;
     if dups > 0 {
         out.note(format!(
             "drain: {dups} duplicate scan deliveries at the MES"
         ));
     }
     let mut gw = gw;
-    if gw.stop() != Some(0) {
+    if stop(&mut gw) != Some(0) {
         out.note("gateway 2 did not exit 0 on SIGTERM");
     }
 }

@@ -1,14 +1,21 @@
-//! Test harness: real peers, no mocks.
+//! Test harness: real peers, no mocks. Shared by the integration tests
+//! (`mod common;`) and the pipeline bench (`#[path = "../tests/common/mod.rs"]
+//! mod common;`); each uses a subset, hence `allow(dead_code)`.
 //!
-//! - [`Mosquitto`]: a real broker process on a free loopback port. Tests fail
-//!   loudly when `mosquitto` is not installed (`.ci/run` installs it).
+//! - [`Mosquitto`]: a real broker process on a free loopback port (`mosquitto`
+//!   from the PATH, else /usr/sbin or /usr/local/sbin). Tests fail loudly when
+//!   it is not installed (`.ci/run` installs it).
 //! - [`Proxy`]: a TCP relay between gateway and broker that can refuse new
 //!   connections and cut existing ones, so tests decide when the gateway gets
 //!   through.
-//! - [`Recorder`]: an MES-side subscriber that keeps every message received.
-//! - [`Gateway`]: the `linegate` binary as a child process, killable with SIGKILL.
+//! - [`Recorder`]: an MES-side subscriber that keeps every message received,
+//!   with its receipt time.
+//! - [`GatewayConfig`] / [`config_toml`]: the generated gateway config.
+//! - [`Gateway`]: the `linegate` binary as a child process, killable with
+//!   SIGKILL, with its pid and the group commits it logged ([`Commit`]).
 //!
-//! Every wait is bounded and event-driven (no sleeps to wait for something).
+//! Every wait is bounded, and event-driven where there is an event to wait for
+//! (the exceptions poll: a port coming up, a commit showing in the log).
 
 #![allow(dead_code)]
 
@@ -18,15 +25,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+/// Default bound of the harness's waits.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
@@ -35,28 +44,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Wait until `cond` holds, re-checking whenever `notify` fires; bounded by `limit`.
-pub async fn wait_until(
+/// Wait until `cond` holds, re-checking whenever `notify` fires; bounded by
+/// `limit`, after which it panics naming `what`.
+pub async fn wait_until(notify: &Notify, limit: Duration, what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until_within(notify, limit, cond).await,
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Like [`wait_until`], but returns whether `cond` held instead of panicking
+/// when `limit` runs out (for callers that report a timeout themselves).
+pub async fn wait_until_within(
     notify: &Notify,
     limit: Duration,
-    what: &str,
     mut cond: impl FnMut() -> bool,
-) {
+) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let notified = notify.notified();
         if cond() {
-            return;
+            return true;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            assert!(cond(), "timed out after {limit:?} waiting for {what}");
-            return;
+            return cond();
         }
     }
 }
 
 // ---------------------------------------------------------------- Mosquitto
 
+/// Where to look for `mosquitto` when it is not on the PATH (Debian puts it
+/// in /usr/sbin, which a user's PATH often lacks).
+const MOSQUITTO_FALLBACKS: [&str; 2] = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"];
+
+/// A Mosquitto broker process on 127.0.0.1, anonymous, no persistence, no
+/// queue or in-flight limits. SIGKILLed on drop.
 pub struct Mosquitto {
     pub port: u16,
     child: Option<Child>,
@@ -64,10 +87,12 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Start a broker on a free port.
     pub fn start() -> Mosquitto {
         Self::start_on(free_port())
     }
 
+    /// Start a broker on `port` (e.g. one a gateway is already configured for).
     pub fn start_on(port: u16) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Mosquitto {
@@ -87,17 +112,31 @@ impl Mosquitto {
             format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n", self.port),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `mosquitto` ({e}); install it (apt-get install mosquitto) — `bash .ci/run` does")
-            });
+        let spawn = |exe: &str| {
+            Command::new(exe)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let child = match spawn("mosquitto") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MOSQUITTO_FALLBACKS
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .map_or(Err(e), spawn),
+            r => r,
+        }
+        .unwrap_or_else(|e| {
+            panic!("cannot start `mosquitto` ({e}); install it (apt-get install mosquitto) — `bash .ci/run` does")
+        });
         self.child = Some(child);
         wait_for_port(self.port);
+    }
+
+    /// The broker's process id, while it runs (e.g. for its CPU time in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL the broker.
@@ -191,20 +230,26 @@ impl Drop for Proxy {
 
 // ---------------------------------------------------------------- Recorder
 
+/// One PUBLISH received by a [`Recorder`].
 #[derive(Debug, Clone)]
 pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// When the recorder's event loop got it off the wire.
+    pub received: Instant,
 }
 
 impl Message {
+    /// The payload as JSON (`Null` when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
     }
 }
 
-/// An MES-side subscriber that records everything it receives.
+/// An MES-side subscriber (QoS 1) that records everything it receives, in
+/// arrival order. `notify` fires on every message and subscription change.
+/// It resubscribes after a reconnect.
 pub struct Recorder {
     pub messages: Arc<Mutex<Vec<Message>>>,
     pub notify: Arc<Notify>,
@@ -214,10 +259,17 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Connect to the broker on `port`, subscribe to `filter`, and wait for the SUBACK.
+    /// Connect to the broker on `port`, subscribe to `filter`, and wait for the
+    /// SUBACK. MQTT keep-alive 5 s.
     pub async fn start(port: u16, filter: &str) -> Recorder {
+        Self::start_with_keep_alive(port, filter, Duration::from_secs(5)).await
+    }
+
+    /// [`Recorder::start`] with another MQTT keep-alive: a long one for heavy
+    /// traffic, where a PINGRESP can queue behind thousands of PUBLISHes.
+    pub async fn start_with_keep_alive(port: u16, filter: &str, keep_alive: Duration) -> Recorder {
         let mut opts = MqttOptions::new(format!("recorder-{}", free_port()), "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5))
+        opts.set_keep_alive(keep_alive)
             .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(opts, 1000);
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -241,10 +293,12 @@ impl Recorder {
                         n.notify_waiters();
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let received = Instant::now();
                         m.lock().unwrap().push(Message {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            received,
                         });
                         n.notify_waiters();
                     }
@@ -268,6 +322,7 @@ impl Recorder {
         r
     }
 
+    /// Wait until the subscription is in place (again, after a reconnect).
     pub async fn wait_subscribed(&self) {
         let s = self.subscribed.clone();
         wait_until(&self.notify, WAIT, "recorder subscription", move || {
@@ -276,6 +331,7 @@ impl Recorder {
         .await;
     }
 
+    /// A copy of every message so far.
     pub fn snapshot(&self) -> Vec<Message> {
         self.messages.lock().unwrap().clone()
     }
@@ -289,10 +345,22 @@ impl Recorder {
             .collect()
     }
 
-    /// Wait until `pred` holds over the recorded messages.
+    /// Wait until `pred` holds over the recorded messages; panics after [`WAIT`].
     pub async fn wait_for(&self, what: &str, mut pred: impl FnMut(&[Message]) -> bool) {
         let m = self.messages.clone();
         wait_until(&self.notify, WAIT, what, move || pred(&m.lock().unwrap())).await;
+    }
+
+    /// Wait until `pred` holds over the recorded messages, at most `limit`;
+    /// returns whether it held. `pred` runs with the message list locked, and
+    /// sees it grow: it can resume where its previous call stopped.
+    pub async fn wait_for_within(
+        &self,
+        limit: Duration,
+        mut pred: impl FnMut(&[Message]) -> bool,
+    ) -> bool {
+        let m = self.messages.clone();
+        wait_until_within(&self.notify, limit, move || pred(&m.lock().unwrap())).await
     }
 
     /// Wait until at least `n` distinct record seqs have arrived.
@@ -316,60 +384,140 @@ impl Drop for Recorder {
 
 // ---------------------------------------------------------------- Gateway
 
+/// The `linegate` binary under test (built by cargo for tests and benches).
 pub const BIN: &str = env!("CARGO_BIN_EXE_linegate");
 
-/// A config for one station `st10` (lot rule `LOT:…`, order rule `WO…`) and one
-/// serial scanner `scanner-1` on `scanner_path`.
-pub fn config_toml(data_dir: &Path, mqtt_port: u16, scanner_path: &Path) -> String {
-    format!(
-        r#"[gateway]
-id = "gw-test"
-site = "plant1"
-line = "line3"
+/// The knobs of the generated config: one station `st10` and one serial
+/// scanner `scanner-1` (CRLF suffix). [`Default`] is what the tests run with
+/// (see [`config_toml`]); a bench or test changes what it needs:
+///
+/// ```ignore
+/// GatewayConfig { status_interval: "30s", scan_rules: false, ..Default::default() }
+/// ```
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `gateway.id`, `gateway.site`, `gateway.line` (topics start with
+    /// `<site>/<line>/`).
+    pub id: &'static str,
+    pub site: &'static str,
+    pub line: &'static str,
+    /// `mqtt.keepalive`.
+    pub keepalive: &'static str,
+    /// `mqtt.status_interval`.
+    pub status_interval: &'static str,
+    /// `mqtt.max_inflight`; `None` leaves it out (the default applies).
+    pub max_inflight: Option<u16>,
+    /// Station scan rules `lot-label` (`LOT:<value>` sets the lot) and
+    /// `work-order` (`WO` + 6 digits sets the order).
+    pub scan_rules: bool,
+    /// The scanner's `max_frame_len`; `None` leaves it out (the default applies).
+    pub max_frame_len: Option<u32>,
+    /// More TOML appended at the end: whole tables only (e.g. a `[store]`
+    /// section), since the tables above are closed by then.
+    pub extra: &'static str,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            id: "gw-test",
+            site: "plant1",
+            line: "line3",
+            keepalive: "5s",
+            status_interval: "1s",
+            max_inflight: None,
+            scan_rules: true,
+            max_frame_len: Some(64),
+            extra: "",
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The config text: store in `data_dir`, broker on 127.0.0.1:`mqtt_port`,
+    /// scanner on `scanner_path`; short reconnect backoffs so tests are quick.
+    pub fn toml(&self, data_dir: &Path, mqtt_port: u16, scanner_path: &Path) -> String {
+        let GatewayConfig {
+            id,
+            site,
+            line,
+            keepalive,
+            status_interval,
+            max_inflight,
+            scan_rules,
+            max_frame_len,
+            extra,
+        } = self;
+        let max_inflight = max_inflight.map_or(String::new(), |n| format!("max_inflight = {n}\n"));
+        let scan_rules = if *scan_rules {
+            r#"
+  [[station.scan_rule]]
+  name = "lot-label"
+  pattern = '^LOT:(?P<value>[A-Z0-9-]{1,40})$'
+  action = "set-lot"
+
+  [[station.scan_rule]]
+  name = "work-order"
+  pattern = '^WO[0-9]{6}$'
+  action = "set-order"
+"#
+        } else {
+            ""
+        };
+        let max_frame_len =
+            max_frame_len.map_or(String::new(), |n| format!("max_frame_len = {n}\n"));
+        format!(
+            r#"[gateway]
+id = "{id}"
+site = "{site}"
+line = "{line}"
 data_dir = "{data}"
 
 [mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
-keepalive = "5s"
-reconnect_min = "50ms"
+keepalive = "{keepalive}"
+{max_inflight}reconnect_min = "50ms"
 reconnect_max = "500ms"
-status_interval = "1s"
+status_interval = "{status_interval}"
 
 [[station]]
 id = "st10"
-
-  [[station.scan_rule]]
-  name = "lot-label"
-  pattern = '^LOT:(?P<value>[A-Z0-9-]{{1,40}})$'
-  action = "set-lot"
-
-  [[station.scan_rule]]
-  name = "work-order"
-  pattern = '^WO[0-9]{{6}}$'
-  action = "set-order"
-
+{scan_rules}
 [[device]]
 id = "scanner-1"
 type = "serial-scanner"
 station = "st10"
 path = "{scanner}"
 suffix = "CRLF"
-max_frame_len = 64
-reconnect_min = "20ms"
+{max_frame_len}reconnect_min = "20ms"
 reconnect_max = "200ms"
-"#,
-        data = data_dir.display(),
-        scanner = scanner_path.display(),
-    )
+{extra}"#,
+            data = data_dir.display(),
+            scanner = scanner_path.display(),
+        )
+    }
 }
 
-/// The `linegate` binary running as a child process.
+/// The tests' config ([`GatewayConfig::default`]): gateway `gw-test` on
+/// `plant1/line3`, one station `st10` (lot rule `LOT:…`, order rule `WO…`) and
+/// one serial scanner `scanner-1` on `scanner_path`.
+pub fn config_toml(data_dir: &Path, mqtt_port: u16, scanner_path: &Path) -> String {
+    GatewayConfig::default().toml(data_dir, mqtt_port, scanner_path)
+}
+
+/// The `linegate` binary running as a child process, its stderr appended to
+/// `log`; SIGKILLed on drop.
 pub struct Gateway {
     child: Option<Child>,
     pub config: PathBuf,
     pub log: PathBuf,
 }
+
+/// [`Gateway::terminate`]: the gateway did not exit in time after SIGTERM
+/// (it has been SIGKILLed).
+#[derive(Debug)]
+pub struct StopTimeout;
 
 impl Gateway {
     /// Write `toml` into `dir/linegate.toml` and start `linegate run` on it.
@@ -385,7 +533,8 @@ impl Gateway {
         g
     }
 
-    /// Start the process again on the same config (after a kill).
+    /// Start the process again on the same config (after a kill). It logs at
+    /// `info`, and at `debug` for the pipeline (its `committed` lines).
     pub fn spawn(&mut self) {
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -404,6 +553,19 @@ impl Gateway {
         self.child = Some(child);
     }
 
+    /// The process id while it runs (e.g. for its memory and CPU time in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Send `sig` (e.g. `libc::SIGSTOP` / `libc::SIGCONT`) if it runs.
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -412,40 +574,110 @@ impl Gateway {
         }
     }
 
-    /// SIGTERM and wait (bounded) for a clean exit; returns the exit code.
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit code
+    /// (`None` if it was not running). Panics if it does not exit within 10 s.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
+        self.terminate(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("linegate did not stop within 10 s of SIGTERM"))
+    }
+
+    /// SIGTERM and wait up to `limit` for the exit: its code (`None` if it was
+    /// not running or died by a signal), or, if it hangs, SIGKILL and
+    /// [`StopTimeout`].
+    pub fn terminate(&mut self, limit: Duration) -> Result<Option<i32>, StopTimeout> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(None);
+        };
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        for _ in 0..1000 {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
+                return Ok(status.code());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = c.kill();
-        panic!("linegate did not stop within 10 s of SIGTERM");
+        let _ = c.wait();
+        Err(StopTimeout)
     }
 
+    /// Everything the gateway logged so far (all runs).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The group commits the gateway logged (all runs), in log order, i.e. by
+    /// ascending `seq`.
+    pub fn commits(&self) -> Vec<Commit> {
+        self.log_text().lines().filter_map(Commit::parse).collect()
+    }
+
     /// Highest `seq` the gateway logged as committed (accepted), from its log.
     pub fn last_committed(&self) -> u64 {
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains("committed"))
-            .filter_map(|l| l.split("last_seq=").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .filter_map(|n| n.parse().ok())
-            .max()
-            .unwrap_or(0)
+        self.commits().iter().map(|c| c.last_seq).max().unwrap_or(0)
+    }
+
+    /// Wait until the log shows `seq >= target` committed, at most `limit`;
+    /// returns whether it did. Polls the log every 20 ms (there is no event
+    /// to wait for).
+    pub async fn wait_committed(&self, target: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.last_committed() >= target {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// One group commit of the store, from the pipeline's `committed` debug line:
+/// `<RFC 3339 time> DEBUG … committed first_seq=… last_seq=… records=… commit_ms=…`.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    /// Wall-clock time the line was logged (right after the commit returned).
+    pub at: SystemTime,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: u64,
+    /// Time the commit took: apply + flush + fdatasync.
+    pub commit_ms: f64,
+}
+
+impl Commit {
+    /// Parse one log line; `None` unless it is a complete `committed` line.
+    pub fn parse(line: &str) -> Option<Commit> {
+        if !line.contains(" committed ") {
+            return None;
+        }
+        let at = humantime::parse_rfc3339_weak(line.split_whitespace().next()?).ok()?;
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+        };
+        Some(Commit {
+            at,
+            first_seq: field("first_seq")?.parse().ok()?,
+            last_seq: field("last_seq")?.parse().ok()?,
+            records: field("records")?.parse().ok()?,
+            commit_ms: field("commit_ms")?.parse().ok()?,
+        })
+    }
+
+    /// The commit in `commits` (sorted by seq, as [`Gateway::commits`]
+    /// returns them) that holds `seq`.
+    pub fn holding(commits: &[Commit], seq: u64) -> Option<&Commit> {
+        let i = commits.partition_point(|c| c.last_seq < seq);
+        commits.get(i).filter(|c| c.first_seq <= seq)
     }
 }
