@@ -371,11 +371,10 @@ async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
     rec.wait_records(201).await;
 
     // Wait (bounded, on the gateway's own log) for the idle ack sync.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !gw.log_text().contains("acknowledgements synced") {
-        assert!(std::time::Instant::now() < deadline, "acks never synced");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    assert!(
+        gw.wait_log("acknowledgements synced", WAIT).await,
+        "acks never synced"
+    );
     gw.kill9();
     gw.spawn();
     pty.write(b"AFTER\r\n").await.unwrap();

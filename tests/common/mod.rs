@@ -619,12 +619,25 @@ impl Gateway {
     }
 
     /// Wait until the log shows `seq >= target` committed, at most `limit`;
-    /// returns whether it did. Polls the log every 20 ms (there is no event
-    /// to wait for).
+    /// returns whether it did.
     pub async fn wait_committed(&self, target: u64, limit: Duration) -> bool {
+        self.wait_log_until(limit, || self.last_committed() >= target)
+            .await
+    }
+
+    /// Wait until the gateway's log contains `needle`, at most `limit`;
+    /// returns whether it did.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        self.wait_log_until(limit, || self.log_text().contains(needle))
+            .await
+    }
+
+    /// Re-check `cond` on the log every 20 ms (a child's log file has no
+    /// event to wait on), at most `limit`.
+    async fn wait_log_until(&self, limit: Duration, cond: impl Fn() -> bool) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            if self.last_committed() >= target {
+            if cond() {
                 return true;
             }
             if Instant::now() >= deadline {
