@@ -37,7 +37,7 @@ async fn commands_are_validated_applied_audited_and_answered() {
         .await
         .unwrap();
     let pty = VirtualSerial::open().unwrap();
-    let _gw = Gateway::start(
+    let gw = Gateway::start(
         dir.path(),
         &config_toml(&dir.path().join("data"), broker.port, pty.slave_path()),
     );
@@ -171,4 +171,9 @@ async fn commands_are_validated_applied_audited_and_answered() {
         "the replayed command did not change the lot"
     );
     assert_eq!(scan["order"], "WO777777");
+    assert!(
+        !gw.log_text().contains("MQTT connection lost"),
+        "no command may break the MQTT session:\n{}",
+        gw.log_text()
+    );
 }

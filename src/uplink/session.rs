@@ -135,6 +135,10 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                     committed_open = changed.is_ok();
                 }
                 Some((name, id, outcome)) = results_rx.recv() => {
+                    if !command::answerable(&name) {
+                        // Audited, but its result topic would be unusable.
+                        continue;
+                    }
                     let topic = up.mqtt.topics.command_result(&name);
                     let body = payload::command_result(&up.gateway, &name, id.as_deref(), &outcome, now_ms());
                     if let Err(why) = s.publish(topic, body, false, None) {
