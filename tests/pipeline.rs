@@ -61,14 +61,44 @@ fn start(dir: &Path, port: u16, scanner: &Path) -> Gateway {
     Gateway::start(dir, &config_toml(&dir.join("data"), port, scanner))
 }
 
+/// The usual set-up: a broker, the MES recorder, a scanner pty and a running
+/// gateway whose scanner is online.
+struct Rig {
+    gw: Gateway,
+    pty: VirtualSerial,
+    rec: Recorder,
+    _broker: Mosquitto,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start();
+        let rec = Recorder::start(broker.port, FILTER).await;
+        let pty = VirtualSerial::open().unwrap();
+        let gw = start(dir.path(), broker.port, pty.slave_path());
+        wait_online(&rec).await;
+        Rig {
+            gw,
+            pty,
+            rec,
+            _broker: broker,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_reaches_the_mes_with_every_contract_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let rec = Recorder::start(broker.port, FILTER).await;
-    let pty = VirtualSerial::open().unwrap();
-    let mut gw = start(dir.path(), broker.port, pty.slave_path());
-    wait_online(&rec).await;
+    // Bound in this order so the gateway is dropped (killed) first.
+    let Rig {
+        _dir,
+        _broker,
+        rec,
+        pty,
+        mut gw,
+    } = Rig::start().await;
 
     let code = b"]d201095060001343521726123110L24A0173\x1d21SN000123";
     pty.write(b"LOT:L24A0173\r\nWO123456\r\n").await.unwrap();
@@ -132,12 +162,14 @@ async fn a_scan_reaches_the_mes_with_every_contract_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_scans_get_a_thousand_gap_free_seqs() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let rec = Recorder::start(broker.port, FILTER).await;
-    let pty = VirtualSerial::open().unwrap();
-    let _gw = start(dir.path(), broker.port, pty.slave_path());
-    wait_online(&rec).await;
+    // Bound in this order so the gateway is dropped (killed) first.
+    let Rig {
+        _dir,
+        _broker,
+        rec,
+        pty,
+        gw: _gw,
+    } = Rig::start().await;
 
     let burst: Vec<u8> = (0..1000)
         .flat_map(|i| format!("ITEM-{i:04}\r\n").into_bytes())
@@ -216,12 +248,14 @@ async fn broker_killed_mid_burst_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let rec = Recorder::start(broker.port, FILTER).await;
-    let pty = VirtualSerial::open().unwrap();
-    let mut gw = start(dir.path(), broker.port, pty.slave_path());
-    wait_online(&rec).await;
+    // Bound in this order so the gateway is dropped (killed) first.
+    let Rig {
+        _dir,
+        _broker,
+        rec,
+        pty,
+        mut gw,
+    } = Rig::start().await;
     pty.write(b"LOT:LK-1\r\n").await.unwrap();
     rec.wait_for("lot context", |m| {
         m.iter().any(|m| m.json()["kind"] == "context")
@@ -327,12 +361,14 @@ async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlong_and_garbage_frames_are_rejected_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let rec = Recorder::start(broker.port, FILTER).await;
-    let pty = VirtualSerial::open().unwrap();
-    let _gw = start(dir.path(), broker.port, pty.slave_path());
-    wait_online(&rec).await;
+    // Bound in this order so the gateway is dropped (killed) first.
+    let Rig {
+        _dir,
+        _broker,
+        rec,
+        pty,
+        gw: _gw,
+    } = Rig::start().await;
 
     let long = "X".repeat(5000); // max_frame_len is 64
     pty.write(format!("GOOD-1\r\n{long}\r\n\x00\x01\x02junk\r\nGOOD-2\r\n").as_bytes())
@@ -358,12 +394,14 @@ async fn overlong_and_garbage_frames_are_rejected_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let rec = Recorder::start(broker.port, FILTER).await;
-    let pty = VirtualSerial::open().unwrap();
-    let mut gw = start(dir.path(), broker.port, pty.slave_path());
-    wait_online(&rec).await;
+    // Bound in this order so the gateway is dropped (killed) first.
+    let Rig {
+        _dir,
+        _broker,
+        rec,
+        pty,
+        mut gw,
+    } = Rig::start().await;
     let burst: Vec<u8> = (0..200)
         .flat_map(|i| format!("ACK-{i:03}\r\n").into_bytes())
         .collect();

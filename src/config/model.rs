@@ -186,6 +186,19 @@ pub struct SerialLine {
     pub flow_control: FlowControl,
 }
 
+impl Default for SerialLine {
+    /// 9600 8N1 without flow control: what most scanners ship with.
+    fn default() -> Self {
+        SerialLine {
+            baud: 9600,
+            data_bits: DataBits::Eight,
+            parity: Parity::None,
+            stop_bits: StopBits::One,
+            flow_control: FlowControl::None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataBits {
     Seven,

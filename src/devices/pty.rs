@@ -106,16 +106,9 @@ mod tests {
     use tokio::time::timeout;
 
     use super::*;
-    use crate::config::{DataBits, FlowControl, Parity, SerialLine, StopBits};
+    use crate::config::SerialLine;
     use crate::devices::serial;
 
-    const LINE: SerialLine = SerialLine {
-        baud: 9600,
-        data_bits: DataBits::Eight,
-        parity: Parity::None,
-        stop_bits: StopBits::One,
-        flow_control: FlowControl::None,
-    };
     const WAIT: Duration = Duration::from_secs(5);
 
     async fn read_exactly(port: &mut tokio_serial::SerialStream, n: usize) -> Vec<u8> {
@@ -136,12 +129,12 @@ mod tests {
         let all: Vec<u8> = (0..=255u8).chain(b"\r\n\r".iter().copied()).collect();
         // Nobody has the slave open yet: the write is buffered, no EIO.
         pty.write(&all).await.unwrap();
-        let mut port = serial::open(pty.slave_path(), &LINE).unwrap();
+        let mut port = serial::open(pty.slave_path(), &SerialLine::default()).unwrap();
         assert_eq!(read_exactly(&mut port, all.len()).await, all);
         // Close and reopen: the pair survives, the scanner can come back.
         drop(port);
         pty.write(b"again").await.unwrap();
-        let mut port = serial::open(pty.slave_path(), &LINE).unwrap();
+        let mut port = serial::open(pty.slave_path(), &SerialLine::default()).unwrap();
         assert_eq!(read_exactly(&mut port, 5).await, b"again");
     }
 
@@ -149,7 +142,7 @@ mod tests {
     async fn drop_reads_as_eof_and_removes_the_node() {
         let pty = VirtualSerial::open().unwrap();
         let path = pty.slave_path().to_owned();
-        let mut port = serial::open(&path, &LINE).unwrap();
+        let mut port = serial::open(&path, &SerialLine::default()).unwrap();
         drop(pty);
         let mut buf = [0u8; 16];
         // Measured on Linux 6.x: Ok(0) at once and on every later read.
@@ -158,7 +151,7 @@ mod tests {
             assert_eq!(n, 0);
         }
         assert!(matches!(
-            serial::open(&path, &LINE),
+            serial::open(&path, &SerialLine::default()),
             Err(serial::SerialError::NotFound(_))
         ));
     }

@@ -81,19 +81,11 @@ fn classify(path: &Path, e: tokio_serial::Error) -> SerialError {
 mod tests {
     use super::*;
 
-    const LINE: SerialLine = SerialLine {
-        baud: 9600,
-        data_bits: DataBits::Eight,
-        parity: Parity::None,
-        stop_bits: StopBits::One,
-        flow_control: FlowControl::None,
-    };
-
     #[tokio::test]
     async fn missing_device_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("usb-Scanner_1234-if00");
-        match open(&path, &LINE) {
+        match open(&path, &SerialLine::default()) {
             Err(SerialError::NotFound(p)) => assert_eq!(p, path),
             other => panic!("expected NotFound, got {other:?}"),
         }
@@ -102,7 +94,7 @@ mod tests {
     #[tokio::test]
     async fn non_tty_is_an_error_not_a_panic() {
         let file = tempfile::NamedTempFile::new().unwrap();
-        assert!(open(file.path(), &LINE).is_err());
+        assert!(open(file.path(), &SerialLine::default()).is_err());
     }
 
     #[tokio::test]
@@ -112,7 +104,7 @@ mod tests {
         let link = dir.path().join("usb-Scanner_1234-if00");
         std::os::unix::fs::symlink(pty.slave_path(), &link).unwrap();
         for line in [
-            LINE,
+            SerialLine::default(),
             SerialLine {
                 baud: 115_200,
                 data_bits: DataBits::Seven,
