@@ -223,6 +223,16 @@ async fn broker_killed_mid_burst_loses_nothing() {
     broker.restart();
     rec.wait_subscribed().await;
     proxy.set_accepting(true);
+    // The birth status after the outage shows the backlog and its age.
+    rec.wait_for("status with a backlog", |m| {
+        m.iter().any(|m| {
+            let v = m.json();
+            m.topic == STATUS_TOPIC
+                && v["queue"]["depth"].as_u64().is_some_and(|d| d > 0)
+                && v["queue"]["oldest_age_s"].as_f64().is_some_and(|a| a > 0.0)
+        })
+    })
+    .await;
     rec.wait_for("every scan of both bursts", |m| {
         let codes: BTreeSet<String> = m
             .iter()
