@@ -213,6 +213,7 @@ async fn broker_killed_mid_burst_loses_nothing() {
     pty.write(&first).await.unwrap();
     rec.wait_for("some of the burst", |m| m.len() > 50).await;
     broker.kill();
+    rec.wait_disconnected().await;
     let second: Vec<u8> = (0..300)
         .flat_map(|i| format!("B-{i:04}\r\n").into_bytes())
         .collect();
@@ -418,9 +419,11 @@ async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
     pty.write(&burst).await.unwrap();
     rec.wait_records(201).await;
 
-    // Wait (bounded, on the gateway's own log) for the idle ack sync.
+    // Wait (bounded, on the gateway's own log) for the idle ack sync that
+    // covers every ack of the burst (queue empty, all 201 records committed).
     assert!(
-        gw.wait_log("acknowledgements synced", WAIT).await,
+        gw.wait_log("acknowledgements synced depth=0 last_seq=201", WAIT)
+            .await,
         "acks never synced"
     );
     gw.kill9();
@@ -437,7 +440,8 @@ async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
     assert_eq!(
         seqs.len(),
         distinct.len(),
-        "acknowledged records were sent again after the restart"
+        "acknowledged records were sent again after the restart; gateway log:\n{}",
+        gw.log_text()
     );
     assert_gap_free(&seqs);
 }

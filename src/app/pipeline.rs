@@ -157,9 +157,18 @@ impl Pipeline {
     /// broken disk fails the next commit, which is fatal.
     async fn sync_acks(&self) {
         let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.sync_acks()).await {
-            Ok(Ok(true)) => tracing::debug!("acknowledgements synced"),
-            Ok(Ok(false)) => {}
+        // Depth read first: every ack it reflects is covered by the sync.
+        let sync = move || {
+            let stats = store.stats();
+            store.sync_acks().map(|synced| synced.then_some(stats))
+        };
+        match tokio::task::spawn_blocking(sync).await {
+            Ok(Ok(Some(stats))) => tracing::debug!(
+                depth = stats.depth,
+                last_seq = stats.last_seq,
+                "acknowledgements synced"
+            ),
+            Ok(Ok(None)) => {}
             Ok(Err(err)) => tracing::error!(error = %err, "syncing acknowledgements failed"),
             Err(join) => tracing::error!(error = %join, "ack sync task failed"),
         }

@@ -331,6 +331,17 @@ impl Recorder {
         .await;
     }
 
+    /// Wait until the recorder has noticed that its connection is gone (after
+    /// the broker was killed), so a later `wait_subscribed` means a fresh
+    /// subscription on the new broker.
+    pub async fn wait_disconnected(&self) {
+        let s = self.subscribed.clone();
+        wait_until(&self.notify, WAIT, "recorder disconnect", move || {
+            !s.load(Ordering::SeqCst)
+        })
+        .await;
+    }
+
     /// A copy of every message so far.
     pub fn snapshot(&self) -> Vec<Message> {
         self.messages.lock().unwrap().clone()
