@@ -157,6 +157,7 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone)]
 pub enum DeviceKind {
     SerialScanner(SerialScannerConfig),
+    ModbusTcp(ModbusTcpConfig),
 }
 
 impl DeviceKind {
@@ -164,8 +165,155 @@ impl DeviceKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             DeviceKind::SerialScanner(_) => "serial-scanner",
+            DeviceKind::ModbusTcp(_) => "modbus-tcp",
         }
     }
+}
+
+/// A PLC reached over Modbus TCP.
+#[derive(Debug, Clone)]
+pub struct ModbusTcpConfig {
+    pub host: String,
+    pub port: u16,
+    /// Modbus unit id (slave id), 0..=255; 1 for most PLCs, 255 for some gateways.
+    pub unit_id: u8,
+    pub poll: PollConfig,
+    /// The register map, in config order.
+    pub registers: Vec<RegisterConfig>,
+}
+
+/// How a Modbus device is polled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollConfig {
+    /// Time between the starts of two polls (default 1 s).
+    pub interval: Duration,
+    /// Every request's timeout (default 1 s); tokio-modbus has none of its own.
+    pub timeout: Duration,
+    /// Backoff between reconnect attempts after a failure.
+    pub reconnect: BackoffConfig,
+    /// Registers (or coils) of unmapped gap a block read may span to merge two
+    /// mapped ranges into one request (default 8).
+    pub max_gap: u16,
+    /// Emit a `count` record even without change this often (default: never).
+    pub heartbeat: Option<Duration>,
+}
+
+/// One mapped value, as a PLC manual lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterConfig {
+    /// Unique within the device; names the value in records.
+    pub name: String,
+    /// Station the value belongs to (defaults to the device's station).
+    pub station: String,
+    pub table: Table,
+    /// 0-based PDU address (`40001` in the config becomes holding 0).
+    pub address: u16,
+    pub data_type: DataType,
+    pub word_order: WordOrder,
+    /// Engineering value = raw × scale + offset (for `value` roles).
+    pub scale: f64,
+    pub offset: f64,
+    pub role: Role,
+    /// For counters: the highest plausible rate (units/s), used to tell a
+    /// wrap-around from a PLC reset (default 1000).
+    pub max_rate: f64,
+}
+
+impl RegisterConfig {
+    /// Registers (or bits, for coil/discrete) the value occupies.
+    pub fn width(&self) -> u16 {
+        self.data_type.registers()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Coil,
+    Discrete,
+    Input,
+    Holding,
+}
+
+impl Table {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::Discrete => "discrete",
+            Table::Input => "input",
+            Table::Holding => "holding",
+        }
+    }
+
+    /// Bit tables (coil, discrete) read single bits; register tables 16-bit words.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::Discrete)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Bool,
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+    U64,
+}
+
+impl DataType {
+    /// Width in registers (1 for bool: one bit of a bit table).
+    pub fn registers(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 => 4,
+        }
+    }
+
+    /// Bits of the raw integer, for counter wrap arithmetic.
+    pub fn bits(self) -> u32 {
+        match self {
+            DataType::Bool => 1,
+            DataType::U16 | DataType::I16 => 16,
+            DataType::U32 | DataType::I32 | DataType::F32 => 32,
+            DataType::U64 => 64,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::F32 => "f32",
+            DataType::U64 => "u64",
+        }
+    }
+}
+
+/// Order of the bytes of a multi-register value, named by where the most
+/// significant byte `A` travels: `ABCD` big-endian (high word first), `CDAB`
+/// word-swapped, `BADC` byte-swapped, `DCBA` little-endian. For 64-bit values
+/// the same swap applies to the four words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WordOrder {
+    Abcd,
+    Cdab,
+    Badc,
+    Dcba,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A production counter: `count` records with deltas, wrap and reset detection.
+    Counter,
+    /// A state (run/stop/fault): a `state` record on each change.
+    State,
+    /// A measured value: a `value` record on each change.
+    Value,
 }
 
 #[derive(Debug, Clone)]

@@ -80,6 +80,7 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "devices:  {}", cfg.devices.len())?;
     for d in &cfg.devices {
         match &d.kind {
+            DeviceKind::ModbusTcp(_) => {} // WIP: summary lands with the modbus config
             DeviceKind::SerialScanner(sc) => {
                 let l = &sc.line;
                 let f = &sc.framing;

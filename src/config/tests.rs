@@ -821,7 +821,9 @@ fn full_config_round_trip() {
     let d = &cfg.devices[0];
     assert_eq!((d.id.as_str(), d.station.as_str()), ("scanner-1", "st20"));
     assert_eq!(d.kind.type_name(), "serial-scanner");
-    let DeviceKind::SerialScanner(s) = &d.kind;
+    let DeviceKind::SerialScanner(s) = &d.kind else {
+        panic!("not a scanner")
+    };
     assert_eq!(
         s.path,
         PathBuf::from("/dev/serial/by-id/usb-Honeywell_1900-if00")
@@ -848,7 +850,9 @@ fn full_config_round_trip() {
     assert_eq!(s.reconnect.max, Duration::from_secs(2));
 
     // Defaults, and a relative device path resolved next to the config file.
-    let DeviceKind::SerialScanner(s) = &cfg.devices[1].kind;
+    let DeviceKind::SerialScanner(s) = &cfg.devices[1].kind else {
+        panic!("not a scanner")
+    };
     assert_eq!(s.path, dir.path().join("ttyV0"));
     assert_eq!(
         s.line,

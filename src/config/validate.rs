@@ -83,7 +83,9 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     )?;
     v.unique_device_paths(&raw.devices)?;
     for (entry, device) in raw.devices.iter().zip(&devices) {
-        let DeviceKind::SerialScanner(sc) = &device.kind;
+        let DeviceKind::SerialScanner(sc) = &device.kind else {
+            continue;
+        };
         // Worst case on the wire: every byte a JSON-escaped control character
         // (6 bytes) in `code`, plus base64 in `raw_b64`, plus the envelope.
         let worst = sc.framing.max_len.saturating_mul(8).saturating_add(2048);

@@ -27,8 +27,27 @@ pub struct Reading {
 pub enum DeviceEvent {
     /// A complete scanner frame, prefix/suffix removed, bytes exactly as received.
     Scan(Vec<u8>),
+    /// One poll of a PLC: the decoded values that belong to this station, in
+    /// register-map order.
+    Sample(Vec<Sample>),
     /// The device came (back) online.
     Online,
     /// The device went offline; the error says why.
     Offline(String),
+}
+
+/// One mapped PLC value from one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The register map entry's name.
+    pub name: Arc<str>,
+    pub role: crate::config::Role,
+    /// The raw bit pattern, zero-extended (two's complement for signed types,
+    /// IEEE 754 bits for f32): what counter wrap arithmetic works on.
+    pub raw: u64,
+    /// Width of `raw` in bits (1 for bool, 16, 32 or 64).
+    pub bits: u32,
+    /// The decoded number (signed types sign-extended, f32 as float), with
+    /// `scale` and `offset` applied for the `value` role.
+    pub value: f64,
 }
