@@ -48,6 +48,36 @@ pub enum Body {
         previous: Option<String>,
         source: ContextSource,
     },
+    /// A PLC counter moved (or its heartbeat is due).
+    Count {
+        /// The register map entry's name.
+        name: String,
+        /// The counter's raw value now.
+        raw: u64,
+        /// Units counted since the last `count` record of this counter.
+        delta: u64,
+        wrapped: bool,
+        reset: bool,
+        /// First value ever seen: `delta` is 0 and counts nothing.
+        baseline: bool,
+        /// Capture time of the value `delta` was computed from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
+    /// A PLC state (run/stop/fault code) changed.
+    State {
+        name: String,
+        value: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<i64>,
+    },
+    /// A measured PLC value changed (scaled).
+    Value {
+        name: String,
+        value: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<f64>,
+    },
     /// Something a technician or the MES must see: device offline/online, …
     Alarm {
         event: AlarmEvent,
@@ -73,6 +103,9 @@ impl Body {
         match self {
             Body::Scan { .. } => "scan",
             Body::Context { .. } => "context",
+            Body::Count { .. } => "count",
+            Body::State { .. } => "state",
+            Body::Value { .. } => "value",
             Body::Alarm { .. } => "alarm",
             Body::Audit { .. } => "audit",
         }

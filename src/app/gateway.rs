@@ -16,7 +16,7 @@ use crate::app::pipeline::{Input, Pipeline};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
 use crate::devices::scanner;
-use crate::station::{Context, Stations, state_key};
+use crate::station::Stations;
 use crate::store::{self, Store};
 use crate::tasks::AbortOnDrop;
 use crate::uplink::Uplink;
@@ -29,7 +29,9 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let store_dir = cfg.gateway.data_dir.join("store");
     let store = store::open(&cfg.store, &store_dir)
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
-    let stations = Stations::new(&cfg.stations, |id| restore_context(store.as_ref(), id));
+    let stations = Stations::new(&cfg.stations, &cfg.devices, |key| {
+        restore_state(store.as_ref(), key)
+    });
     let health = HealthRegistry::default();
 
     // One ordered queue for device readings and MES commands.
@@ -116,11 +118,13 @@ fn pipeline_failure(
     }
 }
 
-fn restore_context(store: &dyn Store, station: &str) -> Option<Context> {
-    match store.state(&state_key(station)) {
-        Ok(bytes) => bytes.and_then(|b| Context::decode(station, &b)),
+/// Durable state by key; a read error is logged and treated as "unknown"
+/// (a context starts empty, a counter starts from a new baseline).
+fn restore_state(store: &dyn Store, key: &str) -> Option<Vec<u8>> {
+    match store.state(key) {
+        Ok(bytes) => bytes,
         Err(err) => {
-            tracing::error!(station, error = %err, "cannot read persisted context; starting unknown");
+            tracing::error!(key, error = %err, "cannot read persisted state; starting unknown");
             None
         }
     }

@@ -6,12 +6,15 @@
 //! what comes out ([`Emitted`]), context state included, in one atomic batch.
 
 mod context;
+mod counters;
 mod rules;
 
 use std::collections::{BTreeMap, VecDeque};
 
 pub use self::context::Context;
-use crate::config::{RuleAction, StationConfig};
+use self::counters::Counters;
+pub use self::counters::{CounterMark, Movement, classify, counter_key};
+use crate::config::{DeviceConfig, RuleAction, StationConfig};
 use crate::devices::{DeviceEvent, Reading};
 use crate::record::{AlarmEvent, Body, ContextField, ContextSource, Record};
 
@@ -73,6 +76,7 @@ struct Station {
 /// All stations of this gateway and their contexts.
 pub struct Stations {
     stations: BTreeMap<String, Station>,
+    counters: Counters,
     recent_commands: VecDeque<String>,
 }
 
@@ -82,15 +86,19 @@ pub fn state_key(station: &str) -> String {
 }
 
 impl Stations {
-    /// Build the stations; `restore` returns the persisted context of a station id.
+    /// Build the stations and their PLC values; `restore` returns durable
+    /// state written by earlier commits, by key (contexts, counter marks).
     pub fn new(
         configs: &[StationConfig],
-        mut restore: impl FnMut(&str) -> Option<Context>,
+        devices: &[DeviceConfig],
+        mut restore: impl FnMut(&str) -> Option<Vec<u8>>,
     ) -> Self {
         let stations = configs
             .iter()
             .map(|cfg| {
-                let ctx = restore(&cfg.id).unwrap_or_default();
+                let ctx = restore(&state_key(&cfg.id))
+                    .and_then(|b| Context::decode(&cfg.id, &b))
+                    .unwrap_or_default();
                 (
                     cfg.id.clone(),
                     Station {
@@ -102,6 +110,7 @@ impl Stations {
             .collect();
         Stations {
             stations,
+            counters: Counters::new(devices, &mut restore),
             recent_commands: VecDeque::new(),
         }
     }
@@ -141,7 +150,22 @@ impl Stations {
                 }
                 None => Body::Scan { raw: raw.clone() },
             },
-            DeviceEvent::Sample(_) => return out, // WIP: counters land with the modbus branch
+            DeviceEvent::Sample(samples) => {
+                for sample in samples {
+                    if let Some((body, state)) =
+                        self.counters.apply(&reading.device, sample, reading.ts_ms)
+                    {
+                        out.state.extend(state);
+                        out.records.push(station.record(
+                            reading.ts_ms,
+                            clock_synced,
+                            Some(reading.device.to_string()),
+                            body,
+                        ));
+                    }
+                }
+                return out;
+            }
             DeviceEvent::Online => Body::Alarm {
                 event: AlarmEvent::DeviceOnline,
                 message: None,

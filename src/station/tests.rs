@@ -33,7 +33,7 @@ fn scan(raw: &[u8]) -> Reading {
 }
 
 fn stations() -> Stations {
-    Stations::new(&[station_cfg()], |_| None)
+    Stations::new(&[station_cfg()], &[], |_| None)
 }
 
 fn cmd(id: &str, station: &str, action: CommandAction) -> Command {
@@ -124,9 +124,9 @@ fn context_change_records_previous_value_and_persists() {
     assert_eq!(out.records[0].lot.as_deref(), Some("B"));
     let (key, bytes) = &out.state[0];
     assert_eq!(key, "ctx/st10");
-    let restored = Stations::new(&[station_cfg()], |id| {
-        assert_eq!(id, "st10");
-        Context::decode(id, bytes)
+    let restored = Stations::new(&[station_cfg()], &[], |k| {
+        assert_eq!(k, "ctx/st10");
+        Some(bytes.clone())
     });
     assert_eq!(restored.context("st10").unwrap().lot.as_deref(), Some("B"));
 }
@@ -208,5 +208,186 @@ fn audit_payload_is_bounded() {
     match rec.body {
         Body::Audit { payload, .. } => assert!(payload.len() <= AUDIT_PAYLOAD_MAX),
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+mod plc {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{
+        BackoffConfig, DataType, DeviceConfig, DeviceKind, ModbusTcpConfig, PollConfig,
+        RegisterConfig, Role, Table, WordOrder,
+    };
+    use crate::devices::Sample;
+
+    fn register(name: &str, role: Role, data_type: DataType) -> RegisterConfig {
+        RegisterConfig {
+            name: name.into(),
+            station: "st10".into(),
+            table: Table::Holding,
+            address: 0,
+            data_type,
+            word_order: WordOrder::Abcd,
+            scale: 1.0,
+            offset: 0.0,
+            role,
+            max_rate: 10.0,
+        }
+    }
+
+    fn plc(heartbeat: Option<Duration>) -> DeviceConfig {
+        DeviceConfig {
+            id: "plc".into(),
+            station: "st10".into(),
+            kind: DeviceKind::ModbusTcp(ModbusTcpConfig {
+                host: "127.0.0.1".into(),
+                port: 502,
+                unit_id: 1,
+                poll: PollConfig {
+                    interval: Duration::from_secs(1),
+                    timeout: Duration::from_secs(1),
+                    reconnect: BackoffConfig {
+                        min: Duration::from_millis(100),
+                        max: Duration::from_secs(1),
+                    },
+                    max_gap: 8,
+                    heartbeat,
+                },
+                registers: vec![
+                    register("good", Role::Counter, DataType::U16),
+                    register("run", Role::State, DataType::U16),
+                    register("temp", Role::Value, DataType::F32),
+                ],
+            }),
+        }
+    }
+
+    fn sample(name: &str, role: Role, raw: u64, value: f64) -> Sample {
+        Sample {
+            name: Arc::from(name),
+            role,
+            raw,
+            bits: 16,
+            value,
+        }
+    }
+
+    fn poll(s: &mut Stations, ts_ms: u64, samples: Vec<Sample>) -> Emitted {
+        let reading = Reading {
+            device: Arc::from("plc"),
+            station: Arc::from("st10"),
+            ts_ms,
+            event: DeviceEvent::Sample(samples),
+        };
+        s.on_reading(&reading, false)
+    }
+
+    fn count(good: u64) -> Vec<Sample> {
+        vec![sample("good", Role::Counter, good, good as f64)]
+    }
+
+    #[test]
+    fn counters_record_deltas_stamped_with_context_and_persist_their_mark() {
+        let mut s = Stations::new(&[station_cfg()], &[plc(None)], |_| None);
+        s.on_reading(&scan(b"LOT:L1"), false);
+        let first = poll(&mut s, 1000, count(100));
+        assert!(matches!(
+            first.records[0].body,
+            Body::Count {
+                delta: 0,
+                baseline: true,
+                ..
+            }
+        ));
+        assert!(
+            poll(&mut s, 2000, count(100)).records.is_empty(),
+            "no change, no record"
+        );
+        let out = poll(&mut s, 3000, count(107));
+        let r = &out.records[0];
+        assert_eq!(r.lot.as_deref(), Some("L1"));
+        assert!(matches!(
+            r.body,
+            Body::Count {
+                raw: 107,
+                delta: 7,
+                wrapped: false,
+                reset: false,
+                baseline: false,
+                since_ms: Some(1000),
+                ..
+            }
+        ));
+        assert_eq!(out.state[0].0, "ctr/plc/good");
+
+        // A restart restores the mark: the next delta counts from 107, not from scratch.
+        let persisted = out.state[0].1.clone();
+        let mut restarted = Stations::new(&[station_cfg()], &[plc(None)], |k| {
+            (k == "ctr/plc/good").then(|| persisted.clone())
+        });
+        let out = poll(&mut restarted, 60_000, count(130));
+        assert!(matches!(
+            out.records[0].body,
+            Body::Count {
+                delta: 23,
+                baseline: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn heartbeat_emits_without_change() {
+        let mut s = Stations::new(
+            &[station_cfg()],
+            &[plc(Some(Duration::from_secs(10)))],
+            |_| None,
+        );
+        poll(&mut s, 0, count(5));
+        assert!(poll(&mut s, 5_000, count(5)).records.is_empty());
+        let hb = poll(&mut s, 10_000, count(5));
+        assert!(matches!(
+            hb.records[0].body,
+            Body::Count {
+                delta: 0,
+                baseline: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn states_and_values_are_recorded_on_change_only() {
+        let mut s = Stations::new(&[station_cfg()], &[plc(None)], |_| None);
+        let state = |v: u64| {
+            vec![
+                sample("run", Role::State, v, v as f64),
+                sample("temp", Role::Value, 0, 21.5),
+            ]
+        };
+        let first = poll(&mut s, 0, state(1));
+        assert_eq!(first.records.len(), 2);
+        assert!(matches!(
+            first.records[0].body,
+            Body::State {
+                value: 1,
+                previous: None,
+                ..
+            }
+        ));
+        assert!(poll(&mut s, 1000, state(1)).records.is_empty());
+        let change = poll(&mut s, 2000, state(3));
+        assert_eq!(change.records.len(), 1);
+        assert!(matches!(
+            change.records[0].body,
+            Body::State {
+                value: 3,
+                previous: Some(1),
+                ..
+            }
+        ));
+        assert!(change.state.is_empty(), "states are not persisted");
     }
 }

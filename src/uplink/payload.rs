@@ -86,6 +86,43 @@ fn data(body: &Body) -> Value {
                 }
             }
         }
+        Body::Count {
+            name,
+            raw,
+            delta,
+            wrapped,
+            reset,
+            baseline,
+            since_ms,
+        } => {
+            m.insert("name".into(), json!(name));
+            m.insert("raw".into(), json!(raw));
+            m.insert("delta".into(), json!(delta));
+            m.insert("wrapped".into(), json!(wrapped));
+            m.insert("reset".into(), json!(reset));
+            m.insert("baseline".into(), json!(baseline));
+            if let Some(since) = since_ms {
+                m.insert("since".into(), json!(rfc3339_ms(*since)));
+            }
+        }
+        Body::State {
+            name,
+            value,
+            previous,
+        } => {
+            m.insert("name".into(), json!(name));
+            m.insert("value".into(), json!(value));
+            m.insert("previous".into(), json!(previous));
+        }
+        Body::Value {
+            name,
+            value,
+            previous,
+        } => {
+            m.insert("name".into(), json!(name));
+            m.insert("value".into(), json!(value));
+            m.insert("previous".into(), json!(previous));
+        }
         Body::Alarm { event, message } => {
             m.insert("event".into(), json!(event.as_str()));
             if let Some(msg) = message {
@@ -267,6 +304,25 @@ mod schema_tests {
                 value: None,
                 previous: Some("WO1".into()),
                 source: ContextSource::Command { id: "c1".into() },
+            },
+            Body::Count {
+                name: "good".into(),
+                raw: 7,
+                delta: 2,
+                wrapped: false,
+                reset: false,
+                baseline: false,
+                since_ms: Some(1),
+            },
+            Body::State {
+                name: "run".into(),
+                value: 1,
+                previous: None,
+            },
+            Body::Value {
+                name: "temp".into(),
+                value: 21.5,
+                previous: Some(21.0),
             },
             Body::Alarm {
                 event: AlarmEvent::DeviceOffline,

@@ -1,0 +1,296 @@
+//! PLC values at a station: counter deltas (wrap and reset aware, persisted),
+//! state changes and measured values.
+//!
+//! A counter's last recorded raw value is persisted under
+//! `ctr/<device>/<register>` and committed with the `count` record it
+//! produced, so after a gateway restart, a broker outage or a long PLC
+//! disconnect the next delta is computed from it: no unit lost or counted twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DeviceConfig, DeviceKind, Role};
+use crate::devices::Sample;
+use crate::record::Body;
+
+/// Safety factor on `max_rate × elapsed` when telling a wrap from a reset.
+const WRAP_MARGIN: f64 = 3.0;
+
+/// A counter's last recorded value, as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterMark {
+    pub raw: u64,
+    pub ts_ms: u64,
+}
+
+/// How a counter moved since its last recorded value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Movement {
+    /// Units counted since the last record.
+    pub delta: u64,
+    /// The counter passed its maximum and restarted from 0.
+    pub wrapped: bool,
+    /// The counter dropped in a way no wrap explains: a PLC reset; `delta`
+    /// counts from 0.
+    pub reset: bool,
+    /// First value ever seen for this counter: nothing to compare with.
+    pub baseline: bool,
+}
+
+/// Classify a counter move (shared/reference/domain-standards.md §4.9):
+/// up is a plain delta; down is a wrap when the wrapped delta is plausible
+/// for `max_rate` over the elapsed time, a reset otherwise.
+pub fn classify(
+    prev: Option<CounterMark>,
+    raw: u64,
+    bits: u32,
+    ts_ms: u64,
+    max_rate: f64,
+) -> Movement {
+    let Some(prev) = prev else {
+        return Movement {
+            delta: 0,
+            wrapped: false,
+            reset: false,
+            baseline: true,
+        };
+    };
+    if raw >= prev.raw {
+        return Movement {
+            delta: raw - prev.raw,
+            wrapped: false,
+            reset: false,
+            baseline: false,
+        };
+    }
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    let wrapped_delta = raw.wrapping_sub(prev.raw) & mask;
+    let elapsed_s = ts_ms.saturating_sub(prev.ts_ms) as f64 / 1000.0;
+    let plausible = (max_rate * elapsed_s.max(1.0) * WRAP_MARGIN).max(1.0);
+    if (wrapped_delta as f64) <= plausible {
+        Movement {
+            delta: wrapped_delta,
+            wrapped: true,
+            reset: false,
+            baseline: false,
+        }
+    } else {
+        Movement {
+            delta: raw,
+            wrapped: false,
+            reset: true,
+            baseline: false,
+        }
+    }
+}
+
+/// Per-register settings the station needs.
+#[derive(Debug, Clone)]
+struct Spec {
+    max_rate: f64,
+    heartbeat: Option<Duration>,
+}
+
+/// What the station remembers per (device, register).
+#[derive(Debug, Default)]
+struct Seen {
+    counter: Option<CounterMark>,
+    /// When the last `count` record for this counter was made.
+    last_record_ms: Option<u64>,
+    /// Last state or value recorded (as f64 bits for exact comparison).
+    last_value: Option<f64>,
+}
+
+/// All PLC values of the gateway's stations.
+#[derive(Debug, Default)]
+pub struct Counters {
+    specs: HashMap<(String, String), Spec>,
+    seen: HashMap<(String, String), Seen>,
+}
+
+/// Key under which a counter's last recorded value is persisted.
+pub fn counter_key(device: &str, register: &str) -> String {
+    format!("ctr/{device}/{register}")
+}
+
+impl Counters {
+    /// Build from the device configs; `restore` returns persisted state by key.
+    pub fn new(
+        devices: &[DeviceConfig],
+        restore: &mut impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Self {
+        let mut c = Counters::default();
+        for d in devices {
+            let DeviceKind::ModbusTcp(m) = &d.kind else {
+                continue;
+            };
+            for r in &m.registers {
+                let key = (d.id.clone(), r.name.clone());
+                c.specs.insert(
+                    key.clone(),
+                    Spec {
+                        max_rate: r.max_rate,
+                        heartbeat: m.poll.heartbeat,
+                    },
+                );
+                if r.role == Role::Counter {
+                    let mark = restore(&counter_key(&d.id, &r.name)).and_then(|b| {
+                        serde_json::from_slice::<CounterMark>(&b)
+                            .inspect_err(|e| tracing::error!(device = %d.id, register = %r.name, error = %e, "persisted counter unreadable; next value is a new baseline"))
+                            .ok()
+                    });
+                    c.seen.entry(key).or_default().counter = mark;
+                }
+            }
+        }
+        c
+    }
+
+    /// Apply one sample; returns the record body to emit (if any) and the
+    /// durable state entry to commit with it.
+    pub fn apply(
+        &mut self,
+        device: &str,
+        s: &Sample,
+        ts_ms: u64,
+    ) -> Option<(Body, Option<(String, Vec<u8>)>)> {
+        let key = (device.to_owned(), s.name.to_string());
+        let spec = self.specs.get(&key).cloned().unwrap_or(Spec {
+            max_rate: 1000.0,
+            heartbeat: None,
+        });
+        let seen = self.seen.entry(key).or_default();
+        match s.role {
+            Role::Counter => {
+                let prev = seen.counter;
+                let m = classify(prev, s.raw, s.bits, ts_ms, spec.max_rate);
+                let heartbeat_due = match (spec.heartbeat, seen.last_record_ms) {
+                    (Some(hb), Some(last)) => ts_ms.saturating_sub(last) >= hb.as_millis() as u64,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if m.delta == 0 && !m.baseline && !m.reset && !heartbeat_due {
+                    return None;
+                }
+                let mark = CounterMark { raw: s.raw, ts_ms };
+                seen.counter = Some(mark);
+                seen.last_record_ms = Some(ts_ms);
+                let state = serde_json::to_vec(&mark)
+                    .ok()
+                    .map(|b| (counter_key(device, &s.name), b));
+                let body = Body::Count {
+                    name: s.name.to_string(),
+                    raw: s.raw,
+                    delta: m.delta,
+                    wrapped: m.wrapped,
+                    reset: m.reset,
+                    baseline: m.baseline,
+                    since_ms: prev.map(|p| p.ts_ms),
+                };
+                Some((body, state))
+            }
+            Role::State | Role::Value => {
+                if seen
+                    .last_value
+                    .is_some_and(|v| v.to_bits() == s.value.to_bits())
+                {
+                    return None;
+                }
+                let previous = seen.last_value.replace(s.value);
+                let body = if s.role == Role::State {
+                    Body::State {
+                        name: s.name.to_string(),
+                        value: s.value as i64,
+                        previous: previous.map(|p| p as i64),
+                    }
+                } else {
+                    Body::Value {
+                        name: s.name.to_string(),
+                        value: s.value,
+                        previous,
+                    }
+                };
+                Some((body, None))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(raw: u64, ts_ms: u64) -> Option<CounterMark> {
+        Some(CounterMark { raw, ts_ms })
+    }
+
+    #[test]
+    fn movement_table() {
+        // (prev, raw, bits, ts_ms, max_rate) → (delta, wrapped, reset, baseline)
+        let cases: &[(
+            Option<CounterMark>,
+            u64,
+            u32,
+            u64,
+            f64,
+            (u64, bool, bool, bool),
+        )] = &[
+            (None, 500, 16, 0, 10.0, (0, false, false, true)),
+            (mark(500, 0), 500, 16, 1000, 10.0, (0, false, false, false)),
+            (mark(500, 0), 510, 16, 1000, 10.0, (10, false, false, false)),
+            // 16-bit wrap: 65530 → 3 is 9 units (domain-standards §4.9).
+            (mark(65530, 0), 3, 16, 1000, 10.0, (9, true, false, false)),
+            // 32-bit wrap: 4294967290 → 5 is 11 units.
+            (
+                mark(4_294_967_290, 0),
+                5,
+                32,
+                1000,
+                10.0,
+                (11, true, false, false),
+            ),
+            // A drop no plausible rate explains: a PLC reset, counting from 0.
+            (
+                mark(40_000, 0),
+                12,
+                16,
+                1000,
+                10.0,
+                (12, false, true, false),
+            ),
+            (mark(5, 0), 0, 16, 1000, 10.0, (0, false, true, false)),
+            // The same drop after a long gap at a high rate is a wrap.
+            (
+                mark(40_000, 0),
+                12,
+                16,
+                3_600_000,
+                10.0,
+                (25_548, true, false, false),
+            ),
+            // 64-bit wrap.
+            (
+                mark(u64::MAX - 1, 0),
+                1,
+                64,
+                1000,
+                10.0,
+                (3, true, false, false),
+            ),
+        ];
+        for (prev, raw, bits, ts, rate, (delta, wrapped, reset, baseline)) in cases {
+            let m = classify(*prev, *raw, *bits, *ts, *rate);
+            assert_eq!(
+                (m.delta, m.wrapped, m.reset, m.baseline),
+                (*delta, *wrapped, *reset, *baseline),
+                "prev {prev:?} raw {raw} bits {bits}"
+            );
+        }
+    }
+}
