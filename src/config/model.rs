@@ -224,6 +224,12 @@ impl RegisterConfig {
     pub fn width(&self) -> u16 {
         self.data_type.registers()
     }
+
+    /// The same address in Modicon notation (`"40001"` for holding 0): 5 digits
+    /// up to register number 9999, 6 digits (`"410000"`) beyond.
+    pub fn modicon(&self) -> String {
+        self.table.modicon(self.address)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -247,6 +253,30 @@ impl Table {
     /// Bit tables (coil, discrete) read single bits; register tables 16-bit words.
     pub fn is_bits(self) -> bool {
         matches!(self, Table::Coil | Table::Discrete)
+    }
+
+    /// Leading digit of the table in Modicon notation: 0 coil, 1 discrete
+    /// input, 3 input register, 4 holding register.
+    pub fn modicon_digit(self) -> u8 {
+        match self {
+            Table::Coil => 0,
+            Table::Discrete => 1,
+            Table::Input => 3,
+            Table::Holding => 4,
+        }
+    }
+
+    /// The Modicon form of 0-based `address` in this table: register number
+    /// `address + 1` after the table digit, in 5 digits when it fits (up to
+    /// 9999, `"40001"`) and 6 otherwise (`"465536"` for holding 65535).
+    pub fn modicon(self, address: u16) -> String {
+        let number = u32::from(address) + 1;
+        let digit = self.modicon_digit();
+        if number <= 9999 {
+            format!("{digit}{number:04}")
+        } else {
+            format!("{digit}{number:05}")
+        }
     }
 }
 
@@ -306,6 +336,18 @@ pub enum WordOrder {
     Dcba,
 }
 
+impl WordOrder {
+    /// As written in the config (`"CDAB"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WordOrder::Abcd => "ABCD",
+            WordOrder::Cdab => "CDAB",
+            WordOrder::Badc => "BADC",
+            WordOrder::Dcba => "DCBA",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// A production counter: `count` records with deltas, wrap and reset detection.
@@ -314,6 +356,17 @@ pub enum Role {
     State,
     /// A measured value: a `value` record on each change.
     Value,
+}
+
+impl Role {
+    /// As written in the config (`"counter"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Counter => "counter",
+            Role::State => "state",
+            Role::Value => "value",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ConfigError, Source};
 
 /// `type` values of `[[device]]` this build knows.
-pub const DEVICE_TYPES: &[&str] = &["serial-scanner"];
+pub const DEVICE_TYPES: &[&str] = &["serial-scanner", "modbus-tcp"];
 
 /// The whole file, raw.
 #[derive(Debug)]
@@ -105,18 +105,21 @@ pub struct DeviceEntry {
 #[derive(Debug)]
 pub enum DeviceRaw {
     SerialScanner(SerialScannerRaw),
+    ModbusTcp(ModbusTcpRaw),
 }
 
 impl DeviceRaw {
     pub fn id(&self) -> &Spanned<String> {
         match self {
             DeviceRaw::SerialScanner(d) => &d.id,
+            DeviceRaw::ModbusTcp(d) => &d.id,
         }
     }
 
     pub fn station(&self) -> &Spanned<String> {
         match self {
             DeviceRaw::SerialScanner(d) => &d.station,
+            DeviceRaw::ModbusTcp(d) => &d.station,
         }
     }
 }
@@ -141,6 +144,74 @@ pub struct SerialScannerRaw {
     pub max_frame_len: Option<Spanned<i64>>,
     pub reconnect_min: Option<Spanned<String>>,
     pub reconnect_max: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTcpRaw {
+    pub id: Spanned<String>,
+    /// Already read to pick this struct; accepted here so it is not "unknown".
+    #[serde(rename = "type")]
+    pub _type: IgnoredAny,
+    pub station: Spanned<String>,
+    pub host: Spanned<String>,
+    pub port: Option<Spanned<i64>>,
+    pub unit_id: Option<Spanned<i64>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub reconnect_min: Option<Spanned<String>>,
+    pub reconnect_max: Option<Spanned<String>>,
+    pub max_gap: Option<Spanned<i64>>,
+    pub heartbeat: Option<Spanned<String>>,
+    #[serde(default)]
+    pub register: Vec<Spanned<RegisterRaw>>,
+}
+
+/// One `[[device.register]]` entry of a Modbus device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRaw {
+    pub name: Spanned<String>,
+    pub table: Option<Spanned<String>>,
+    pub address: Spanned<AddressRaw>,
+    #[serde(rename = "type")]
+    pub data_type: Option<Spanned<String>>,
+    pub word_order: Option<Spanned<String>>,
+    pub scale: Option<Spanned<f64>>,
+    pub offset: Option<Spanned<f64>>,
+    pub role: Spanned<String>,
+    pub station: Option<Spanned<String>>,
+    pub max_rate: Option<Spanned<f64>>,
+}
+
+/// A Modbus address as written: an integer (always the 0-based PDU address)
+/// or a string (always a 5- or 6-digit Modicon address such as `"40001"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressRaw {
+    Pdu(i64),
+    Modicon(String),
+}
+
+impl<'de> Deserialize<'de> for AddressRaw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AddressRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Modbus address")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AddressRaw, E> {
+                Ok(AddressRaw::Pdu(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AddressRaw, E> {
+                Ok(AddressRaw::Pdu(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AddressRaw, E> {
+                Ok(AddressRaw::Modicon(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A byte size as written: an integer number of bytes or a string such as `"8MiB"`.
@@ -242,6 +313,10 @@ fn parse_device(
     let kind = match type_name {
         "serial-scanner" => DeviceRaw::SerialScanner(
             SerialScannerRaw::deserialize(toml::de::ValueDeserializer::from(item))
+                .map_err(|e| serde_error(src, pristine, &e))?,
+        ),
+        "modbus-tcp" => DeviceRaw::ModbusTcp(
+            ModbusTcpRaw::deserialize(toml::de::ValueDeserializer::from(item))
                 .map_err(|e| serde_error(src, pristine, &e))?,
         ),
         other => {
@@ -471,6 +546,37 @@ pub fn expected_for(key: &str) -> Option<String> {
         }
         "device.idle_timeout" => "a duration from 1ms to 10s such as \"50ms\"",
         "device.max_frame_len" => "an integer from 16 to 4096",
+        "device.host" => "a host name or IP address such as \"192.168.10.20\" (no scheme, no port)",
+        "device.port" => "a TCP port from 1 to 65535 such as 502",
+        "device.unit_id" => "a Modbus unit id from 0 to 255 (usually 1)",
+        "device.poll_interval" => "a duration from 10ms to 1h such as \"1s\"",
+        "device.timeout" => "a duration from 10ms to 60s such as \"1s\"",
+        "device.max_gap" => "an integer from 0 to 124",
+        "device.heartbeat" => {
+            "a duration of at least 1s and at least poll_interval, such as \"60s\""
+        }
+        "device.register" => "[[device.register]] tables, one per mapped value",
+        "device.register.name" => {
+            return Some(format!("a name unique within the device, {ID_FORM}"));
+        }
+        "device.register.table" => "\"coil\", \"discrete\", \"input\" or \"holding\"",
+        "device.register.address" => {
+            "a 0-based address from 0 to 65535 as an integer (address = 0), or a 5- or 6-digit \
+             Modicon address as a string (\"40001\" = holding 0, \"30010\" = input 9, \"10001\" = \
+             discrete 0, \"00001\" = coil 0, \"400001\" = holding 0)"
+        }
+        "device.register.type" => {
+            "\"bool\" (coil and discrete only), \"u16\", \"i16\", \"u32\", \"i32\", \"f32\" or \"u64\""
+        }
+        "device.register.word_order" => "\"ABCD\", \"CDAB\", \"BADC\" or \"DCBA\"",
+        "device.register.scale" | "device.register.offset" => {
+            "a finite number such as 0.1 (only with role = \"value\")"
+        }
+        "device.register.role" => "\"counter\", \"state\" or \"value\"",
+        "device.register.station" => "the id of a [[station]]",
+        "device.register.max_rate" => {
+            "a number of units per second above 0, such as 1000 (only with role = \"counter\")"
+        }
         _ => return None,
     };
     Some(s.to_owned())

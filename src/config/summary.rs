@@ -1,6 +1,7 @@
 //! The short plain-text summary `linegate check` prints for a technician:
 //! who the gateway is, where it stores and publishes, stations with their
-//! rules, devices with their type, station and port. Never shows secrets.
+//! rules, devices with their type, station and port (for Modbus devices, the
+//! register map with both address forms). Never shows secrets.
 
 use std::fmt::Write;
 
@@ -80,7 +81,32 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "devices:  {}", cfg.devices.len())?;
     for d in &cfg.devices {
         match &d.kind {
-            DeviceKind::ModbusTcp(_) => {} // WIP: summary lands with the modbus config
+            DeviceKind::ModbusTcp(mb) => {
+                writeln!(
+                    out,
+                    "  {} ({}) at station {}: {} unit {}",
+                    d.id,
+                    d.kind.type_name(),
+                    d.station,
+                    host_port(&mb.host, mb.port),
+                    mb.unit_id
+                )?;
+                let p = &mb.poll;
+                let heartbeat = match p.heartbeat {
+                    Some(hb) => format!(", heartbeat {}", fmt_duration(hb)),
+                    None => String::new(),
+                };
+                writeln!(
+                    out,
+                    "    poll every {}, timeout {}, max gap {}{heartbeat}",
+                    fmt_duration(p.interval),
+                    fmt_duration(p.timeout),
+                    p.max_gap
+                )?;
+                for r in &mb.registers {
+                    writeln!(out, "    {}", register_line(r))?;
+                }
+            }
             DeviceKind::SerialScanner(sc) => {
                 let l = &sc.line;
                 let f = &sc.framing;
@@ -126,6 +152,46 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         }
     }
     Ok(())
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `good_count: holding 0 (40001) u32 CDAB counter → st10`: the word order
+/// only for multi-register types; scale, offset and a counter's max_rate
+/// only when they differ from their defaults.
+fn register_line(r: &RegisterConfig) -> String {
+    let mut s = format!(
+        "{}: {} {} ({}) {}",
+        r.name,
+        r.table.as_str(),
+        r.address,
+        r.modicon(),
+        r.data_type.as_str()
+    );
+    if r.width() > 1 {
+        s.push(' ');
+        s.push_str(r.word_order.as_str());
+    }
+    s.push(' ');
+    s.push_str(r.role.as_str());
+    if r.scale != 1.0 {
+        s.push_str(&format!(" scale {}", r.scale));
+    }
+    if r.offset != 0.0 {
+        s.push_str(&format!(" offset {}", r.offset));
+    }
+    if r.role == Role::Counter && r.max_rate != 1000.0 {
+        s.push_str(&format!(" (max {}/s)", r.max_rate));
+    }
+    s.push_str(&format!(" → {}", r.station));
+    s
 }
 
 /// `\r\n` → `CRLF`, other bytes → `hex:…`, nothing → `none`.

@@ -27,7 +27,8 @@ path = "/dev/ttyUSB0"
 
 struct Case {
     name: &'static str,
-    /// `(from, to)` replacements applied to `BASE` (each must match).
+    /// `(from, to)` replacements applied to `BASE` + `append`, first match
+    /// only (each must match).
     edits: &'static [(&'static str, &'static str)],
     /// Appended after `BASE` (so it starts at line 15).
     append: &'static str,
@@ -38,6 +39,26 @@ struct Case {
     message: &'static str,
     /// Substring of the expected form ("" = not checked).
     expected: &'static str,
+}
+
+/// A modbus-tcp device (`device[1]`) to append after `BASE`: `[[device]]` at
+/// line 15, then `id`, `type`, `station`, `host` (line 19); the first part
+/// (more device keys) starts at line 20, the register tables follow.
+macro_rules! modbus {
+    ($($part:expr),* $(,)?) => {
+        concat!(
+            "[[device]]\nid = \"plc\"\ntype = \"modbus-tcp\"\nstation = \"st10\"\nhost = \"10.0.0.5\"\n",
+            $($part),*
+        )
+    };
+}
+
+/// The register most modbus cases start from, six lines: header, `name`,
+/// `table`, `address`, `type`, `role` (lines 20 to 25 after `modbus!("", …)`).
+macro_rules! good {
+    () => {
+        "[[device.register]]\nname = \"good\"\ntable = \"holding\"\naddress = 0\ntype = \"u32\"\nrole = \"counter\"\n"
+    };
 }
 
 const CASES: &[Case] = &[
@@ -539,6 +560,524 @@ const CASES: &[Case] = &[
         message: "unknown value \"mark\"",
         expected: "\"none\", \"even\" or \"odd\"",
     },
+    // --- modbus-tcp devices ---
+    Case {
+        name: "modbus: unknown device key",
+        edits: &[],
+        append: modbus!("hots = 1\n", good!()),
+        line: 20,
+        column: 1,
+        key: "device[1].hots",
+        message: "unknown key `hots`",
+        expected: "`host`",
+    },
+    Case {
+        name: "modbus: unknown register key",
+        edits: &[],
+        append: modbus!("", good!(), "scalee = 2\n"),
+        line: 26,
+        column: 1,
+        key: "device[1].register[0].scalee",
+        message: "unknown key `scalee`",
+        expected: "`scale`",
+    },
+    Case {
+        name: "modbus: missing host",
+        edits: &[("host = \"10.0.0.5\"\n", "")],
+        append: modbus!("", good!()),
+        line: 15,
+        column: 1,
+        key: "device[1].host",
+        message: "missing required key `host`",
+        expected: "no scheme, no port",
+    },
+    Case {
+        name: "modbus: host with a port",
+        edits: &[("host = \"10.0.0.5\"", "host = \"10.0.0.5:502\"")],
+        append: modbus!("", good!()),
+        line: 19,
+        column: 8,
+        key: "device[1].host",
+        message: "the port goes in `port`",
+        expected: "",
+    },
+    Case {
+        name: "modbus: host with a scheme",
+        edits: &[("host = \"10.0.0.5\"", "host = \"tcp://plc\"")],
+        append: modbus!("", good!()),
+        line: 19,
+        column: 8,
+        key: "device[1].host",
+        message: "without scheme",
+        expected: "",
+    },
+    Case {
+        name: "modbus: device station that does not exist",
+        edits: &[("station = \"st10\"\nhost", "station = \"st99\"\nhost")],
+        append: modbus!("", good!()),
+        line: 18,
+        column: 11,
+        key: "device[1].station",
+        message: "station \"st99\" is not defined",
+        expected: "",
+    },
+    Case {
+        name: "modbus: port out of range",
+        edits: &[],
+        append: modbus!("port = 0\n", good!()),
+        line: 20,
+        column: 8,
+        key: "device[1].port",
+        message: "0 is out of range 1..=65535",
+        expected: "502",
+    },
+    Case {
+        name: "modbus: unit id out of range",
+        edits: &[],
+        append: modbus!("unit_id = 256\n", good!()),
+        line: 20,
+        column: 11,
+        key: "device[1].unit_id",
+        message: "256 is out of range 0..=255",
+        expected: "0 to 255",
+    },
+    Case {
+        name: "modbus: poll interval below range",
+        edits: &[],
+        append: modbus!("poll_interval = \"5ms\"\n", good!()),
+        line: 20,
+        column: 17,
+        key: "device[1].poll_interval",
+        message: "5ms is below the minimum of 10ms",
+        expected: "10ms to 1h",
+    },
+    Case {
+        name: "modbus: poll interval above range",
+        edits: &[],
+        append: modbus!("poll_interval = \"2h\"\n", good!()),
+        line: 20,
+        column: 17,
+        key: "device[1].poll_interval",
+        message: "2h is above the maximum of 1h",
+        expected: "",
+    },
+    Case {
+        name: "modbus: timeout above range",
+        edits: &[],
+        append: modbus!("timeout = \"2m\"\n", good!()),
+        line: 20,
+        column: 11,
+        key: "device[1].timeout",
+        message: "2m is above the maximum of 1m",
+        expected: "10ms to 60s",
+    },
+    Case {
+        name: "modbus: max_gap out of range",
+        edits: &[],
+        append: modbus!("max_gap = 125\n", good!()),
+        line: 20,
+        column: 11,
+        key: "device[1].max_gap",
+        message: "125 is out of range 0..=124",
+        expected: "",
+    },
+    Case {
+        name: "modbus: reconnect_min above the default reconnect_max",
+        edits: &[],
+        append: modbus!("reconnect_min = \"1m\"\n", good!()),
+        line: 20,
+        column: 17,
+        key: "device[1].reconnect_min",
+        message: "reconnect_min (1m) is greater than reconnect_max (30s, the default)",
+        expected: "",
+    },
+    Case {
+        name: "modbus: heartbeat shorter than the poll interval",
+        edits: &[],
+        append: modbus!("poll_interval = \"2s\"\nheartbeat = \"1s\"\n", good!()),
+        line: 21,
+        column: 13,
+        key: "device[1].heartbeat",
+        message: "heartbeat (1s) is shorter than poll_interval (2s)",
+        expected: "",
+    },
+    Case {
+        name: "modbus: device without registers",
+        edits: &[],
+        append: modbus!("port = 502\n"),
+        line: 15,
+        column: 1,
+        key: "device[1].register",
+        message: "needs at least one [[device.register]]",
+        expected: "[[device.register]] tables",
+    },
+    Case {
+        name: "modbus: register without role",
+        edits: &[("role = \"counter\"\n", "")],
+        append: modbus!("", good!()),
+        line: 20,
+        column: 1,
+        key: "device[1].register[0].role",
+        message: "missing required key `role`",
+        expected: "\"counter\", \"state\" or \"value\"",
+    },
+    Case {
+        name: "modbus: register without address",
+        edits: &[("address = 0\n", "")],
+        append: modbus!("", good!()),
+        line: 20,
+        column: 1,
+        key: "device[1].register[0].address",
+        message: "missing required key `address`",
+        expected: "0-based",
+    },
+    Case {
+        name: "modbus: register name outside the safe charset",
+        edits: &[("name = \"good\"", "name = \"good count\"")],
+        append: modbus!("", good!()),
+        line: 21,
+        column: 8,
+        key: "device[1].register[0].name",
+        message: "contains the character ' '",
+        expected: "unique within the device",
+    },
+    Case {
+        name: "modbus: duplicate register name",
+        edits: &[],
+        append: modbus!(
+            "",
+            good!(),
+            "[[device.register]]\nname = \"good\"\ntable = \"holding\"\naddress = 10\nrole = \"state\"\n"
+        ),
+        line: 27,
+        column: 8,
+        key: "device[1].register[1].name",
+        message: "duplicate register name \"good\" (first defined at line 21)",
+        expected: "",
+    },
+    Case {
+        name: "modbus: register station that does not exist",
+        edits: &[],
+        append: modbus!("", good!(), "station = \"st99\"\n"),
+        line: 26,
+        column: 11,
+        key: "device[1].register[0].station",
+        message: "station \"st99\" is not defined (defined stations: st10)",
+        expected: "the id of a [[station]]",
+    },
+    Case {
+        name: "modbus: unknown table",
+        edits: &[("table = \"holding\"", "table = \"holdings\"")],
+        append: modbus!("", good!()),
+        line: 22,
+        column: 9,
+        key: "device[1].register[0].table",
+        message: "unknown value \"holdings\"",
+        expected: "\"coil\", \"discrete\", \"input\" or \"holding\"",
+    },
+    Case {
+        name: "modbus: integer address without table",
+        edits: &[("table = \"holding\"\n", "")],
+        append: modbus!("", good!()),
+        line: 20,
+        column: 1,
+        key: "device[1].register[0].table",
+        message: "missing `table`: the integer address 0 is a 0-based address",
+        expected: "\"holding\"",
+    },
+    Case {
+        name: "modbus: address above 65535",
+        edits: &[("address = 0\n", "address = 65536\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "65536 is out of range 0..=65535",
+        expected: "0-based address from 0 to 65535",
+    },
+    Case {
+        name: "modbus: negative address",
+        edits: &[("address = 0\n", "address = -1\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "-1 is out of range 0..=65535",
+        expected: "",
+    },
+    Case {
+        name: "modbus: address written as a float",
+        edits: &[("address = 0\n", "address = 1.5\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "invalid type: floating point",
+        expected: "Modicon address as a string",
+    },
+    Case {
+        name: "modbus: a u32 at the last address runs past 65535",
+        edits: &[("address = 0\n", "address = 65535\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "a u32 at address 65535 takes 2 registers and would end at 65536",
+        expected: "",
+    },
+    Case {
+        name: "modbus: Modicon string with an unknown table digit",
+        edits: &[("address = 0\n", "address = \"20001\"\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "the first digit 2 names no table",
+        expected: "\"40001\" = holding 0",
+    },
+    Case {
+        name: "modbus: Modicon string with 4 digits",
+        edits: &[("address = 0\n", "address = \"4001\"\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "must be 5 or 6 digits",
+        expected: "",
+    },
+    Case {
+        name: "modbus: short numeric string hints at the integer form",
+        edits: &[("address = 0\n", "address = \"1\"\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "write an integer without quotes (address = 1)",
+        expected: "",
+    },
+    Case {
+        name: "modbus: Modicon string with letters",
+        edits: &[("address = 0\n", "address = \"4x001\"\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "\"4x001\" is not a Modicon address",
+        expected: "",
+    },
+    Case {
+        name: "modbus: Modicon register number 0",
+        edits: &[("address = 0\n", "address = \"40000\"\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "register numbers start at 1 (\"40001\" is the first)",
+        expected: "",
+    },
+    Case {
+        name: "modbus: 6-digit Modicon beyond the last register",
+        edits: &[("address = 0\n", "address = \"465537\"\n")],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 11,
+        key: "device[1].register[0].address",
+        message: "beyond the last register (\"465536\")",
+        expected: "",
+    },
+    Case {
+        name: "modbus: table disagrees with the Modicon address",
+        edits: &[("address = 0\n", "address = \"30001\"\n")],
+        append: modbus!("", good!()),
+        line: 22,
+        column: 9,
+        key: "device[1].register[0].table",
+        message: "table \"holding\" disagrees with address \"30001\", which is in the input table",
+        expected: "",
+    },
+    Case {
+        name: "modbus: unknown data type",
+        edits: &[("type = \"u32\"", "type = \"float\"")],
+        append: modbus!("", good!()),
+        line: 24,
+        column: 8,
+        key: "device[1].register[0].type",
+        message: "unknown value \"float\"",
+        expected: "\"f32\"",
+    },
+    Case {
+        name: "modbus: bool on a holding register",
+        edits: &[
+            ("type = \"u32\"", "type = \"bool\""),
+            ("role = \"counter\"", "role = \"state\""),
+        ],
+        append: modbus!("", good!()),
+        line: 24,
+        column: 8,
+        key: "device[1].register[0].type",
+        message: "\"bool\" is only for the coil and discrete tables",
+        expected: "",
+    },
+    Case {
+        name: "modbus: u16 on a coil",
+        edits: &[
+            ("table = \"holding\"", "table = \"coil\""),
+            ("type = \"u32\"", "type = \"u16\""),
+        ],
+        append: modbus!("", good!()),
+        line: 24,
+        column: 8,
+        key: "device[1].register[0].type",
+        message: "the coil table holds single bits: its type must be \"bool\", not \"u16\"",
+        expected: "",
+    },
+    Case {
+        name: "modbus: u16 on a discrete input written in Modicon form",
+        edits: &[
+            (
+                "table = \"holding\"\naddress = 0\n",
+                "address = \"10001\"\n",
+            ),
+            ("type = \"u32\"", "type = \"u16\""),
+        ],
+        append: modbus!("", good!()),
+        line: 23,
+        column: 8,
+        key: "device[1].register[0].type",
+        message: "the discrete table holds single bits",
+        expected: "",
+    },
+    Case {
+        name: "modbus: f32 counter",
+        edits: &[("type = \"u32\"", "type = \"f32\"")],
+        append: modbus!("", good!()),
+        line: 24,
+        column: 8,
+        key: "device[1].register[0].type",
+        message: "a counter must be an integer type (u16, i16, u32, i32 or u64), not \"f32\"",
+        expected: "",
+    },
+    Case {
+        name: "modbus: counter on a coil (bool by default)",
+        edits: &[
+            ("table = \"holding\"", "table = \"coil\""),
+            ("type = \"u32\"\n", ""),
+        ],
+        append: modbus!("", good!()),
+        line: 20,
+        column: 1,
+        key: "device[1].register[0].type",
+        message: "a counter must be an integer type",
+        expected: "",
+    },
+    Case {
+        name: "modbus: unknown word order",
+        edits: &[],
+        append: modbus!("", good!(), "word_order = \"ABDC\"\n"),
+        line: 26,
+        column: 14,
+        key: "device[1].register[0].word_order",
+        message: "unknown value \"ABDC\"",
+        expected: "\"CDAB\"",
+    },
+    Case {
+        name: "modbus: unknown role",
+        edits: &[("role = \"counter\"", "role = \"count\"")],
+        append: modbus!("", good!()),
+        line: 25,
+        column: 8,
+        key: "device[1].register[0].role",
+        message: "unknown value \"count\"",
+        expected: "\"counter\", \"state\" or \"value\"",
+    },
+    Case {
+        name: "modbus: scale on a counter",
+        edits: &[],
+        append: modbus!("", good!(), "scale = 2.0\n"),
+        line: 26,
+        column: 9,
+        key: "device[1].register[0].scale",
+        message: "scale is only for role = \"value\": a counter is reported raw",
+        expected: "",
+    },
+    Case {
+        name: "modbus: offset on a state",
+        edits: &[("role = \"counter\"", "role = \"state\"")],
+        append: modbus!("", good!(), "offset = 1\n"),
+        line: 26,
+        column: 10,
+        key: "device[1].register[0].offset",
+        message: "offset is only for role = \"value\": a state is reported raw",
+        expected: "",
+    },
+    Case {
+        name: "modbus: scale that is not finite",
+        edits: &[("role = \"counter\"", "role = \"value\"")],
+        append: modbus!("", good!(), "scale = nan\n"),
+        line: 26,
+        column: 9,
+        key: "device[1].register[0].scale",
+        message: "NaN is not a finite number",
+        expected: "a finite number",
+    },
+    Case {
+        name: "modbus: scale 0",
+        edits: &[("role = \"counter\"", "role = \"value\"")],
+        append: modbus!("", good!(), "scale = 0\n"),
+        line: 26,
+        column: 9,
+        key: "device[1].register[0].scale",
+        message: "scale 0 would make every value equal to offset",
+        expected: "",
+    },
+    Case {
+        name: "modbus: max_rate on a state",
+        edits: &[("role = \"counter\"", "role = \"state\"")],
+        append: modbus!("", good!(), "max_rate = 5\n"),
+        line: 26,
+        column: 12,
+        key: "device[1].register[0].max_rate",
+        message: "max_rate is only for counters (this register's role is \"state\")",
+        expected: "",
+    },
+    Case {
+        name: "modbus: max_rate of 0",
+        edits: &[],
+        append: modbus!("", good!(), "max_rate = 0\n"),
+        line: 26,
+        column: 12,
+        key: "device[1].register[0].max_rate",
+        message: "0 is not a number of units per second above 0",
+        expected: "above 0",
+    },
+    Case {
+        name: "modbus: overlapping registers name both",
+        edits: &[],
+        append: modbus!(
+            "",
+            good!(),
+            "[[device.register]]\nname = \"scrap\"\ntable = \"holding\"\naddress = 1\nrole = \"counter\"\n"
+        ),
+        line: 29,
+        column: 11,
+        key: "device[1].register[1].address",
+        message: "\"scrap\" (holding 1) overlaps \"good\" (holding 0..=1, line 21)",
+        expected: "",
+    },
+    Case {
+        name: "modbus: overlap written in Modicon form",
+        edits: &[],
+        append: modbus!(
+            "",
+            "[[device.register]]\nname = \"temp\"\naddress = \"30011\"\ntype = \"f32\"\nrole = \"value\"\n",
+            "[[device.register]]\nname = \"total\"\naddress = \"300010\"\ntype = \"u64\"\nrole = \"counter\"\n"
+        ),
+        line: 27,
+        column: 11,
+        key: "device[1].register[1].address",
+        message: "\"total\" (input 9..=12) overlaps \"temp\" (input 10..=11, line 21)",
+        expected: "",
+    },
     // --- store and mqtt values ---
     Case {
         name: "ambiguous size unit",
@@ -633,16 +1172,15 @@ const CASES: &[Case] = &[
 ];
 
 fn build(case: &Case) -> String {
-    let mut text = BASE.to_owned();
+    let mut text = BASE.to_owned() + case.append;
     for (from, to) in case.edits {
         assert!(
             text.contains(from),
-            "case {:?}: edit {from:?} does not match BASE",
+            "case {:?}: edit {from:?} does not match BASE + append",
             case.name
         );
         text = text.replacen(from, to, 1);
     }
-    text.push_str(case.append);
     text
 }
 
@@ -1016,7 +1554,8 @@ fn every_shipped_example_validates() {
         files.iter().any(|f| f.ends_with("config/linegate.toml"))
             && files
                 .iter()
-                .any(|f| f.ends_with("devices/serial-scanner.toml")),
+                .any(|f| f.ends_with("devices/serial-scanner.toml"))
+            && files.iter().any(|f| f.ends_with("devices/modbus-tcp.toml")),
         "examples missing: {files:?}"
     );
     for file in &files {
@@ -1086,7 +1625,11 @@ fn config_errors_never_panic_on_odd_input() {
 /// must give a `Config` or a located error, never a panic.
 #[test]
 fn mangled_configs_never_panic() {
-    let text = FULL.replace("password_file = \"mqtt.pass\"\n", "");
+    mangle(&FULL.replace("password_file = \"mqtt.pass\"\n", ""));
+    mangle(MODBUS);
+}
+
+fn mangle(text: &str) {
     let mut variants: Vec<String> = text
         .char_indices()
         .map(|(i, _)| text[..i].to_owned())
@@ -1106,4 +1649,435 @@ fn mangled_configs_never_panic() {
             assert!(!e.headline().contains('\n'), "{e}");
         }
     }
+}
+
+// --- modbus-tcp ---
+
+/// A modbus-tcp device with every key written, and one with the defaults.
+const MODBUS: &str = r#"
+[gateway]
+id = "gw1"
+site = "p1"
+line = "l1"
+data_dir = "/tmp/lg"
+
+[mqtt]
+host = "localhost"
+
+[[station]]
+id = "st10"
+
+[[station]]
+id = "st20"
+
+[[device]]
+id = "press-plc"
+type = "modbus-tcp"
+station = "st10"
+host = "192.168.10.20"
+port = 5020
+unit_id = 255
+poll_interval = "250ms"
+timeout = "200ms"
+reconnect_min = "1s"
+reconnect_max = "1m"
+max_gap = 0
+heartbeat = "60s"
+
+  [[device.register]]
+  name = "good_count"
+  table = "holding"
+  address = 0
+  type = "u32"
+  word_order = "CDAB"
+  role = "counter"
+  max_rate = 20
+
+  [[device.register]]
+  name = "scrap_count"
+  address = "40003"
+  role = "counter"
+
+  [[device.register]]
+  name = "run"
+  table = "coil"
+  address = 0
+  role = "state"
+
+  [[device.register]]
+  name = "door_open"
+  address = "100001"
+  role = "state"
+  station = "st20"
+
+  [[device.register]]
+  name = "oven.temp-c"
+  table = "input"
+  address = "30011"
+  type = "f32"
+  word_order = "DCBA"
+  scale = 0.1
+  offset = -40
+  role = "value"
+  station = "st20"
+
+  [[device.register]]
+  name = "mode"
+  table = "holding"
+  address = 65535
+  type = "i16"
+  word_order = "BADC"
+  role = "state"
+
+  [[device.register]]
+  name = "total"
+  table = "input"
+  address = 65532
+  type = "u64"
+  word_order = "BADC"
+  role = "counter"
+
+  [[device.register]]
+  name = "speed"
+  address = "465534"
+  type = "i32"
+  role = "value"
+
+[[device]]
+id = "small-plc"
+type = "modbus-tcp"
+station = "st20"
+host = "plc-2.local"
+
+  [[device.register]]
+  name = "count"
+  table = "input"
+  address = 0
+  role = "counter"
+"#;
+
+#[test]
+fn modbus_config_round_trip() {
+    let cfg =
+        parse(Path::new("/etc/linegate/linegate.toml"), MODBUS).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.devices.len(), 2);
+    let d = &cfg.devices[0];
+    assert_eq!((d.id.as_str(), d.station.as_str()), ("press-plc", "st10"));
+    assert_eq!(d.kind.type_name(), "modbus-tcp");
+    let DeviceKind::ModbusTcp(m) = &d.kind else {
+        panic!("not a modbus device")
+    };
+    assert_eq!(
+        (m.host.as_str(), m.port, m.unit_id),
+        ("192.168.10.20", 5020, 255)
+    );
+    assert_eq!(
+        m.poll,
+        PollConfig {
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(200),
+            reconnect: BackoffConfig {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            max_gap: 0,
+            heartbeat: Some(Duration::from_secs(60)),
+        }
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn reg(
+        name: &str,
+        station: &str,
+        table: Table,
+        address: u16,
+        data_type: DataType,
+        word_order: WordOrder,
+        (scale, offset): (f64, f64),
+        role: Role,
+        max_rate: f64,
+    ) -> RegisterConfig {
+        RegisterConfig {
+            name: name.into(),
+            station: station.into(),
+            table,
+            address,
+            data_type,
+            word_order,
+            scale,
+            offset,
+            role,
+            max_rate,
+        }
+    }
+    use DataType::*;
+    use Table::*;
+    use WordOrder::*;
+    let raw = (1.0, 0.0);
+    let want = vec![
+        reg(
+            "good_count",
+            "st10",
+            Holding,
+            0,
+            U32,
+            Cdab,
+            raw,
+            Role::Counter,
+            20.0,
+        ),
+        reg(
+            "scrap_count",
+            "st10",
+            Holding,
+            2,
+            U16,
+            Abcd,
+            raw,
+            Role::Counter,
+            1000.0,
+        ),
+        reg("run", "st10", Coil, 0, Bool, Abcd, raw, Role::State, 1000.0),
+        reg(
+            "door_open",
+            "st20",
+            Discrete,
+            0,
+            Bool,
+            Abcd,
+            raw,
+            Role::State,
+            1000.0,
+        ),
+        reg(
+            "oven.temp-c",
+            "st20",
+            Input,
+            10,
+            F32,
+            Dcba,
+            (0.1, -40.0),
+            Role::Value,
+            1000.0,
+        ),
+        reg(
+            "mode",
+            "st10",
+            Holding,
+            65535,
+            I16,
+            Badc,
+            raw,
+            Role::State,
+            1000.0,
+        ),
+        reg(
+            "total",
+            "st10",
+            Input,
+            65532,
+            U64,
+            Badc,
+            raw,
+            Role::Counter,
+            1000.0,
+        ),
+        reg(
+            "speed",
+            "st10",
+            Holding,
+            65533,
+            I32,
+            Abcd,
+            raw,
+            Role::Value,
+            1000.0,
+        ),
+    ];
+    assert_eq!(m.registers, want);
+    assert_eq!(m.registers[6].width(), 4);
+    assert_eq!(m.registers[5].modicon(), "465536");
+
+    // Defaults.
+    let DeviceKind::ModbusTcp(m) = &cfg.devices[1].kind else {
+        panic!("not a modbus device")
+    };
+    assert_eq!(
+        (m.host.as_str(), m.port, m.unit_id),
+        ("plc-2.local", 502, 1)
+    );
+    assert_eq!(
+        m.poll,
+        PollConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            reconnect: BackoffConfig {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            max_gap: 8,
+            heartbeat: None,
+        }
+    );
+    assert_eq!(
+        m.registers,
+        vec![reg(
+            "count",
+            "st20",
+            Input,
+            0,
+            U16,
+            Abcd,
+            raw,
+            Role::Counter,
+            1000.0
+        )]
+    );
+}
+
+#[test]
+fn modbus_edge_cases_that_are_valid() {
+    let base = BASE.to_owned() + modbus!("");
+    for (name, regs) in [
+        (
+            "word_order on a single-register type is accepted and ignored",
+            "[[device.register]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\nword_order = \"DCBA\"\nrole = \"state\"\n",
+        ),
+        (
+            "the same address in different tables does not overlap",
+            "[[device.register]]\nname = \"a\"\naddress = \"40001\"\ntype = \"u32\"\nrole = \"counter\"\n\
+             [[device.register]]\nname = \"b\"\naddress = \"30001\"\ntype = \"u32\"\nrole = \"counter\"\n\
+             [[device.register]]\nname = \"c\"\naddress = \"00001\"\nrole = \"state\"\n\
+             [[device.register]]\nname = \"d\"\naddress = \"10001\"\nrole = \"state\"\n",
+        ),
+        (
+            "adjacent registers do not overlap",
+            "[[device.register]]\nname = \"a\"\ntable = \"holding\"\naddress = 0\ntype = \"u64\"\nrole = \"counter\"\n\
+             [[device.register]]\nname = \"b\"\ntable = \"holding\"\naddress = 4\nrole = \"counter\"\n",
+        ),
+        (
+            "table that agrees with a Modicon address",
+            "[[device.register]]\nname = \"a\"\ntable = \"input\"\naddress = \"300010\"\nrole = \"value\"\n",
+        ),
+        (
+            "scale and offset as integers on a value",
+            "[[device.register]]\nname = \"a\"\ntable = \"input\"\naddress = 3\nscale = 2\noffset = -1\nrole = \"value\"\n",
+        ),
+        (
+            "IPv6 host and unit id 0",
+            "[[device.register]]\nname = \"a\"\ntable = \"input\"\naddress = 3\nrole = \"value\"\n",
+        ),
+    ] {
+        let mut text = base.clone() + regs;
+        if name.starts_with("IPv6") {
+            text = text.replace("host = \"10.0.0.5\"", "host = \"fd00::5\"\nunit_id = 0");
+        }
+        if let Err(e) = parse(Path::new("linegate.toml"), &text) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn modicon_addresses_convert_to_table_and_0_based_address() {
+    use super::validate::parse_modicon;
+    let cases: &[(&str, Option<(Table, u16)>)] = &[
+        ("40001", Some((Table::Holding, 0))),
+        ("30010", Some((Table::Input, 9))),
+        ("10001", Some((Table::Discrete, 0))),
+        ("00001", Some((Table::Coil, 0))),
+        ("49999", Some((Table::Holding, 9998))),
+        ("400001", Some((Table::Holding, 0))),
+        ("410000", Some((Table::Holding, 9999))),
+        ("465536", Some((Table::Holding, 65535))),
+        ("065536", Some((Table::Coil, 65535))),
+        ("300010", Some((Table::Input, 9))),
+        // A string is always Modicon: 5 or 6 digits, table digit 0/1/3/4,
+        // register numbers from 1.
+        ("1", None),
+        ("0", None),
+        ("4001", None),
+        ("4000001", None),
+        ("40000", None),
+        ("400000", None),
+        ("465537", None),
+        ("20001", None),
+        ("50001", None),
+        ("4000a", None),
+        ("+4001", None),
+        (" 40001", None),
+        ("", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_modicon(text).ok(), *want, "{text:?}");
+    }
+    // And back: the summary's Modicon form parses to the same address.
+    for (table, address, text) in [
+        (Table::Holding, 0, "40001"),
+        (Table::Input, 9, "30010"),
+        (Table::Discrete, 0, "10001"),
+        (Table::Coil, 0, "00001"),
+        (Table::Holding, 9998, "49999"),
+        (Table::Holding, 9999, "410000"),
+        (Table::Input, 65535, "365536"),
+    ] {
+        assert_eq!(table.modicon(address), text);
+        assert_eq!(parse_modicon(text).ok(), Some((table, address)), "{text}");
+    }
+}
+
+#[test]
+fn summary_lists_the_register_map_with_both_address_forms() {
+    let cfg =
+        parse(Path::new("/etc/linegate/linegate.toml"), MODBUS).unwrap_or_else(|e| panic!("{e}"));
+    let s = summary(&cfg);
+    for want in [
+        "press-plc (modbus-tcp) at station st10: 192.168.10.20:5020 unit 255\n",
+        "    poll every 250ms, timeout 200ms, max gap 0, heartbeat 1m\n",
+        "    good_count: holding 0 (40001) u32 CDAB counter (max 20/s) → st10\n",
+        "    scrap_count: holding 2 (40003) u16 counter → st10\n",
+        "    run: coil 0 (00001) bool state → st10\n",
+        "    door_open: discrete 0 (10001) bool state → st20\n",
+        "    oven.temp-c: input 10 (30011) f32 DCBA value scale 0.1 offset -40 → st20\n",
+        "    mode: holding 65535 (465536) i16 state → st10\n",
+        "    total: input 65532 (365533) u64 BADC counter → st10\n",
+        "small-plc (modbus-tcp) at station st20: plc-2.local:502 unit 1\n",
+        "    poll every 1s, timeout 1s, max gap 8\n",
+        "    count: input 0 (30001) u16 counter → st20\n",
+    ] {
+        assert!(s.contains(want), "summary lacks {want:?}:\n{s}");
+    }
+}
+
+#[test]
+fn modbus_example_has_the_press_map() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/devices/modbus-tcp.toml");
+    let cfg = load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let DeviceKind::ModbusTcp(m) = &cfg.devices[0].kind else {
+        panic!("not a modbus device")
+    };
+    let map: Vec<String> = m
+        .registers
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {}",
+                r.name,
+                r.table.as_str(),
+                r.address,
+                r.data_type.as_str(),
+                r.role.as_str()
+            )
+        })
+        .collect();
+    assert_eq!(
+        map,
+        [
+            "good_count holding 0 u32 counter",
+            "scrap_count holding 2 u16 counter",
+            "run coil 0 bool state",
+            "oven_temp_c input 10 f32 value",
+        ]
+    );
+    assert_eq!(m.registers[0].word_order, WordOrder::Cdab);
+    assert_eq!(m.registers[3].scale, 0.1);
 }

@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::error::{ConfigError, Source};
 use super::model::*;
 use super::raw::{
-    DeviceEntry, DeviceRaw, MqttRaw, RawConfig, ScanRuleRaw, SerialScannerRaw, SizeRaw, StationRaw,
-    StoreRaw, expected_for, normalize,
+    AddressRaw, DeviceEntry, DeviceRaw, ModbusTcpRaw, MqttRaw, RawConfig, RegisterRaw, ScanRuleRaw,
+    SerialScannerRaw, SizeRaw, StationRaw, StoreRaw, expected_for, normalize,
 };
 
 const KIB: u64 = 1024;
@@ -83,6 +83,8 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     )?;
     v.unique_device_paths(&raw.devices)?;
     for (entry, device) in raw.devices.iter().zip(&devices) {
+        // Only scanner frames can grow with the config; a Modbus record's
+        // size is bounded by its (short) register names.
         let DeviceKind::SerialScanner(sc) = &device.kind else {
             continue;
         };
@@ -605,8 +607,25 @@ impl Validator<'_> {
     fn device(&self, d: &DeviceEntry, stations: &[StationConfig]) -> Result<DeviceConfig> {
         let prefix = format!("device[{}]", d.index);
         let id = self.id(d.kind.id(), &format!("{prefix}.id"))?;
-        let st = d.kind.station();
-        let station_key = format!("{prefix}.station");
+        let station = self.station_ref(d.kind.station(), &format!("{prefix}.station"), stations)?;
+        let kind = match &d.kind {
+            DeviceRaw::SerialScanner(s) => {
+                DeviceKind::SerialScanner(self.serial_scanner(&prefix, d, s)?)
+            }
+            DeviceRaw::ModbusTcp(m) => {
+                DeviceKind::ModbusTcp(self.modbus_tcp(&prefix, d, m, &station, stations)?)
+            }
+        };
+        Ok(DeviceConfig { id, station, kind })
+    }
+
+    /// A reference to a `[[station]]` that must exist.
+    fn station_ref(
+        &self,
+        st: &Spanned<String>,
+        key: &str,
+        stations: &[StationConfig],
+    ) -> Result<String> {
         if !stations.iter().any(|s| &s.id == st.get_ref()) {
             let known = if stations.is_empty() {
                 "no [[station]] is defined".to_owned()
@@ -622,20 +641,392 @@ impl Validator<'_> {
             };
             return Err(self.err(
                 st.span(),
-                &station_key,
+                key,
                 format!("station \"{}\" is not defined ({known})", st.get_ref()),
             ));
         }
-        let kind = match &d.kind {
-            DeviceRaw::SerialScanner(s) => {
-                DeviceKind::SerialScanner(self.serial_scanner(&prefix, d, s)?)
+        Ok(st.get_ref().clone())
+    }
+
+    fn modbus_tcp(
+        &self,
+        prefix: &str,
+        d: &DeviceEntry,
+        m: &ModbusTcpRaw,
+        device_station: &str,
+        stations: &[StationConfig],
+    ) -> Result<ModbusTcpConfig> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let host = self.non_empty(&m.host, &key("host"))?;
+        let bad_host = host.contains("://")
+            || host.chars().any(char::is_whitespace)
+            || host.contains('/')
+            || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err());
+        if bad_host {
+            return Err(self.err(
+                m.host.span(),
+                &key("host"),
+                format!(
+                    "\"{host}\" is not a host name: write only the host or IP address, \
+                     without scheme, port or spaces (the port goes in `port`)"
+                ),
+            ));
+        }
+        let port = self.int(m.port.as_ref(), &key("port"), 502, 1..=65535)?;
+        let unit_id = self.int(m.unit_id.as_ref(), &key("unit_id"), 1, 0..=255)?;
+        let interval = self.duration(
+            m.poll_interval.as_ref(),
+            &key("poll_interval"),
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+            Some(Duration::from_secs(3600)),
+        )?;
+        let timeout = self.duration(
+            m.timeout.as_ref(),
+            &key("timeout"),
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+            Some(Duration::from_secs(60)),
+        )?;
+        let reconnect = self.backoff(
+            prefix,
+            m.reconnect_min.as_ref(),
+            m.reconnect_max.as_ref(),
+            BackoffConfig {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            d.span.clone(),
+        )?;
+        let max_gap = self.int(m.max_gap.as_ref(), &key("max_gap"), 8, 0..=124)?;
+        let heartbeat = m
+            .heartbeat
+            .as_ref()
+            .map(|v| {
+                let hb = self.duration(
+                    Some(v),
+                    &key("heartbeat"),
+                    Duration::ZERO,
+                    Duration::from_secs(1),
+                    None,
+                )?;
+                if hb < interval {
+                    return Err(self.err(
+                        v.span(),
+                        &key("heartbeat"),
+                        format!(
+                            "heartbeat ({}) is shorter than poll_interval ({})",
+                            fmt_duration(hb),
+                            fmt_duration(interval)
+                        ),
+                    ));
+                }
+                Ok(hb)
+            })
+            .transpose()?;
+
+        if m.register.is_empty() {
+            return Err(self.err(
+                d.span.clone(),
+                &key("register"),
+                "a modbus-tcp device needs at least one [[device.register]]",
+            ));
+        }
+        let registers = m
+            .register
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                self.register(
+                    &format!("{prefix}.register[{i}]"),
+                    r,
+                    device_station,
+                    stations,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.unique(
+            m.register
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (&r.get_ref().name, format!("{prefix}.register[{i}].name"))),
+            "register name",
+        )?;
+        // Two entries sharing any register (or bit) of the same table.
+        for (i, r) in registers.iter().enumerate() {
+            let end = u32::from(r.address) + u32::from(r.width()) - 1;
+            let earlier = registers[..i].iter().enumerate().find(|(_, o)| {
+                let o_end = u32::from(o.address) + u32::from(o.width()) - 1;
+                o.table == r.table && u32::from(o.address) <= end && u32::from(r.address) <= o_end
+            });
+            if let Some((j, o)) = earlier {
+                let raw = m.register[i].get_ref();
+                return Err(self.err_plain(
+                    raw.address.span(),
+                    &format!("{prefix}.register[{i}].address"),
+                    format!(
+                        "\"{}\" ({}) overlaps \"{}\" ({}, line {}): two entries share a register",
+                        r.name,
+                        span_text(r),
+                        o.name,
+                        span_text(o),
+                        self.line_of(&m.register[j].get_ref().name.span())
+                    ),
+                ));
+            }
+        }
+
+        Ok(ModbusTcpConfig {
+            host,
+            port: u16::try_from(port).unwrap_or(502),
+            unit_id: u8::try_from(unit_id).unwrap_or(1),
+            poll: PollConfig {
+                interval,
+                timeout,
+                reconnect,
+                max_gap: u16::try_from(max_gap).unwrap_or(8),
+                heartbeat,
+            },
+            registers,
+        })
+    }
+
+    fn register(
+        &self,
+        prefix: &str,
+        raw: &Spanned<RegisterRaw>,
+        device_station: &str,
+        stations: &[StationConfig],
+    ) -> Result<RegisterConfig> {
+        let r = raw.get_ref();
+        let key = |k: &str| format!("{prefix}.{k}");
+        let name = self.id(&r.name, &key("name"))?;
+
+        let table = self.choice(
+            r.table.as_ref(),
+            &key("table"),
+            None,
+            &[
+                ("coil", Some(Table::Coil)),
+                ("discrete", Some(Table::Discrete)),
+                ("input", Some(Table::Input)),
+                ("holding", Some(Table::Holding)),
+            ],
+        )?;
+        let (table, address) = match r.address.get_ref() {
+            AddressRaw::Pdu(n) => {
+                let Some(table) = table else {
+                    return Err(self.err(
+                        raw.span(),
+                        &key("table"),
+                        format!(
+                            "missing `table`: the integer address {n} is a 0-based address and \
+                             does not say which table; add table = \"holding\" (or coil, discrete, \
+                             input), or write a Modicon address as a string such as \"40001\""
+                        ),
+                    ));
+                };
+                let address = u16::try_from(*n).map_err(|_| {
+                    self.err(
+                        r.address.span(),
+                        &key("address"),
+                        format!("{n} is out of range 0..=65535"),
+                    )
+                })?;
+                (table, address)
+            }
+            AddressRaw::Modicon(text) => {
+                let (from_modicon, address) = parse_modicon(text)
+                    .map_err(|e| self.err(r.address.span(), &key("address"), e))?;
+                if let (Some(t), Some(written)) = (table, &r.table)
+                    && t != from_modicon
+                {
+                    return Err(self.err_plain(
+                        written.span(),
+                        &key("table"),
+                        format!(
+                            "table \"{}\" disagrees with address \"{text}\", which is in the {} table \
+                             (0-based {address}); remove `table` or fix one of them",
+                            t.as_str(),
+                            from_modicon.as_str()
+                        ),
+                    ));
+                }
+                (from_modicon, address)
             }
         };
-        Ok(DeviceConfig {
-            id,
-            station: st.get_ref().clone(),
-            kind,
+
+        let default_type = if table.is_bits() {
+            DataType::Bool
+        } else {
+            DataType::U16
+        };
+        let data_type = self.choice(
+            r.data_type.as_ref(),
+            &key("type"),
+            default_type,
+            &[
+                ("bool", DataType::Bool),
+                ("u16", DataType::U16),
+                ("i16", DataType::I16),
+                ("u32", DataType::U32),
+                ("i32", DataType::I32),
+                ("f32", DataType::F32),
+                ("u64", DataType::U64),
+            ],
+        )?;
+        // Only reachable with an explicit `type` (the default always fits).
+        let type_span = r
+            .data_type
+            .as_ref()
+            .map_or_else(|| raw.span(), |t| t.span());
+        if table.is_bits() && data_type != DataType::Bool {
+            return Err(self.err(
+                type_span,
+                &key("type"),
+                format!(
+                    "the {} table holds single bits: its type must be \"bool\", not \"{}\"",
+                    table.as_str(),
+                    data_type.as_str()
+                ),
+            ));
+        }
+        if !table.is_bits() && data_type == DataType::Bool {
+            return Err(self.err(
+                type_span,
+                &key("type"),
+                format!(
+                    "\"bool\" is only for the coil and discrete tables; the {} table holds \
+                     16-bit registers (use u16 for a register holding 0/1)",
+                    table.as_str()
+                ),
+            ));
+        }
+        let last = u32::from(address) + u32::from(data_type.registers()) - 1;
+        if last > 65535 {
+            return Err(self.err(
+                r.address.span(),
+                &key("address"),
+                format!(
+                    "a {} at address {address} takes {} registers and would end at {last}, \
+                     beyond the last address 65535",
+                    data_type.as_str(),
+                    data_type.registers()
+                ),
+            ));
+        }
+
+        let word_order = self.choice(
+            r.word_order.as_ref(),
+            &key("word_order"),
+            WordOrder::Abcd,
+            &[
+                ("ABCD", WordOrder::Abcd),
+                ("CDAB", WordOrder::Cdab),
+                ("BADC", WordOrder::Badc),
+                ("DCBA", WordOrder::Dcba),
+            ],
+        )?;
+        let role = self.choice(
+            Some(&r.role),
+            &key("role"),
+            Role::Value,
+            &[
+                ("counter", Role::Counter),
+                ("state", Role::State),
+                ("value", Role::Value),
+            ],
+        )?;
+        if role == Role::Counter && matches!(data_type, DataType::F32 | DataType::Bool) {
+            return Err(self.err(
+                type_span,
+                &key("type"),
+                format!(
+                    "a counter must be an integer type (u16, i16, u32, i32 or u64), not \"{}\"; \
+                     use role = \"value\" for a measured {}",
+                    data_type.as_str(),
+                    if data_type == DataType::Bool {
+                        "bit"
+                    } else {
+                        "number"
+                    }
+                ),
+            ));
+        }
+        let scale = self.factor(r.scale.as_ref(), &key("scale"), role, 1.0)?;
+        let offset = self.factor(r.offset.as_ref(), &key("offset"), role, 0.0)?;
+        if let Some(v) = &r.scale
+            && scale == 0.0
+        {
+            return Err(self.err(
+                v.span(),
+                &key("scale"),
+                "scale 0 would make every value equal to offset",
+            ));
+        }
+        let max_rate = match &r.max_rate {
+            None => 1000.0,
+            Some(v) => {
+                if role != Role::Counter {
+                    return Err(self.err(
+                        v.span(),
+                        &key("max_rate"),
+                        format!(
+                            "max_rate is only for counters (this register's role is \"{}\")",
+                            role.as_str()
+                        ),
+                    ));
+                }
+                let rate = *v.get_ref();
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(self.err(
+                        v.span(),
+                        &key("max_rate"),
+                        format!("{rate} is not a number of units per second above 0"),
+                    ));
+                }
+                rate
+            }
+        };
+        let station = match &r.station {
+            Some(st) => self.station_ref(st, &key("station"), stations)?,
+            None => device_station.to_owned(),
+        };
+
+        Ok(RegisterConfig {
+            name,
+            station,
+            table,
+            address,
+            data_type,
+            word_order,
+            scale,
+            offset,
+            role,
+            max_rate,
         })
+    }
+
+    /// `scale` or `offset`: a finite number, allowed only for the `value` role.
+    fn factor(&self, v: Option<&Spanned<f64>>, key: &str, role: Role, default: f64) -> Result<f64> {
+        let Some(v) = v else { return Ok(default) };
+        let name = key.rsplit('.').next().unwrap_or(key);
+        if role != Role::Value {
+            return Err(self.err_plain(
+                v.span(),
+                key,
+                format!(
+                    "{name} is only for role = \"value\": a {} is reported raw, as the PLC \
+                     counts it; remove {name}, or use role = \"value\"",
+                    role.as_str()
+                ),
+            ));
+        }
+        let x = *v.get_ref();
+        if !x.is_finite() {
+            return Err(self.err(v.span(), key, format!("{x} is not a finite number")));
+        }
+        Ok(x)
     }
 
     fn serial_scanner(
@@ -762,7 +1153,9 @@ impl Validator<'_> {
     fn unique_device_paths(&self, devices: &[DeviceEntry]) -> Result<()> {
         let mut seen: HashMap<PathBuf, (&str, Range<usize>)> = HashMap::new();
         for d in devices {
-            let DeviceRaw::SerialScanner(s) = &d.kind;
+            let DeviceRaw::SerialScanner(s) = &d.kind else {
+                continue;
+            };
             let key = format!("device[{}].path", d.index);
             let path = self.path(&s.path, &key)?;
             if let Some((other, first)) = seen.get(&path) {
@@ -780,6 +1173,64 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// `holding 0` or `holding 0..=1`: the registers an entry occupies.
+fn span_text(r: &RegisterConfig) -> String {
+    let last = u32::from(r.address) + u32::from(r.width()) - 1;
+    if last == u32::from(r.address) {
+        format!("{} {}", r.table.as_str(), r.address)
+    } else {
+        format!("{} {}..={last}", r.table.as_str(), r.address)
+    }
+}
+
+/// A Modicon address string → (table, 0-based address).
+///
+/// Exactly 5 or 6 ASCII digits: the first names the table (0 coil, 1 discrete
+/// input, 3 input register, 4 holding register), the rest is the 1-based
+/// register number (1..=9999 in 5 digits, 1..=65536 in 6). `"40001"` is
+/// holding 0, `"30010"` input 9, `"400001"` holding 0, `"465536"` holding 65535.
+pub fn parse_modicon(text: &str) -> std::result::Result<(Table, u16), String> {
+    if !(text.len() == 5 || text.len() == 6) || !text.bytes().all(|b| b.is_ascii_digit()) {
+        let hint = match text.trim().parse::<i64>() {
+            Ok(n) if text.len() < 5 => {
+                format!("; for a 0-based address write an integer without quotes (address = {n})")
+            }
+            _ => String::new(),
+        };
+        return Err(format!(
+            "\"{text}\" is not a Modicon address: a string address must be 5 or 6 digits \
+             such as \"40001\"{hint}"
+        ));
+    }
+    let table = match text.as_bytes()[0] {
+        b'0' => Table::Coil,
+        b'1' => Table::Discrete,
+        b'3' => Table::Input,
+        b'4' => Table::Holding,
+        d => {
+            return Err(format!(
+                "\"{text}\" is not a Modicon address: the first digit {} names no table \
+                 (0 coil, 1 discrete, 3 input, 4 holding)",
+                char::from(d)
+            ));
+        }
+    };
+    let number: u32 = text[1..].parse().unwrap_or(0);
+    if number == 0 {
+        return Err(format!(
+            "\"{text}\" is not a Modicon address: register numbers start at 1 (\"{}\" is the first)",
+            table.modicon(0)
+        ));
+    }
+    let address = u16::try_from(number - 1).map_err(|_| {
+        format!(
+            "\"{text}\" is beyond the last register (\"{}\")",
+            table.modicon(65535)
+        )
+    })?;
+    Ok((table, address))
 }
 
 fn to_usize(n: i64) -> usize {
