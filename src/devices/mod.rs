@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod framing;
 pub mod health;
+pub mod modbus;
 pub mod pty;
 pub mod scanner;
 pub mod serial;

@@ -1,0 +1,603 @@
+//! The Modbus TCP device task: connect, poll the planned blocks, decode,
+//! report, reconnect. Also the one-shot [`probe`].
+//!
+//! ```text
+//!   ┌────────────┐ TCP up     ┌──────────────────────────────────────────┐
+//!   │ connecting │───────────▶│ polling (every poll.interval)            │
+//!   └────────────┘            │  first Modbus reply → Online             │
+//!     ▲   │ fails             │  block data → decode → Sample per station│
+//!     │   ▼                   │  exception / malformed reply → counted,  │
+//!     │                       │    that block skipped for this poll      │
+//!     │                       └──────────────────────────────────────────┘
+//!     │                          │ timeout, I/O or protocol error:
+//!     │                          ▼ drop the connection, Offline (once per outage)
+//!   ┌─────────────────────────────────────────────┐
+//!   │ wait a jittered backoff delay               │
+//!   └─────────────────────────────────────────────┘
+//! ```
+//!
+//! tokio-modbus 0.17 has no timeout of its own: connect and every request are
+//! wrapped in `poll.timeout`. After a timeout the connection is dropped, not
+//! reused (a late reply would carry a stale transaction id).
+//!
+//! `Online` is announced on the first Modbus reply of a connection (data or
+//! exception), not on TCP connect: a peer that accepts TCP but never answers
+//! (a wedged PLC, a wrong port behind a gateway) is one outage with one
+//! `Offline`, not an Online/Offline pair per reconnect attempt.
+//!
+//! Requests go through `Client::call` rather than the `Reader` methods: the
+//! latter `debug_assert` the reply length, which would panic (in debug
+//! builds) on a PLC that answers with the wrong count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::Sender;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_modbus::client::{Client, Context};
+use tokio_modbus::{ExceptionCode, Request, Response, Slave};
+use tracing::{debug, info, warn};
+
+use super::decode::{RawValue, decode};
+use super::plan::{Block, Item, Plan, plan};
+use super::{ProbeError, ProbeRaw, ProbeRow, modicon};
+use crate::clock;
+use crate::config::{ModbusTcpConfig, Table};
+use crate::devices::backoff::Backoff;
+use crate::devices::health::DeviceHealth;
+use crate::devices::{DeviceEvent, Reading, Sample};
+
+/// A session at least this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// The shortest poll interval (tokio's interval refuses zero).
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// One block's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BlockData {
+    Words(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+/// Why a block read gave no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The PLC answered with an exception: the link is fine.
+    Exception(ExceptionCode),
+    /// The PLC answered with the wrong shape: the link is fine, the reply unusable.
+    Malformed(String),
+    /// No reply in time, or the connection failed: the link is gone.
+    Link(String),
+}
+
+/// A readable name for an exception code (`Custom` has none of its own).
+pub fn exception_name(code: ExceptionCode) -> String {
+    match code {
+        ExceptionCode::Custom(c) => format!("exception code 0x{c:02X}"),
+        other => format!("{other} (0x{:02X})", u8::from(other)),
+    }
+}
+
+/// `host:port` for messages.
+fn target(cfg: &ModbusTcpConfig) -> String {
+    if cfg.host.contains(':') {
+        format!("[{}]:{}", cfg.host, cfg.port)
+    } else {
+        format!("{}:{}", cfg.host, cfg.port)
+    }
+}
+
+/// Opens the TCP connection (resolving `host`) within `poll.timeout`.
+async fn connect(cfg: &ModbusTcpConfig) -> Result<Context, String> {
+    let stream = tokio::time::timeout(
+        cfg.poll.timeout,
+        TcpStream::connect((cfg.host.as_str(), cfg.port)),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "connect to {} timed out after {:?}",
+            target(cfg),
+            cfg.poll.timeout
+        )
+    })?
+    .map_err(|e| format!("connect to {} failed: {e}", target(cfg)))?;
+    // Small request/reply exchanges: do not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    Ok(tokio_modbus::client::tcp::attach_slave(
+        stream,
+        Slave(cfg.unit_id),
+    ))
+}
+
+fn describe(block: &Block) -> String {
+    format!(
+        "{} {}..{}",
+        block.table.as_str(),
+        block.start,
+        u32::from(block.start) + u32::from(block.count)
+    )
+}
+
+/// Reads one block within `timeout`, checking the reply's shape.
+async fn read_block(
+    ctx: &mut Context,
+    block: &Block,
+    timeout: Duration,
+) -> Result<BlockData, ReadError> {
+    let (start, count) = (block.start, block.count);
+    let request = match block.table {
+        Table::Coil => Request::ReadCoils(start, count),
+        Table::Discrete => Request::ReadDiscreteInputs(start, count),
+        Table::Input => Request::ReadInputRegisters(start, count),
+        Table::Holding => Request::ReadHoldingRegisters(start, count),
+    };
+    let reply = match tokio::time::timeout(timeout, ctx.call(request)).await {
+        Err(_) => {
+            return Err(ReadError::Link(format!(
+                "no reply within {timeout:?} (reading {})",
+                describe(block)
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(ReadError::Link(format!(
+                "request failed (reading {}): {}",
+                describe(block),
+                link_error(&e)
+            )));
+        }
+        Ok(Ok(Err(code))) => return Err(ReadError::Exception(code)),
+        Ok(Ok(Ok(reply))) => reply,
+    };
+    let want = usize::from(count);
+    match reply {
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            if words.len() == want {
+                Ok(BlockData::Words(words))
+            } else {
+                Err(ReadError::Malformed(format!(
+                    "{} registers in the reply to a read of {}",
+                    words.len(),
+                    describe(block)
+                )))
+            }
+        }
+        // Bits arrive packed in bytes: up to 7 padding bits follow the last one.
+        Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits) => {
+            if bits.len() >= want && bits.len() < want + 8 {
+                bits.truncate(want);
+                Ok(BlockData::Bits(bits))
+            } else {
+                Err(ReadError::Malformed(format!(
+                    "{} bits in the reply to a read of {}",
+                    bits.len(),
+                    describe(block)
+                )))
+            }
+        }
+        // tokio-modbus rejects a mismatching function code as a protocol
+        // error already; this is belt and braces.
+        other => Err(ReadError::Malformed(format!(
+            "unexpected reply {:?} to a read of {}",
+            other.function_code(),
+            describe(block)
+        ))),
+    }
+}
+
+/// A transport error as a technician should read it.
+///
+/// When the PLC closes the connection, tokio-modbus 0.17 reports
+/// `io::Error::last_os_error()` (`service/tcp.rs`: `framed.next()` returned
+/// `None`), i.e. whatever errno the thread saw last — measured: "Resource
+/// temporarily unavailable (os error 11)". tokio never lets a real
+/// `WouldBlock` escape, so that (or errno 0) means "closed by the peer".
+fn link_error(e: &tokio_modbus::Error) -> String {
+    if let tokio_modbus::Error::Transport(io) = e {
+        if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(0) {
+            return "connection closed by the PLC".to_owned();
+        }
+    }
+    e.to_string()
+}
+
+/// The part of a block's reply that belongs to `item`.
+fn item_raw<'a>(data: &'a BlockData, item: &Item) -> Option<RawValue<'a>> {
+    let from = usize::from(item.offset);
+    let to = from + usize::from(item.width);
+    match data {
+        BlockData::Words(words) => words.get(from..to).map(RawValue::Words),
+        // A bit table entry is one bit wide (only bool lives there).
+        BlockData::Bits(bits) => bits.get(from).copied().map(RawValue::Bit),
+    }
+}
+
+/// Why a polling session ended.
+enum SessionEnd {
+    /// The link failed; `online_since` is set when `Online` was announced.
+    Gone {
+        msg: String,
+        online_since: Option<Instant>,
+    },
+    /// The reading channel closed: the gateway is shutting down.
+    Shutdown,
+}
+
+struct Device<T> {
+    id: Arc<str>,
+    station: Arc<str>,
+    cfg: ModbusTcpConfig,
+    tx: Sender<T>,
+    health: DeviceHealth,
+    plan: Plan,
+    /// Register names, by register index (shared by every sample).
+    names: Vec<Arc<str>>,
+    /// Distinct stations of the register map, in order of first appearance.
+    stations: Vec<Arc<str>>,
+    /// Index into `stations`, by register index.
+    station_of: Vec<usize>,
+}
+
+/// Runs one Modbus TCP device until `tx` is closed.
+///
+/// Emits `Online` on the first Modbus reply after each (re)connect, one
+/// `Sample` per station per poll (the values of that station's registers, in
+/// register-map order), and one `Offline` per outage — when a connection is
+/// lost, or when the very first connection fails — not one per failed
+/// reconnect. `Online`/`Offline` go to the device's `station`; samples to each
+/// register's own station.
+///
+/// A Modbus exception or a malformed reply skips the values of that block for
+/// this poll and is counted with `health.reject` and logged; the connection
+/// stays. A timeout, I/O or protocol error drops the connection and reconnects
+/// with jittered backoff (reset after a session of at least 10 s).
+/// `health.frame()` counts the polls that delivered at least one sample.
+pub async fn run<T: From<Reading> + Send + 'static>(
+    id: Arc<str>,
+    station: Arc<str>,
+    cfg: ModbusTcpConfig,
+    tx: Sender<T>,
+    health: DeviceHealth,
+) {
+    let plan = plan(&cfg.registers, cfg.poll.max_gap);
+    let names = cfg
+        .registers
+        .iter()
+        .map(|r| Arc::<str>::from(r.name.as_str()))
+        .collect();
+    let mut stations: Vec<Arc<str>> = Vec::new();
+    let mut station_of = Vec::with_capacity(cfg.registers.len());
+    for reg in &cfg.registers {
+        let i = match stations.iter().position(|s| **s == *reg.station) {
+            Some(i) => i,
+            None => {
+                stations.push(Arc::from(reg.station.as_str()));
+                stations.len() - 1
+            }
+        };
+        station_of.push(i);
+    }
+    Device {
+        id,
+        station,
+        cfg,
+        tx,
+        health,
+        plan,
+        names,
+        stations,
+        station_of,
+    }
+    .run()
+    .await;
+}
+
+impl<T: From<Reading> + Send + 'static> Device<T> {
+    async fn run(&self) {
+        for &i in &self.plan.unreadable {
+            if let Some(reg) = self.cfg.registers.get(i) {
+                warn!(device = %self.id, register = %reg.name, address = reg.address, "register runs past address 65535; never read");
+            }
+        }
+        let mut backoff = Backoff::new(self.cfg.poll.reconnect);
+        // Whether the current outage was already announced with `Offline`.
+        let mut offline_sent = false;
+        let mut failures: u64 = 0;
+        loop {
+            if self.tx.is_closed() {
+                return;
+            }
+            let connected = tokio::select! {
+                c = connect(&self.cfg) => c,
+                _ = self.tx.closed() => return,
+            };
+            let (msg, online_since) = match connected {
+                Ok(mut ctx) => {
+                    debug!(device = %self.id, target = %target(&self.cfg), "modbus connected");
+                    match self.session(&mut ctx, failures).await {
+                        SessionEnd::Shutdown => return,
+                        SessionEnd::Gone { msg, online_since } => (msg, online_since),
+                    }
+                    // `ctx` is dropped here: the socket closes.
+                }
+                Err(msg) => (msg, None),
+            };
+            if let Some(since) = online_since {
+                // A new outage starts. Only a session that lasted resets the
+                // backoff: a PLC that answers once and fails at once must not
+                // produce online/offline alarms at the fastest rate.
+                if since.elapsed() >= STABLE_SESSION {
+                    backoff.reset();
+                }
+                offline_sent = false;
+                failures = 0;
+            }
+            failures += 1;
+            if failures == 1 {
+                warn!(device = %self.id, target = %target(&self.cfg), error = %msg, "modbus device offline, retrying with backoff");
+            } else {
+                debug!(device = %self.id, error = %msg, attempt = failures, "modbus device still offline");
+            }
+            self.health.set_offline(msg.clone());
+            if !offline_sent {
+                offline_sent = true;
+                if !self
+                    .send(self.station.clone(), DeviceEvent::Offline(msg))
+                    .await
+                {
+                    return;
+                }
+            }
+            let delay = backoff.next_delay();
+            debug!(device = %self.id, ?delay, "reconnecting after delay");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Announces the device online; false when the channel is closed.
+    async fn announce_online(&self, after_failures: u64) -> bool {
+        info!(device = %self.id, target = %target(&self.cfg), after_failures, "modbus device online");
+        self.health.set_online();
+        self.send(self.station.clone(), DeviceEvent::Online).await
+    }
+
+    /// Polls until the link fails or the gateway shuts down.
+    async fn session(&self, ctx: &mut Context, failures: u64) -> SessionEnd {
+        let blocks = &self.plan.blocks;
+        let mut online_since = None;
+        if blocks.is_empty() {
+            // Nothing to ask: the TCP connection is all there is to know.
+            if !self.announce_online(failures).await {
+                return SessionEnd::Shutdown;
+            }
+            online_since = Some(Instant::now());
+        }
+        let mut ticker = tokio::time::interval(self.cfg.poll.interval.max(MIN_INTERVAL));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Per block: whether its last read failed (to log a fault once).
+        let mut failing = vec![false; blocks.len()];
+        // Per register: a decode error was already reported this session.
+        let mut bad = vec![false; self.cfg.registers.len()];
+        let mut data: Vec<Option<BlockData>> = Vec::with_capacity(blocks.len());
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.tx.closed() => return SessionEnd::Shutdown,
+            }
+            data.clear();
+            for (block, was_failing) in blocks.iter().zip(failing.iter_mut()) {
+                let read = tokio::select! {
+                    r = read_block(ctx, block, self.cfg.poll.timeout) => r,
+                    _ = self.tx.closed() => return SessionEnd::Shutdown,
+                };
+                let got = match read {
+                    Ok(d) => {
+                        if std::mem::take(was_failing) {
+                            info!(device = %self.id, block = %describe(block), "block readable again");
+                        }
+                        Some(d)
+                    }
+                    Err(ReadError::Link(msg)) => return SessionEnd::Gone { msg, online_since },
+                    Err(ReadError::Exception(code)) => {
+                        let reason = format!(
+                            "modbus exception reading {}: {}",
+                            describe(block),
+                            exception_name(code)
+                        );
+                        self.block_fault(was_failing, reason);
+                        None
+                    }
+                    Err(ReadError::Malformed(msg)) => {
+                        self.block_fault(was_failing, format!("malformed reply: {msg}"));
+                        None
+                    }
+                };
+                data.push(got);
+                if online_since.is_none() {
+                    // The first reply of this connection, data or exception:
+                    // the device speaks Modbus.
+                    if !self.announce_online(failures).await {
+                        return SessionEnd::Shutdown;
+                    }
+                    online_since = Some(Instant::now());
+                }
+            }
+            // Capture time: when the poll's replies arrived.
+            let ts_ms = clock::now_ms();
+            let samples = self.decode_poll(&data, &mut bad);
+            if samples.iter().any(Option::is_some) {
+                self.health.frame();
+            }
+            if !self.send_samples(ts_ms, samples).await {
+                return SessionEnd::Shutdown;
+            }
+        }
+    }
+
+    fn block_fault(&self, was_failing: &mut bool, reason: String) {
+        if *was_failing {
+            debug!(device = %self.id, %reason, "block still rejected");
+        } else {
+            warn!(device = %self.id, %reason, "block rejected; its values are skipped until it reads again");
+        }
+        *was_failing = true;
+        self.health.reject(reason);
+    }
+
+    /// Decodes one poll's replies; by register index, `None` where unread.
+    fn decode_poll(&self, data: &[Option<BlockData>], bad: &mut [bool]) -> Vec<Option<Sample>> {
+        let mut by_reg: Vec<Option<Sample>> = vec![None; self.cfg.registers.len()];
+        for (block, d) in self.plan.blocks.iter().zip(data) {
+            let Some(d) = d else { continue };
+            for item in &block.items {
+                let (Some(reg), Some(name)) = (
+                    self.cfg.registers.get(item.register),
+                    self.names.get(item.register),
+                ) else {
+                    continue;
+                };
+                let decoded = match item_raw(d, item) {
+                    Some(raw) => decode(reg, name, raw).map_err(|e| e.to_string()),
+                    None => Err("value outside its block's reply".to_owned()),
+                };
+                match decoded {
+                    Ok(s) => {
+                        if let Some(slot) = by_reg.get_mut(item.register) {
+                            *slot = Some(s);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(flag) = bad.get_mut(item.register).filter(|f| !**f) {
+                            *flag = true;
+                            let reason = format!("cannot decode {}: {e}", reg.name);
+                            warn!(device = %self.id, %reason, "register skipped");
+                            self.health.reject(reason);
+                        }
+                    }
+                }
+            }
+        }
+        by_reg
+    }
+
+    /// Sends one `Sample` reading per station that has values; false on shutdown.
+    async fn send_samples(&self, ts_ms: u64, mut by_reg: Vec<Option<Sample>>) -> bool {
+        for (s, station) in self.stations.iter().enumerate() {
+            let samples: Vec<Sample> = by_reg
+                .iter_mut()
+                .zip(&self.station_of)
+                .filter(|(_, of)| **of == s)
+                .filter_map(|(sample, _)| sample.take())
+                .collect();
+            if samples.is_empty() {
+                continue;
+            }
+            if !self
+                .send_at(ts_ms, station.clone(), DeviceEvent::Sample(samples))
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send(&self, station: Arc<str>, event: DeviceEvent) -> bool {
+        self.send_at(clock::now_ms(), station, event).await
+    }
+
+    async fn send_at(&self, ts_ms: u64, station: Arc<str>, event: DeviceEvent) -> bool {
+        let reading = Reading {
+            device: self.id.clone(),
+            station,
+            ts_ms,
+            event,
+        };
+        self.tx.send(reading.into()).await.is_ok()
+    }
+}
+
+/// Connects once, reads every planned block once and reports each register
+/// of the map, in config order: where it lives, the raw words (or bit) and
+/// the decoded value, or why it could not be read.
+///
+/// Only a failed connect is an error; a block answered with an exception, a
+/// malformed reply or a lost connection shows in the rows it concerns.
+pub async fn probe(cfg: &ModbusTcpConfig) -> Result<Vec<ProbeRow>, ProbeError> {
+    let plan = plan(&cfg.registers, cfg.poll.max_gap);
+    let mut ctx = connect(cfg).await.map_err(ProbeError::Connect)?;
+    let n = cfg.registers.len();
+    let mut outcome: Vec<(ProbeRaw, Result<f64, String>)> = (0..n)
+        .map(|_| (ProbeRaw::Missing, Err("not read".to_owned())))
+        .collect();
+    for &i in &plan.unreadable {
+        if let Some(o) = outcome.get_mut(i) {
+            o.1 = Err("runs past address 65535".to_owned());
+        }
+    }
+    let mut lost: Option<String> = None;
+    for block in &plan.blocks {
+        let read = match &lost {
+            Some(msg) => Err(ReadError::Link(format!("not read, connection lost: {msg}"))),
+            None => read_block(&mut ctx, block, cfg.poll.timeout).await,
+        };
+        for item in &block.items {
+            let (Some(reg), Some(slot)) = (
+                cfg.registers.get(item.register),
+                outcome.get_mut(item.register),
+            ) else {
+                continue;
+            };
+            *slot = match &read {
+                Ok(d) => match item_raw(d, item) {
+                    Some(raw) => {
+                        let shown = match raw {
+                            RawValue::Words(w) => ProbeRaw::Words(w.to_vec()),
+                            RawValue::Bit(b) => ProbeRaw::Bit(b),
+                        };
+                        let name = Arc::from(reg.name.as_str());
+                        let value = decode(reg, &name, raw)
+                            .map(|s| s.value)
+                            .map_err(|e| e.to_string());
+                        (shown, value)
+                    }
+                    None => (ProbeRaw::Missing, Err("outside the reply".to_owned())),
+                },
+                Err(ReadError::Exception(code)) => (
+                    ProbeRaw::Missing,
+                    Err(format!("exception: {}", exception_name(*code))),
+                ),
+                Err(ReadError::Malformed(m)) => {
+                    (ProbeRaw::Missing, Err(format!("malformed reply: {m}")))
+                }
+                Err(ReadError::Link(m)) => (ProbeRaw::Missing, Err(m.clone())),
+            };
+        }
+        if let Err(ReadError::Link(m)) = read {
+            lost.get_or_insert(m);
+        }
+    }
+    drop(ctx);
+    Ok(cfg
+        .registers
+        .iter()
+        .zip(outcome)
+        .map(|(reg, (raw, value))| ProbeRow {
+            name: reg.name.clone(),
+            table: reg.table,
+            address: reg.address,
+            modicon: modicon(reg.table, reg.address),
+            data_type: reg.data_type,
+            word_order: reg.word_order,
+            role: reg.role,
+            station: reg.station.clone(),
+            raw,
+            value,
+        })
+        .collect())
+}
