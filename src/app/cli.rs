@@ -1,8 +1,9 @@
-//! The command line: `run`, `check`, `demo`, and the exit codes.
+//! The command line: `run`, `check`, `probe`, `demo`, and the exit codes.
 //!
 //! Exit codes follow sysexits(3): 0 success, 64 invalid configuration
-//! (the message names file, line, column and key), 70 internal failure,
-//! 74 the store could not be opened or made durable.
+//! (the message names file, line, column and key), 69 a device could not be
+//! reached (`probe`), 70 internal failure, 74 the store could not be opened
+//! or made durable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_SOFTWARE: u8 = 70;
 /// The store could not be opened or made durable.
 pub const EXIT_IOERR: u8 = 74;
+/// A device could not be reached (`probe`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +44,15 @@ enum Command {
     Check {
         #[arg(value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Read a Modbus device once and print each mapped value decoded, with
+    /// the raw registers beside it: the check of a register map.
+    Probe {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+        /// The device id in the config.
+        #[arg(value_name = "DEVICE")]
+        device: String,
     },
     /// Run the real pipeline with a simulated scanner and an embedded MQTT
     /// broker; prints every message the MES receives, one line each.
@@ -68,8 +80,53 @@ pub fn main() -> ExitCode {
             };
             runtime_result(run_with_signals(cfg))
         }
+        Command::Probe { config, device } => probe(&config, &device),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime_result(crate::app::demo::run(args)),
+    }
+}
+
+fn probe(path: &std::path::Path, device: &str) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(err) => return config_error(&err),
+    };
+    let Some(dev) = cfg.devices.iter().find(|d| d.id == device) else {
+        let known: Vec<&str> = cfg.devices.iter().map(|d| d.id.as_str()).collect();
+        eprintln!(
+            "error: no device `{device}` in {}; devices: {}",
+            path.display(),
+            known.join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let config::DeviceKind::ModbusTcp(m) = &dev.kind else {
+        eprintln!(
+            "error: `{device}` is a {}; probe reads Modbus devices",
+            dev.kind.type_name()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let rows = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(crate::devices::modbus::probe(m)),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    match rows {
+        Ok(rows) => {
+            println!(
+                "{device}: modbus-tcp {}:{} unit {}",
+                m.host, m.port, m.unit_id
+            );
+            print!("{}", crate::devices::modbus::render_probe(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {device}: {err}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
     }
 }
 

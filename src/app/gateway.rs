@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::app::pipeline::{Input, Pipeline};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
-use crate::devices::scanner;
+use crate::devices::{modbus, scanner};
 use crate::station::Stations;
 use crate::store::{self, Store};
 use crate::tasks::AbortOnDrop;
@@ -145,7 +145,13 @@ async fn supervise(cfg: DeviceConfig, tx: mpsc::Sender<Input>, health: DeviceHea
                 tx.clone(),
                 health.clone(),
             )),
-            DeviceKind::ModbusTcp(_) => tokio::spawn(async {}), // WIP: device task lands with the modbus branch
+            DeviceKind::ModbusTcp(m) => tokio::spawn(modbus::run(
+                Arc::clone(&id),
+                Arc::clone(&station),
+                m.clone(),
+                tx.clone(),
+                health.clone(),
+            )),
         });
         match (&mut task.0).await {
             Ok(()) => return,

@@ -15,6 +15,9 @@ use crate::config::{DeviceConfig, DeviceKind, Role};
 use crate::devices::Sample;
 use crate::record::Body;
 
+/// A durable state entry to commit with a record: key and value.
+pub type StateEntry = (String, Vec<u8>);
+
 /// Safety factor on `max_rate × elapsed` when telling a wrap from a reset.
 const WRAP_MARGIN: f64 = 3.0;
 
@@ -159,7 +162,7 @@ impl Counters {
         device: &str,
         s: &Sample,
         ts_ms: u64,
-    ) -> Option<(Body, Option<(String, Vec<u8>)>)> {
+    ) -> Option<(Body, Option<StateEntry>)> {
         let key = (device.to_owned(), s.name.to_string());
         let spec = self.specs.get(&key).cloned().unwrap_or(Spec {
             max_rate: 1000.0,
@@ -233,14 +236,15 @@ mod tests {
     #[test]
     fn movement_table() {
         // (prev, raw, bits, ts_ms, max_rate) → (delta, wrapped, reset, baseline)
-        let cases: &[(
+        type Case = (
             Option<CounterMark>,
             u64,
             u32,
             u64,
             f64,
             (u64, bool, bool, bool),
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (None, 500, 16, 0, 10.0, (0, false, false, true)),
             (mark(500, 0), 500, 16, 1000, 10.0, (0, false, false, false)),
             (mark(500, 0), 510, 16, 1000, 10.0, (10, false, false, false)),

@@ -55,40 +55,6 @@ pub enum ProbeError {
     Connect(String),
 }
 
-/// The Modicon reference of a 0-based address: table digit then the 1-based
-/// number, 5 digits (`40001`) up to 9999 and 6 digits (`410000`) beyond.
-pub fn modicon(table: Table, address: u16) -> String {
-    let digit = match table {
-        Table::Coil => 0,
-        Table::Discrete => 1,
-        Table::Input => 3,
-        Table::Holding => 4,
-    };
-    let number = u32::from(address) + 1;
-    if number <= 9999 {
-        format!("{digit}{number:04}")
-    } else {
-        format!("{digit}{number:05}")
-    }
-}
-
-fn word_order_str(order: WordOrder) -> &'static str {
-    match order {
-        WordOrder::Abcd => "abcd",
-        WordOrder::Cdab => "cdab",
-        WordOrder::Badc => "badc",
-        WordOrder::Dcba => "dcba",
-    }
-}
-
-fn role_str(role: Role) -> &'static str {
-    match role {
-        Role::Counter => "counter",
-        Role::State => "state",
-        Role::Value => "value",
-    }
-}
-
 fn value_str(value: f64, data_type: DataType) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:.0}")
@@ -105,7 +71,7 @@ fn value_str(value: f64, data_type: DataType) -> String {
 ///
 /// ```text
 /// NAME     TABLE    ADDR  MODICON  TYPE  ORDER  ROLE     STATION  RAW            VALUE
-/// good     holding  0     40001    u32   cdab   counter  st1      0x5678 0x1234  305419896
+/// good     holding  0     40001    u32   CDAB   counter  st1      0x5678 0x1234  305419896
 /// ```
 pub fn render_probe(rows: &[ProbeRow]) -> String {
     const HEADER: [&str; 10] = [
@@ -115,7 +81,7 @@ pub fn render_probe(rows: &[ProbeRow]) -> String {
         .iter()
         .map(|r| {
             let order = if r.data_type.registers() > 1 && !r.table.is_bits() {
-                word_order_str(r.word_order)
+                WordOrder::as_str(r.word_order)
             } else {
                 "-"
             };
@@ -139,7 +105,7 @@ pub fn render_probe(rows: &[ProbeRow]) -> String {
                 r.modicon.clone(),
                 r.data_type.as_str().to_owned(),
                 order.to_owned(),
-                role_str(r.role).to_owned(),
+                r.role.as_str().to_owned(),
                 r.station.clone(),
                 raw,
                 value,
@@ -182,29 +148,13 @@ mod tests {
             name: name.into(),
             table,
             address,
-            modicon: modicon(table, address),
+            modicon: table.modicon(address),
             data_type,
             word_order: WordOrder::Cdab,
             role: Role::State,
             station: "st1".into(),
             raw: ProbeRaw::Missing,
             value: Err("not read".into()),
-        }
-    }
-
-    #[test]
-    fn modicon_forms() {
-        let table = [
-            (Table::Holding, 0, "40001"),
-            (Table::Holding, 9998, "49999"),
-            (Table::Holding, 9999, "410000"),
-            (Table::Holding, 65535, "465536"),
-            (Table::Input, 99, "30100"),
-            (Table::Coil, 0, "00001"),
-            (Table::Discrete, 4, "10005"),
-        ];
-        for (t, a, want) in table {
-            assert_eq!(modicon(t, a), want, "{t:?} {a}");
         }
     }
 
@@ -232,9 +182,9 @@ mod tests {
         let out = render_probe(&[counter, state, temp, door, missing, exc]);
         let want = "\
 NAME        TABLE    ADDR  MODICON  TYPE  ORDER  ROLE     STATION  RAW            VALUE
-good_parts  holding  0     40001    u32   cdab   counter  st1      0x5678 0x1234  305419896
+good_parts  holding  0     40001    u32   CDAB   counter  st1      0x5678 0x1234  305419896
 state       holding  2     40003    u16   -      state    st1      0x0002         2
-temp        input    10    30011    f32   abcd   value    oven     0x42F6 0xE666  123.45
+temp        input    10    30011    f32   ABCD   value    oven     0x42F6 0xE666  123.45
 door        coil     0     00001    bool  -      state    st1      1              1
 spare       holding  200   40201    i16   -      state    st1      -              error: not read
 fault       holding  300   40301    u16   -      state    st1      -              error: exception: Illegal data address (0x02)

@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 
 use super::decode::{RawValue, decode};
 use super::plan::{Block, Item, Plan, plan};
-use super::{ProbeError, ProbeRaw, ProbeRow, modicon};
+use super::{ProbeError, ProbeRaw, ProbeRow};
 use crate::clock;
 use crate::config::{ModbusTcpConfig, Table};
 use crate::devices::backoff::Backoff;
@@ -591,7 +591,7 @@ pub async fn probe(cfg: &ModbusTcpConfig) -> Result<Vec<ProbeRow>, ProbeError> {
             name: reg.name.clone(),
             table: reg.table,
             address: reg.address,
-            modicon: modicon(reg.table, reg.address),
+            modicon: reg.modicon(),
             data_type: reg.data_type,
             word_order: reg.word_order,
             role: reg.role,

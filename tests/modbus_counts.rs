@@ -1,0 +1,308 @@
+//! PLC counters end to end: a simulated PLC (tokio-modbus server over TCP)
+//! → linegate (real binary) → Mosquitto → recording MES subscriber. The sum of
+//! the `count` deltas the MES receives must equal what the PLC counted,
+//! exactly, across a broker outage and a gateway SIGKILL + restart.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use linegate::config::WordOrder;
+use linegate::devices::modbus::sim::SimPlc;
+use linegate::devices::pty::VirtualSerial;
+use serde_json::Value;
+
+const FILTER: &str = "plant1/line3/#";
+
+/// The test config plus one modbus-tcp device on the simulated PLC.
+fn config(dir: &Path, mqtt_port: u16, scanner: &Path, plc_port: u16) -> String {
+    let mut toml = config_toml(&dir.join("data"), mqtt_port, scanner);
+    toml.push_str(&format!(
+        r#"
+[[device]]
+id = "press"
+type = "modbus-tcp"
+station = "st10"
+host = "127.0.0.1"
+port = {plc_port}
+poll_interval = "20ms"
+timeout = "200ms"
+reconnect_min = "20ms"
+reconnect_max = "200ms"
+
+  [[device.register]]
+  name = "good"
+  address = "40001"
+  type = "u32"
+  word_order = "CDAB"
+  role = "counter"
+  max_rate = 100000000 # the simulated PLC counts in big jumps
+
+  [[device.register]]
+  name = "scrap"
+  address = "40003"
+  type = "u16"
+  role = "counter"
+  max_rate = 10
+
+  [[device.register]]
+  name = "run"
+  address = "40004"
+  type = "u16"
+  role = "state"
+"#
+    ));
+    toml
+}
+
+/// Distinct `count` records of `name` (first copy of each seq), in seq order.
+fn counts(records: &[Value], name: &str) -> Vec<Value> {
+    let mut by_seq = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r["kind"] == "count" && r["data"]["name"] == name)
+    {
+        by_seq
+            .entry(r["seq"].as_u64().unwrap())
+            .or_insert_with(|| r.clone());
+    }
+    by_seq.into_values().collect()
+}
+
+fn delta_sum(records: &[Value], name: &str) -> u64 {
+    counts(records, name)
+        .iter()
+        .map(|r| r["data"]["delta"].as_u64().unwrap())
+        .sum()
+}
+
+fn last_raw(records: &[Value], name: &str) -> Option<u64> {
+    counts(records, name)
+        .last()
+        .map(|r| r["data"]["raw"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_exact_across_broker_outage_and_gateway_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.port).await;
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let plc = SimPlc::start().await.unwrap();
+    let start = 4_294_000_000u32; // close to the 32-bit wrap, which the run crosses
+    plc.set_holding_u32(0, start, WordOrder::Cdab);
+    let mut gw = Gateway::start(
+        dir.path(),
+        &config(dir.path(), proxy.port, pty.slave_path(), plc.port()),
+    );
+    pty.write(b"LOT:L-77\r\n").await.unwrap();
+    rec.wait_for("the baseline count", |m| {
+        m.iter().any(|m| m.json()["data"]["baseline"] == true)
+    })
+    .await;
+
+    // The PLC counts in steps; the test waits for the gateway to see each
+    // phase's last value before the next fault.
+    let mut total = start;
+    let mut advance = |n: u32| {
+        for _ in 0..n {
+            total = total.wrapping_add(7_919);
+            plc.set_holding_u32(0, total, WordOrder::Cdab);
+        }
+        total
+    };
+    let v = advance(40);
+    seen(&rec, v).await;
+
+    // Broker outage: the PLC keeps counting, the gateway keeps accepting.
+    broker.kill();
+    rec.wait_disconnected().await;
+    let v = advance(60);
+    assert!(gw.wait_committed(gw.last_committed() + 1, WAIT).await);
+    proxy.set_accepting(false);
+    broker.restart();
+    rec.wait_subscribed().await;
+    proxy.set_accepting(true);
+    seen(&rec, v).await;
+
+    // Gateway SIGKILL while the PLC counts; restart; the PLC counts on.
+    let _ = advance(30);
+    gw.kill9();
+    let _ = advance(30);
+    gw.spawn();
+    let v = advance(25);
+    seen(&rec, v).await;
+
+    let records = rec.records();
+    let expected = u64::from(v.wrapping_sub(start));
+    assert_eq!(
+        delta_sum(&records, "good"),
+        expected,
+        "sum of deltas equals what the PLC counted"
+    );
+    assert_eq!(last_raw(&records, "good"), Some(u64::from(v)));
+    assert!(
+        counts(&records, "good")
+            .iter()
+            .any(|r| r["data"]["wrapped"] == true),
+        "the run crossed the 32-bit wrap"
+    );
+    assert!(
+        counts(&records, "good")
+            .iter()
+            .all(|r| r["data"]["reset"] == false)
+    );
+    assert!(
+        counts(&records, "good")
+            .iter()
+            .skip(1)
+            .all(|r| r["lot"] == "L-77"),
+        "counts carry the lot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_bit_wrap_and_plc_reset_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let plc = SimPlc::start().await.unwrap();
+    plc.set_holding(2, &[65_530]);
+    plc.set_holding(3, &[1]);
+    let _gw = Gateway::start(
+        dir.path(),
+        &config(dir.path(), broker.port, pty.slave_path(), plc.port()),
+    );
+    let raw_seen = |raw: u64| {
+        let rec = &rec;
+        async move {
+            rec.wait_for(&format!("scrap raw {raw}"), |m| {
+                m.iter().any(|m| {
+                    let v = m.json();
+                    v["data"]["name"] == "scrap" && v["data"]["raw"].as_u64() == Some(raw)
+                })
+            })
+            .await
+        }
+    };
+    raw_seen(65_530).await;
+    plc.set_holding(2, &[3]); // 65530 → 3: a wrap, 9 units
+    raw_seen(3).await;
+    plc.set_holding(2, &[40_000]);
+    raw_seen(40_000).await;
+    plc.set_holding(2, &[12]); // 40000 → 12 at max_rate 10/s: a reset, 12 units
+    raw_seen(12).await;
+    plc.set_holding(3, &[2]); // run state 1 → 2
+    rec.wait_for("state change", |m| {
+        m.iter().any(|m| m.json()["data"]["previous"] == 1)
+    })
+    .await;
+
+    let records = rec.records();
+    let scrap = counts(&records, "scrap");
+    let flags: Vec<(u64, u64, bool, bool)> = scrap
+        .iter()
+        .map(|r| {
+            let d = &r["data"];
+            (
+                d["raw"].as_u64().unwrap(),
+                d["delta"].as_u64().unwrap(),
+                d["wrapped"] == true,
+                d["reset"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (65_530, 0, false, false),
+            (3, 9, true, false),
+            (40_000, 39_997, false, false),
+            (12, 12, false, true)
+        ]
+    );
+    let states: Vec<(Value, Value)> = records
+        .iter()
+        .filter(|r| r["kind"] == "state")
+        .map(|r| (r["data"]["value"].clone(), r["data"]["previous"].clone()))
+        .collect();
+    assert_eq!(states, [(1.into(), Value::Null), (2.into(), 1.into())]);
+}
+
+/// Wait until the MES has a record whose `data.raw` is `raw`.
+async fn seen(rec: &Recorder, raw: u32) {
+    let raw = u64::from(raw);
+    rec.wait_for(&format!("count raw {raw}"), |m| {
+        m.iter()
+            .any(|m| m.json()["data"]["raw"].as_u64() == Some(raw))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_prints_raw_registers_beside_decoded_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let plc = SimPlc::start().await.unwrap();
+    plc.set_holding_u32(0, 123_456, WordOrder::Cdab);
+    plc.set_holding(2, &[42]);
+    plc.set_holding(3, &[1]);
+    let path = dir.path().join("linegate.toml");
+    std::fs::write(
+        &path,
+        config(dir.path(), 1883, Path::new("/dev/null"), plc.port()),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .arg("probe")
+        .arg(&path)
+        .arg("press")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    let good = stdout
+        .lines()
+        .find(|l| l.contains("good"))
+        .expect("a line for `good`");
+    for needle in ["40001", "u32", "CDAB", "123456"] {
+        assert!(good.contains(needle), "`{needle}` missing from: {good}");
+    }
+    assert!(
+        good.to_lowercase().contains("e240"),
+        "raw words missing from: {good}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("scrap") && l.contains("42")),
+        "{stdout}"
+    );
+
+    let out = tokio::process::Command::new(BIN)
+        .arg("probe")
+        .arg(&path)
+        .arg("nope")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    drop(plc);
+    let out = tokio::process::Command::new(BIN)
+        .arg("probe")
+        .arg(&path)
+        .arg("scanner-1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "a scanner cannot be probed");
+}
