@@ -284,15 +284,18 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
             }
         }
     };
-    let kill = async {
+    // Kill and restart while the writer may still be blocked on a full pty
+    // buffer: only the restarted gateway drains it.
+    let kill_and_restart = async {
         rec.wait_for("part of the burst", |m| m.len() > 200).await;
         gw.kill9();
+        let accepted = gw.last_committed();
+        gw.spawn();
+        accepted
     };
-    tokio::join!(writer, kill);
-    let accepted = gw.last_committed();
+    let ((), accepted) = tokio::join!(writer, kill_and_restart);
     assert!(accepted > 0, "the gateway logged commits before the kill");
 
-    gw.spawn();
     pty.write(b"AFTER-RESTART\r\n").await.unwrap();
     rec.wait_for("the scan after restart", |m| {
         m.iter()
