@@ -61,6 +61,13 @@ fn code_fields(raw: &[u8], m: &mut Map<String, Value>) {
     }
 }
 
+/// The fields of a `state` or `value` change.
+fn change_fields(m: &mut Map<String, Value>, name: &str, value: Value, previous: Value) {
+    m.insert("name".into(), json!(name));
+    m.insert("value".into(), value);
+    m.insert("previous".into(), previous);
+}
+
 fn data(body: &Body) -> Value {
     let mut m = Map::new();
     match body {
@@ -109,20 +116,12 @@ fn data(body: &Body) -> Value {
             name,
             value,
             previous,
-        } => {
-            m.insert("name".into(), json!(name));
-            m.insert("value".into(), json!(value));
-            m.insert("previous".into(), json!(previous));
-        }
+        } => change_fields(&mut m, name, json!(value), json!(previous)),
         Body::Value {
             name,
             value,
             previous,
-        } => {
-            m.insert("name".into(), json!(name));
-            m.insert("value".into(), json!(value));
-            m.insert("previous".into(), json!(previous));
-        }
+        } => change_fields(&mut m, name, json!(value), json!(previous)),
         Body::Alarm { event, message } => {
             m.insert("event".into(), json!(event.as_str()));
             if let Some(msg) = message {
