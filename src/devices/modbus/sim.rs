@@ -19,7 +19,18 @@
 //! or more than 125 registers (2000 bits) with `IllegalDataValue`; a range
 //! past address 65535 with `IllegalDataAddress`. No client input can panic it.
 //! The unit id is ignored (it answers for every unit).
+//!
+//! [`SimRtuBus`]: simulated RS-485 slaves — tokio-modbus's RTU server on the
+//! master side of a pseudo-terminal pair. The gateway opens the slave side
+//! ([`SimRtuBus::path`]) as its serial port. Several unit ids answer on one
+//! bus, each with its own tables (the same functions and switches as
+//! [`SimPlc`]); a unit can be [`silence`](SimRtuBus::silence)d (it never
+//! replies, like a dead or unpowered slave) and requests to unknown unit ids
+//! get no reply, as on a real bus. [`SimRtuBus::unplug`] closes the master:
+//! the slave node disappears and the gateway's reads end (EOF/`EIO`), what
+//! an unplugged USB–RS-485 adapter looks like.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
@@ -30,7 +41,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::Server;
-use tokio_modbus::{ExceptionCode, Request, Response};
+use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tracing::{debug, warn};
 
 use super::decode::split_words;
@@ -77,14 +88,7 @@ impl SimPlc {
     /// Starts a simulated PLC on 127.0.0.1:`port` (0: any free port).
     pub async fn start_on(port: u16) -> io::Result<Self> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                coils: vec![false; TABLE_LEN],
-                discrete: vec![false; TABLE_LEN],
-                input: vec![0; TABLE_LEN],
-                holding: vec![0; TABLE_LEN],
-                faults: Vec::new(),
-                short: Vec::new(),
-            }),
+            state: Mutex::new(State::new()),
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
         });
@@ -291,6 +295,17 @@ impl Shared {
 }
 
 impl State {
+    fn new() -> Self {
+        State {
+            coils: vec![false; TABLE_LEN],
+            discrete: vec![false; TABLE_LEN],
+            input: vec![0; TABLE_LEN],
+            holding: vec![0; TABLE_LEN],
+            faults: Vec::new(),
+            short: Vec::new(),
+        }
+    }
+
     /// The exception configured for `table` over `addr..addr + n`, if any;
     /// also checks the range fits the address space.
     fn check(&self, table: Table, addr: u16, n: usize) -> Result<(), ExceptionCode> {
@@ -406,19 +421,192 @@ impl Service for SimService {
     }
 }
 
+/// Simulated RTU slaves on one pseudo-terminal "bus". Dropping it (or
+/// [`unplug`](SimRtuBus::unplug)) removes the port.
+#[derive(Debug)]
+pub struct SimRtuBus {
+    bus: Arc<RtuBus>,
+    path: std::path::PathBuf,
+    server: Option<JoinHandle<()>>,
+    /// The slave side, held so the pty survives the gateway closing and
+    /// reopening its port. Never read here.
+    _slave: tokio_serial::SerialStream,
+}
+
+#[derive(Debug)]
+struct RtuBus {
+    units: Mutex<BTreeMap<u8, RtuUnit>>,
+}
+
+#[derive(Debug)]
+struct RtuUnit {
+    state: State,
+    silent: bool,
+    /// Requests answered (data or exception).
+    answered: u64,
+    /// Requests addressed to it and left unanswered (silenced).
+    ignored: u64,
+}
+
+impl SimRtuBus {
+    /// Starts a bus whose slaves answer for `unit_ids` (all tables zero).
+    /// Must be called inside a tokio runtime.
+    pub fn start(unit_ids: &[u8]) -> io::Result<Self> {
+        let (master, slave) = tokio_serial::SerialStream::pair().map_err(io::Error::from)?;
+        let path = tokio_serial::SerialPort::name(&slave)
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| io::Error::other("pty slave has no name"))?;
+        let units = unit_ids
+            .iter()
+            .map(|&id| {
+                let unit = RtuUnit {
+                    state: State::new(),
+                    silent: false,
+                    answered: 0,
+                    ignored: 0,
+                };
+                (id, unit)
+            })
+            .collect();
+        let bus = Arc::new(RtuBus {
+            units: Mutex::new(units),
+        });
+        let service = RtuService(bus.clone());
+        let server = tokio::spawn(async move {
+            let server = tokio_modbus::server::rtu::Server::new(master);
+            if let Err(e) = server.serve_forever(service).await {
+                debug!(error = %e, "sim rtu bus: server stopped");
+            }
+        });
+        Ok(SimRtuBus {
+            bus,
+            path,
+            server: Some(server),
+            _slave: slave,
+        })
+    }
+
+    /// The serial device node the gateway opens (`/dev/pts/N`).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn unit<R>(&self, unit: u8, f: impl FnOnce(&mut RtuUnit) -> R) -> R {
+        let mut units = self
+            .bus
+            .units
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match units.get_mut(&unit) {
+            Some(u) => f(u),
+            None => panic!("sim rtu bus has no unit {unit}"),
+        }
+    }
+
+    /// Sets holding registers of `unit` from `addr` on.
+    pub fn set_holding(&self, unit: u8, addr: u16, words: &[u16]) {
+        self.unit(unit, |u| put(&mut u.state.holding, addr, words));
+    }
+
+    /// Writes a u32 into two holding registers of `unit` in `order`.
+    pub fn set_holding_u32(&self, unit: u8, addr: u16, value: u32, order: WordOrder) {
+        self.set_holding(unit, addr, &split_words(u64::from(value), 2, order));
+    }
+
+    /// Sets input registers of `unit` from `addr` on.
+    pub fn set_input(&self, unit: u8, addr: u16, words: &[u16]) {
+        self.unit(unit, |u| put(&mut u.state.input, addr, words));
+    }
+
+    /// From now on `unit` answers requests touching `range` of `table` with `code`.
+    pub fn fail(&self, unit: u8, table: Table, range: Range<u16>, code: ExceptionCode) {
+        let range = u32::from(range.start)..u32::from(range.end);
+        self.unit(unit, |u| u.state.faults.push((table, range, code)));
+    }
+
+    /// From now on `unit` answers reads touching `range` of `table` one
+    /// register short: a malformed reply.
+    pub fn short_replies(&self, unit: u8, table: Table, range: Range<u16>) {
+        let range = u32::from(range.start)..u32::from(range.end);
+        self.unit(unit, |u| u.state.short.push((table, range)));
+    }
+
+    /// Clears `unit`'s fault and short-reply switches.
+    pub fn heal(&self, unit: u8) {
+        self.unit(unit, |u| {
+            u.state.faults.clear();
+            u.state.short.clear();
+        });
+    }
+
+    /// A silent unit receives its requests but never replies (dead slave).
+    pub fn silence(&self, unit: u8, silent: bool) {
+        self.unit(unit, |u| u.silent = silent);
+    }
+
+    /// Requests `unit` answered so far (data or exception).
+    pub fn answered(&self, unit: u8) -> u64 {
+        self.unit(unit, |u| u.answered)
+    }
+
+    /// Requests addressed to `unit` while it was silent.
+    pub fn ignored(&self, unit: u8) -> u64 {
+        self.unit(unit, |u| u.ignored)
+    }
+
+    /// Unplugs the adapter: stops the server and closes both pty ends, so
+    /// the node disappears and the gateway's port reads EOF or `EIO`.
+    pub async fn unplug(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            // Wait until the master is really closed (the task dropped).
+            let _ = server.await;
+        }
+        // `_slave` closes as `self` drops here.
+    }
+}
+
+impl Drop for SimRtuBus {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// The RTU server's service: dispatches by unit id; unknown and silenced
+/// units give no reply (`Ok(None)`), as no slave answers on a real bus.
+struct RtuService(Arc<RtuBus>);
+
+impl Service for RtuService {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = std::future::Ready<Result<Option<Response>, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let mut units = self.0.units.lock().unwrap_or_else(PoisonError::into_inner);
+        let reply = match units.get_mut(&req.slave) {
+            None => Ok(None),
+            Some(u) if u.silent => {
+                u.ignored += 1;
+                Ok(None)
+            }
+            Some(u) => {
+                u.answered += 1;
+                u.state.answer(req.request).map(Some)
+            }
+        };
+        std::future::ready(reply)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn state() -> State {
-        State {
-            coils: vec![false; TABLE_LEN],
-            discrete: vec![false; TABLE_LEN],
-            input: vec![0; TABLE_LEN],
-            holding: vec![0; TABLE_LEN],
-            faults: Vec::new(),
-            short: Vec::new(),
-        }
+        State::new()
     }
 
     #[test]
@@ -461,6 +649,42 @@ mod tests {
         assert_eq!(
             s.answer(Request::ReadInputRegisters(0, 3)),
             Ok(Response::ReadInputRegisters(vec![0, 0]))
+        );
+    }
+
+    #[tokio::test]
+    async fn rtu_bus_answers_per_unit_and_a_silent_unit_never() {
+        use crate::config::{Parity, SerialLine};
+        use tokio_modbus::Slave;
+        use tokio_modbus::client::{Reader, rtu};
+        use tokio_modbus::prelude::SlaveContext;
+        let bus = SimRtuBus::start(&[1, 2, 3]).unwrap();
+        bus.set_holding(1, 0, &[11]);
+        bus.set_holding(2, 0, &[22]);
+        bus.silence(3, true);
+        let line = SerialLine {
+            baud: 19200,
+            parity: Parity::Even,
+            ..SerialLine::default()
+        };
+        let port = crate::devices::serial::open(bus.path(), &line).unwrap();
+        let mut ctx = rtu::attach_slave(port, Slave(1));
+        let wait = std::time::Duration::from_secs(5);
+        let r = tokio::time::timeout(wait, ctx.read_holding_registers(0, 1)).await;
+        assert_eq!(r.unwrap().unwrap(), Ok(vec![11]));
+        ctx.set_slave(Slave(2));
+        let r = tokio::time::timeout(wait, ctx.read_holding_registers(0, 1)).await;
+        assert_eq!(r.unwrap().unwrap(), Ok(vec![22]));
+        ctx.set_slave(Slave(3));
+        let short = std::time::Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(short, ctx.read_holding_registers(0, 1))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            (bus.answered(1), bus.answered(2), bus.ignored(3)),
+            (1, 1, 1)
         );
     }
 }
