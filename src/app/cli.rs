@@ -100,26 +100,44 @@ fn probe(path: &std::path::Path, device: &str) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    let config::DeviceKind::ModbusTcp(m) = &dev.kind else {
-        eprintln!(
-            "error: `{device}` is a {}; probe reads Modbus devices",
-            dev.kind.type_name()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let rows = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(crate::devices::modbus::probe(m)),
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(EXIT_SOFTWARE);
         }
     };
-    match rows {
-        Ok(rows) => {
-            println!(
+    let (heading, rows) = match &dev.kind {
+        config::DeviceKind::ModbusTcp(m) => (
+            format!(
                 "{device}: modbus-tcp {}:{} unit {}",
                 m.host, m.port, m.unit_id
+            ),
+            rt.block_on(crate::devices::modbus::probe(m)),
+        ),
+        config::DeviceKind::ModbusRtu(bus) => {
+            let units: Vec<String> = bus.units.iter().map(|u| u.unit_id.to_string()).collect();
+            (
+                format!(
+                    "{device}: modbus-rtu {} {} baud, units {}",
+                    bus.path.display(),
+                    bus.line.baud,
+                    units.join(", ")
+                ),
+                rt.block_on(crate::devices::modbus::rtu::probe(bus)),
+            )
+        }
+        config::DeviceKind::SerialScanner(_) => {
+            eprintln!(
+                "error: `{device}` is a {}; probe reads Modbus devices",
+                dev.kind.type_name()
             );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match rows {
+        Ok(rows) => {
+            println!("{heading}");
             print!("{}", crate::devices::modbus::render_probe(&rows));
             ExitCode::SUCCESS
         }

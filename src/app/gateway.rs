@@ -152,6 +152,13 @@ async fn supervise(cfg: DeviceConfig, tx: mpsc::Sender<Input>, health: DeviceHea
                 tx.clone(),
                 health.clone(),
             )),
+            DeviceKind::ModbusRtu(bus) => tokio::spawn(modbus::rtu::run(
+                Arc::clone(&id),
+                Arc::clone(&station),
+                bus.clone(),
+                tx.clone(),
+                health.clone(),
+            )),
         });
         match (&mut task.0).await {
             Ok(()) => return,

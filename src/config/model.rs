@@ -158,6 +158,7 @@ pub struct DeviceConfig {
 pub enum DeviceKind {
     SerialScanner(SerialScannerConfig),
     ModbusTcp(ModbusTcpConfig),
+    ModbusRtu(ModbusRtuConfig),
 }
 
 impl DeviceKind {
@@ -166,6 +167,7 @@ impl DeviceKind {
         match self {
             DeviceKind::SerialScanner(_) => "serial-scanner",
             DeviceKind::ModbusTcp(_) => "modbus-tcp",
+            DeviceKind::ModbusRtu(_) => "modbus-rtu",
         }
     }
 }
@@ -180,6 +182,64 @@ pub struct ModbusTcpConfig {
     pub poll: PollConfig,
     /// The register map, in config order.
     pub registers: Vec<RegisterConfig>,
+}
+
+/// One RS-485 bus of Modbus RTU slaves ("units"), polled by one task that
+/// owns the serial port.
+#[derive(Debug, Clone)]
+pub struct ModbusRtuConfig {
+    /// Device node of the RS-485 adapter, preferably `/dev/serial/by-id/…`.
+    pub path: PathBuf,
+    /// Line settings (default 19200 8E1, the Modbus serial-line default).
+    pub line: SerialLine,
+    /// Poll interval, per-request timeout, backoff (of a dead unit, and of
+    /// reopening the port), max gap and heartbeat: the same for every unit.
+    pub poll: PollConfig,
+    /// Silence kept on the bus before every request (t3.5; default from the
+    /// baud rate, at least 1.75 ms).
+    pub silent_interval: Duration,
+    /// The slaves on the bus, in config order; unit ids and names unique.
+    pub units: Vec<RtuUnit>,
+}
+
+/// One slave on an RS-485 bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtuUnit {
+    /// Modbus slave address, 1..=247.
+    pub unit_id: u8,
+    /// Unique on the bus (default `unit-<id>`); readings of this unit carry
+    /// the device id `<bus>/<name>` (see [`RtuUnit::device_id`]).
+    pub name: String,
+    /// Default station of the unit's registers (the bus's `station` unless set).
+    pub station: String,
+    /// The unit's register map, in config order.
+    pub registers: Vec<RegisterConfig>,
+}
+
+impl RtuUnit {
+    /// The `device` of this unit's readings and records: `<bus>/<name>`,
+    /// e.g. `rs485-1/unit-3`. Register names are unique per unit only, so
+    /// counters are kept (and persisted) per `(<bus>/<name>, register)`.
+    pub fn device_id(&self, bus: &str) -> String {
+        format!("{bus}/{}", self.name)
+    }
+}
+
+/// t3.5 for a line: 3.5 character times (start, data, parity and stop bits),
+/// and never less than 1.75 ms, the fixed value the Modbus serial-line spec
+/// prescribes above 19200 baud.
+pub fn default_silent_interval(line: &SerialLine) -> Duration {
+    let bits =
+        1 + match line.data_bits {
+            DataBits::Seven => 7,
+            DataBits::Eight => 8,
+        } + u64::from(line.parity != Parity::None)
+            + match line.stop_bits {
+                StopBits::One => 1,
+                StopBits::Two => 2,
+            };
+    let nanos = 3_500_000_000 * bits / u64::from(line.baud.max(1)) / 1000;
+    Duration::from_nanos(nanos * 1000).max(Duration::from_micros(1750))
 }
 
 /// How a Modbus device is polled.

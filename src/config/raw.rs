@@ -17,7 +17,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ConfigError, Source};
 
 /// `type` values of `[[device]]` this build knows.
-pub const DEVICE_TYPES: &[&str] = &["serial-scanner", "modbus-tcp"];
+pub const DEVICE_TYPES: &[&str] = &["serial-scanner", "modbus-tcp", "modbus-rtu"];
 
 /// The whole file, raw.
 #[derive(Debug)]
@@ -106,6 +106,7 @@ pub struct DeviceEntry {
 pub enum DeviceRaw {
     SerialScanner(SerialScannerRaw),
     ModbusTcp(ModbusTcpRaw),
+    ModbusRtu(ModbusRtuRaw),
 }
 
 impl DeviceRaw {
@@ -113,6 +114,7 @@ impl DeviceRaw {
         match self {
             DeviceRaw::SerialScanner(d) => &d.id,
             DeviceRaw::ModbusTcp(d) => &d.id,
+            DeviceRaw::ModbusRtu(d) => &d.id,
         }
     }
 
@@ -120,6 +122,7 @@ impl DeviceRaw {
         match self {
             DeviceRaw::SerialScanner(d) => &d.station,
             DeviceRaw::ModbusTcp(d) => &d.station,
+            DeviceRaw::ModbusRtu(d) => &d.station,
         }
     }
 }
@@ -163,6 +166,44 @@ pub struct ModbusTcpRaw {
     pub reconnect_max: Option<Spanned<String>>,
     pub max_gap: Option<Spanned<i64>>,
     pub heartbeat: Option<Spanned<String>>,
+    #[serde(default)]
+    pub register: Vec<Spanned<RegisterRaw>>,
+}
+
+/// One RS-485 bus (`type = "modbus-rtu"`): serial line keys as the scanner,
+/// poll keys as modbus-tcp, and its `[[device.unit]]` slaves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusRtuRaw {
+    pub id: Spanned<String>,
+    /// Already read to pick this struct; accepted here so it is not "unknown".
+    #[serde(rename = "type")]
+    pub _type: IgnoredAny,
+    pub station: Spanned<String>,
+    pub path: Spanned<String>,
+    pub baud: Option<Spanned<i64>>,
+    pub data_bits: Option<Spanned<i64>>,
+    pub parity: Option<Spanned<String>>,
+    pub stop_bits: Option<Spanned<i64>>,
+    pub flow_control: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub reconnect_min: Option<Spanned<String>>,
+    pub reconnect_max: Option<Spanned<String>>,
+    pub max_gap: Option<Spanned<i64>>,
+    pub heartbeat: Option<Spanned<String>>,
+    pub silent_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub unit: Vec<Spanned<RtuUnitRaw>>,
+}
+
+/// One `[[device.unit]]`: a slave on an RS-485 bus.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtuUnitRaw {
+    pub unit_id: Spanned<i64>,
+    pub name: Option<Spanned<String>>,
+    pub station: Option<Spanned<String>>,
     #[serde(default)]
     pub register: Vec<Spanned<RegisterRaw>>,
 }
@@ -317,6 +358,10 @@ fn parse_device(
         ),
         "modbus-tcp" => DeviceRaw::ModbusTcp(
             ModbusTcpRaw::deserialize(toml::de::ValueDeserializer::from(item))
+                .map_err(|e| serde_error(src, pristine, &e))?,
+        ),
+        "modbus-rtu" => DeviceRaw::ModbusRtu(
+            ModbusRtuRaw::deserialize(toml::de::ValueDeserializer::from(item))
                 .map_err(|e| serde_error(src, pristine, &e))?,
         ),
         other => {
@@ -484,6 +529,13 @@ const DURATION_FORM: &str = "a duration such as \"250ms\" or \"5s\"";
 
 /// The expected form of a key, by its normalized path (`device.baud`).
 pub fn expected_for(key: &str) -> Option<String> {
+    // A unit's registers take exactly the keys of a device's registers.
+    if let Some(rest) = key.strip_prefix("device.unit.register") {
+        if rest == ".name" {
+            return Some(format!("a name unique within the unit, {ID_FORM}"));
+        }
+        return expected_for(&format!("device.register{rest}"));
+    }
     let s = match key {
         "gateway" => "a [gateway] table with id, site, line and data_dir",
         "gateway.id" | "gateway.site" | "gateway.line" | "station.id" | "device.id" => ID_FORM,
@@ -556,6 +608,19 @@ pub fn expected_for(key: &str) -> Option<String> {
             "a duration of at least 1s and at least poll_interval, such as \"60s\""
         }
         "device.register" => "[[device.register]] tables, one per mapped value",
+        "device.silent_interval" => {
+            "a duration from 1ms to 1s such as \"2ms\" (default: 3.5 characters at the baud rate, at least 1.75ms)"
+        }
+        "device.unit" => {
+            "[[device.unit]] tables, one per slave on the bus, each with unit_id and registers"
+        }
+        "device.unit.unit_id" => "a Modbus slave address from 1 to 247, unique on the bus",
+        "device.unit.name" => {
+            return Some(format!(
+                "a name unique on the bus, {ID_FORM} (default \"unit-<unit_id>\")"
+            ));
+        }
+        "device.unit.station" => "the id of a [[station]]",
         "device.register.name" => {
             return Some(format!("a name unique within the device, {ID_FORM}"));
         }

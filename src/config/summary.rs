@@ -91,43 +91,42 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
                     host_port(&mb.host, mb.port),
                     mb.unit_id
                 )?;
-                let p = &mb.poll;
-                let heartbeat = match p.heartbeat {
-                    Some(hb) => format!(", heartbeat {}", fmt_duration(hb)),
-                    None => String::new(),
-                };
-                writeln!(
-                    out,
-                    "    poll every {}, timeout {}, max gap {}{heartbeat}",
-                    fmt_duration(p.interval),
-                    fmt_duration(p.timeout),
-                    p.max_gap
-                )?;
+                writeln!(out, "    {}", poll_text(&mb.poll))?;
                 for r in &mb.registers {
                     writeln!(out, "    {}", register_line(r))?;
                 }
             }
+            DeviceKind::ModbusRtu(bus) => {
+                writeln!(
+                    out,
+                    "  {} ({}) at station {}: {}",
+                    d.id,
+                    d.kind.type_name(),
+                    d.station,
+                    bus.path.display()
+                )?;
+                writeln!(
+                    out,
+                    "    {}, silent interval {}",
+                    line_text(&bus.line),
+                    fmt_duration(bus.silent_interval)
+                )?;
+                writeln!(out, "    {}", poll_text(&bus.poll))?;
+                for u in &bus.units {
+                    writeln!(
+                        out,
+                        "    unit {} as device {} at station {}",
+                        u.unit_id,
+                        u.device_id(&d.id),
+                        u.station
+                    )?;
+                    for r in &u.registers {
+                        writeln!(out, "      {}", register_line(r))?;
+                    }
+                }
+            }
             DeviceKind::SerialScanner(sc) => {
-                let l = &sc.line;
                 let f = &sc.framing;
-                let data_bits = match l.data_bits {
-                    DataBits::Seven => 7,
-                    DataBits::Eight => 8,
-                };
-                let parity = match l.parity {
-                    Parity::None => 'N',
-                    Parity::Even => 'E',
-                    Parity::Odd => 'O',
-                };
-                let stop_bits = match l.stop_bits {
-                    StopBits::One => 1,
-                    StopBits::Two => 2,
-                };
-                let flow = match l.flow_control {
-                    FlowControl::None => "none",
-                    FlowControl::Software => "software",
-                    FlowControl::Hardware => "hardware",
-                };
                 let mut framing = format!("suffix {}", bytes_name(&f.suffix));
                 if !f.prefix.is_empty() {
                     framing.push_str(&format!(", prefix {}", bytes_name(&f.prefix)));
@@ -143,15 +142,51 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
                     d.station,
                     sc.path.display()
                 )?;
-                writeln!(
-                    out,
-                    "    {} {data_bits}{parity}{stop_bits}, flow control {flow}, {framing}",
-                    l.baud
-                )?;
+                writeln!(out, "    {}, {framing}", line_text(&sc.line))?;
             }
         }
     }
     Ok(())
+}
+
+/// `19200 8E1, flow control none`.
+fn line_text(l: &SerialLine) -> String {
+    let data_bits = match l.data_bits {
+        DataBits::Seven => 7,
+        DataBits::Eight => 8,
+    };
+    let parity = match l.parity {
+        Parity::None => 'N',
+        Parity::Even => 'E',
+        Parity::Odd => 'O',
+    };
+    let stop_bits = match l.stop_bits {
+        StopBits::One => 1,
+        StopBits::Two => 2,
+    };
+    let flow = match l.flow_control {
+        FlowControl::None => "none",
+        FlowControl::Software => "software",
+        FlowControl::Hardware => "hardware",
+    };
+    format!(
+        "{} {data_bits}{parity}{stop_bits}, flow control {flow}",
+        l.baud
+    )
+}
+
+/// `poll every 1s, timeout 1s, max gap 8[, heartbeat 1m]`.
+fn poll_text(p: &PollConfig) -> String {
+    let heartbeat = match p.heartbeat {
+        Some(hb) => format!(", heartbeat {}", fmt_duration(hb)),
+        None => String::new(),
+    };
+    format!(
+        "poll every {}, timeout {}, max gap {}{heartbeat}",
+        fmt_duration(p.interval),
+        fmt_duration(p.timeout),
+        p.max_gap
+    )
 }
 
 /// `host:port`, with brackets around an IPv6 address.

@@ -14,8 +14,9 @@ use toml::Spanned;
 use super::error::{ConfigError, Source};
 use super::model::*;
 use super::raw::{
-    AddressRaw, DeviceEntry, DeviceRaw, ModbusTcpRaw, MqttRaw, RawConfig, RegisterRaw, ScanRuleRaw,
-    SerialScannerRaw, SizeRaw, StationRaw, StoreRaw, expected_for, normalize,
+    AddressRaw, DeviceEntry, DeviceRaw, ModbusRtuRaw, ModbusTcpRaw, MqttRaw, RawConfig,
+    RegisterRaw, RtuUnitRaw, ScanRuleRaw, SerialScannerRaw, SizeRaw, StationRaw, StoreRaw,
+    expected_for, normalize,
 };
 
 const KIB: u64 = 1024;
@@ -111,6 +112,25 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         stations,
         devices,
     })
+}
+
+/// The poll keys as written (shared by modbus-tcp and modbus-rtu).
+struct PollRaw<'a> {
+    interval: Option<&'a Spanned<String>>,
+    timeout: Option<&'a Spanned<String>>,
+    reconnect_min: Option<&'a Spanned<String>>,
+    reconnect_max: Option<&'a Spanned<String>>,
+    max_gap: Option<&'a Spanned<i64>>,
+    heartbeat: Option<&'a Spanned<String>>,
+}
+
+/// The serial line keys as written (shared by serial-scanner and modbus-rtu).
+struct LineRaw<'a> {
+    baud: Option<&'a Spanned<i64>>,
+    data_bits: Option<&'a Spanned<i64>>,
+    parity: Option<&'a Spanned<String>>,
+    stop_bits: Option<&'a Spanned<i64>>,
+    flow_control: Option<&'a Spanned<String>>,
 }
 
 struct Validator<'a> {
@@ -615,6 +635,9 @@ impl Validator<'_> {
             DeviceRaw::ModbusTcp(m) => {
                 DeviceKind::ModbusTcp(self.modbus_tcp(&prefix, d, m, &station, stations)?)
             }
+            DeviceRaw::ModbusRtu(m) => {
+                DeviceKind::ModbusRtu(self.modbus_rtu(&prefix, d, m, &station, stations)?)
+            }
         };
         Ok(DeviceConfig { id, station, kind })
     }
@@ -674,15 +697,48 @@ impl Validator<'_> {
         }
         let port = self.int(m.port.as_ref(), &key("port"), 502, 1..=65535)?;
         let unit_id = self.int(m.unit_id.as_ref(), &key("unit_id"), 1, 0..=255)?;
+        let poll = self.poll(
+            prefix,
+            d,
+            PollRaw {
+                interval: m.poll_interval.as_ref(),
+                timeout: m.timeout.as_ref(),
+                reconnect_min: m.reconnect_min.as_ref(),
+                reconnect_max: m.reconnect_max.as_ref(),
+                max_gap: m.max_gap.as_ref(),
+                heartbeat: m.heartbeat.as_ref(),
+            },
+        )?;
+        let registers = self.register_map(
+            prefix,
+            d.span.clone(),
+            &m.register,
+            device_station,
+            stations,
+            "a modbus-tcp device needs at least one [[device.register]]",
+        )?;
+
+        Ok(ModbusTcpConfig {
+            host,
+            port: u16::try_from(port).unwrap_or(502),
+            unit_id: u8::try_from(unit_id).unwrap_or(1),
+            poll,
+            registers,
+        })
+    }
+
+    /// The poll keys shared by Modbus TCP devices and RTU buses.
+    fn poll(&self, prefix: &str, d: &DeviceEntry, m: PollRaw<'_>) -> Result<PollConfig> {
+        let key = |k: &str| format!("{prefix}.{k}");
         let interval = self.duration(
-            m.poll_interval.as_ref(),
+            m.interval,
             &key("poll_interval"),
             Duration::from_secs(1),
             Duration::from_millis(10),
             Some(Duration::from_secs(3600)),
         )?;
         let timeout = self.duration(
-            m.timeout.as_ref(),
+            m.timeout,
             &key("timeout"),
             Duration::from_secs(1),
             Duration::from_millis(10),
@@ -690,18 +746,17 @@ impl Validator<'_> {
         )?;
         let reconnect = self.backoff(
             prefix,
-            m.reconnect_min.as_ref(),
-            m.reconnect_max.as_ref(),
+            m.reconnect_min,
+            m.reconnect_max,
             BackoffConfig {
                 min: Duration::from_millis(500),
                 max: Duration::from_secs(30),
             },
             d.span.clone(),
         )?;
-        let max_gap = self.int(m.max_gap.as_ref(), &key("max_gap"), 8, 0..=124)?;
+        let max_gap = self.int(m.max_gap, &key("max_gap"), 8, 0..=124)?;
         let heartbeat = m
             .heartbeat
-            .as_ref()
             .map(|v| {
                 let hb = self.duration(
                     Some(v),
@@ -724,30 +779,43 @@ impl Validator<'_> {
                 Ok(hb)
             })
             .transpose()?;
+        Ok(PollConfig {
+            interval,
+            timeout,
+            reconnect,
+            max_gap: u16::try_from(max_gap).unwrap_or(8),
+            heartbeat,
+        })
+    }
 
-        if m.register.is_empty() {
-            return Err(self.err(
-                d.span.clone(),
-                &key("register"),
-                "a modbus-tcp device needs at least one [[device.register]]",
-            ));
+    /// A register map (`[[….register]]` under `prefix`): at least one entry,
+    /// names unique, no two entries sharing a register (or bit) of a table.
+    fn register_map(
+        &self,
+        prefix: &str,
+        owner_span: Range<usize>,
+        raw: &[Spanned<RegisterRaw>],
+        default_station: &str,
+        stations: &[StationConfig],
+        empty_message: &str,
+    ) -> Result<Vec<RegisterConfig>> {
+        if raw.is_empty() {
+            return Err(self.err(owner_span, &format!("{prefix}.register"), empty_message));
         }
-        let registers = m
-            .register
+        let registers = raw
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 self.register(
                     &format!("{prefix}.register[{i}]"),
                     r,
-                    device_station,
+                    default_station,
                     stations,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
         self.unique(
-            m.register
-                .iter()
+            raw.iter()
                 .enumerate()
                 .map(|(i, r)| (&r.get_ref().name, format!("{prefix}.register[{i}].name"))),
             "register name",
@@ -760,9 +828,9 @@ impl Validator<'_> {
                 o.table == r.table && u32::from(o.address) <= end && u32::from(r.address) <= o_end
             });
             if let Some((j, o)) = earlier {
-                let raw = m.register[i].get_ref();
+                let entry = raw[i].get_ref();
                 return Err(self.err_plain(
-                    raw.address.span(),
+                    entry.address.span(),
                     &format!("{prefix}.register[{i}].address"),
                     format!(
                         "\"{}\" ({}) overlaps \"{}\" ({}, line {}): two entries share a register",
@@ -770,23 +838,208 @@ impl Validator<'_> {
                         span_text(r),
                         o.name,
                         span_text(o),
-                        self.line_of(&m.register[j].get_ref().name.span())
+                        self.line_of(&raw[j].get_ref().name.span())
                     ),
                 ));
             }
         }
+        Ok(registers)
+    }
 
-        Ok(ModbusTcpConfig {
-            host,
-            port: u16::try_from(port).unwrap_or(502),
-            unit_id: u8::try_from(unit_id).unwrap_or(1),
-            poll: PollConfig {
-                interval,
-                timeout,
-                reconnect,
-                max_gap: u16::try_from(max_gap).unwrap_or(8),
-                heartbeat,
+    /// The serial line keys shared by scanners and RTU buses.
+    fn serial_line(&self, prefix: &str, l: LineRaw<'_>, default: SerialLine) -> Result<SerialLine> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let baud = match l.baud {
+            None => default.baud,
+            Some(b) => u32::try_from(*b.get_ref())
+                .ok()
+                .filter(|rate| BAUD_RATES.contains(rate))
+                .ok_or_else(|| {
+                    self.err(
+                        b.span(),
+                        &key("baud"),
+                        format!("{} is not a standard baud rate", b.get_ref()),
+                    )
+                })?,
+        };
+        let data_bits = match l.data_bits {
+            None => default.data_bits,
+            Some(_) => match self.int(l.data_bits, &key("data_bits"), 8, 7..=8)? {
+                7 => DataBits::Seven,
+                _ => DataBits::Eight,
             },
+        };
+        let stop_bits = match l.stop_bits {
+            None => default.stop_bits,
+            Some(_) => match self.int(l.stop_bits, &key("stop_bits"), 1, 1..=2)? {
+                2 => StopBits::Two,
+                _ => StopBits::One,
+            },
+        };
+        let parity = self.choice(
+            l.parity,
+            &key("parity"),
+            default.parity,
+            &[
+                ("none", Parity::None),
+                ("even", Parity::Even),
+                ("odd", Parity::Odd),
+            ],
+        )?;
+        let flow_control = self.choice(
+            l.flow_control,
+            &key("flow_control"),
+            default.flow_control,
+            &[
+                ("none", FlowControl::None),
+                ("software", FlowControl::Software),
+                ("hardware", FlowControl::Hardware),
+            ],
+        )?;
+        Ok(SerialLine {
+            baud,
+            data_bits,
+            parity,
+            stop_bits,
+            flow_control,
+        })
+    }
+
+    fn modbus_rtu(
+        &self,
+        prefix: &str,
+        d: &DeviceEntry,
+        m: &ModbusRtuRaw,
+        bus_station: &str,
+        stations: &[StationConfig],
+    ) -> Result<ModbusRtuConfig> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let path = self.path(&m.path, &key("path"))?;
+        let line = self.serial_line(
+            prefix,
+            LineRaw {
+                baud: m.baud.as_ref(),
+                data_bits: m.data_bits.as_ref(),
+                parity: m.parity.as_ref(),
+                stop_bits: m.stop_bits.as_ref(),
+                flow_control: m.flow_control.as_ref(),
+            },
+            SerialLine {
+                baud: 19200,
+                parity: Parity::Even,
+                ..SerialLine::default()
+            },
+        )?;
+        let poll = self.poll(
+            prefix,
+            d,
+            PollRaw {
+                interval: m.poll_interval.as_ref(),
+                timeout: m.timeout.as_ref(),
+                reconnect_min: m.reconnect_min.as_ref(),
+                reconnect_max: m.reconnect_max.as_ref(),
+                max_gap: m.max_gap.as_ref(),
+                heartbeat: m.heartbeat.as_ref(),
+            },
+        )?;
+        let silent_interval = self.duration(
+            m.silent_interval.as_ref(),
+            &key("silent_interval"),
+            default_silent_interval(&line),
+            Duration::from_millis(1),
+            Some(Duration::from_secs(1)),
+        )?;
+        if m.unit.is_empty() {
+            return Err(self.err(
+                d.span.clone(),
+                &key("unit"),
+                "a modbus-rtu bus needs at least one [[device.unit]]",
+            ));
+        }
+        let units = m
+            .unit
+            .iter()
+            .enumerate()
+            .map(|(i, u)| self.rtu_unit(&format!("{prefix}.unit[{i}]"), u, bus_station, stations))
+            .collect::<Result<Vec<_>>>()?;
+        // Duplicate unit ids break the whole bus (two slaves answer at once).
+        let mut seen: HashMap<u8, Range<usize>> = HashMap::new();
+        for (i, (u, raw)) in units.iter().zip(&m.unit).enumerate() {
+            let span = raw.get_ref().unit_id.span();
+            if let Some(first) = seen.get(&u.unit_id) {
+                return Err(self.err_plain(
+                    span,
+                    &format!("{prefix}.unit[{i}].unit_id"),
+                    format!(
+                        "duplicate unit id {} on this bus (first defined at line {}): two slaves \
+                         with one address answer at once and garble each other",
+                        u.unit_id,
+                        self.line_of(first)
+                    ),
+                ));
+            }
+            seen.insert(u.unit_id, span);
+        }
+        let mut names: HashMap<&str, Range<usize>> = HashMap::new();
+        for (i, (u, raw)) in units.iter().zip(&m.unit).enumerate() {
+            let r = raw.get_ref();
+            let span = r
+                .name
+                .as_ref()
+                .map_or_else(|| r.unit_id.span(), |n| n.span());
+            if let Some(first) = names.get(u.name.as_str()) {
+                return Err(self.err_plain(
+                    span,
+                    &format!("{prefix}.unit[{i}].name"),
+                    format!(
+                        "duplicate unit name \"{}\" on this bus (first defined at line {})",
+                        u.name,
+                        self.line_of(first)
+                    ),
+                ));
+            }
+            names.insert(&u.name, span);
+        }
+        Ok(ModbusRtuConfig {
+            path,
+            line,
+            poll,
+            silent_interval,
+            units,
+        })
+    }
+
+    fn rtu_unit(
+        &self,
+        prefix: &str,
+        raw: &Spanned<RtuUnitRaw>,
+        bus_station: &str,
+        stations: &[StationConfig],
+    ) -> Result<RtuUnit> {
+        let u = raw.get_ref();
+        let key = |k: &str| format!("{prefix}.{k}");
+        let unit_id = self.int(Some(&u.unit_id), &key("unit_id"), 1, 1..=247)?;
+        let unit_id = u8::try_from(unit_id).unwrap_or(1);
+        let name = match &u.name {
+            Some(n) => self.id(n, &key("name"))?,
+            None => format!("unit-{unit_id}"),
+        };
+        let station = match &u.station {
+            Some(st) => self.station_ref(st, &key("station"), stations)?,
+            None => bus_station.to_owned(),
+        };
+        let registers = self.register_map(
+            prefix,
+            raw.span(),
+            &u.register,
+            &station,
+            stations,
+            &format!("unit {unit_id} needs at least one [[device.unit.register]]"),
+        )?;
+        Ok(RtuUnit {
+            unit_id,
+            name,
+            station,
             registers,
         })
     }
@@ -1038,46 +1291,16 @@ impl Validator<'_> {
         let key = |k: &str| format!("{prefix}.{k}");
         let path = self.path(&s.path, &key("path"))?;
 
-        let baud = match &s.baud {
-            None => 9600,
-            Some(b) => u32::try_from(*b.get_ref())
-                .ok()
-                .filter(|rate| BAUD_RATES.contains(rate))
-                .ok_or_else(|| {
-                    self.err(
-                        b.span(),
-                        &key("baud"),
-                        format!("{} is not a standard baud rate", b.get_ref()),
-                    )
-                })?,
-        };
-        let data_bits = match self.int(s.data_bits.as_ref(), &key("data_bits"), 8, 7..=8)? {
-            7 => DataBits::Seven,
-            _ => DataBits::Eight,
-        };
-        let stop_bits = match self.int(s.stop_bits.as_ref(), &key("stop_bits"), 1, 1..=2)? {
-            2 => StopBits::Two,
-            _ => StopBits::One,
-        };
-        let parity = self.choice(
-            s.parity.as_ref(),
-            &key("parity"),
-            Parity::None,
-            &[
-                ("none", Parity::None),
-                ("even", Parity::Even),
-                ("odd", Parity::Odd),
-            ],
-        )?;
-        let flow_control = self.choice(
-            s.flow_control.as_ref(),
-            &key("flow_control"),
-            FlowControl::None,
-            &[
-                ("none", FlowControl::None),
-                ("software", FlowControl::Software),
-                ("hardware", FlowControl::Hardware),
-            ],
+        let line = self.serial_line(
+            prefix,
+            LineRaw {
+                baud: s.baud.as_ref(),
+                data_bits: s.data_bits.as_ref(),
+                parity: s.parity.as_ref(),
+                stop_bits: s.stop_bits.as_ref(),
+                flow_control: s.flow_control.as_ref(),
+            },
+            SerialLine::default(),
         )?;
 
         let suffix = match &s.suffix {
@@ -1132,13 +1355,7 @@ impl Validator<'_> {
 
         Ok(SerialScannerConfig {
             path,
-            line: SerialLine {
-                baud,
-                data_bits,
-                parity,
-                stop_bits,
-                flow_control,
-            },
+            line,
             framing: FramingConfig {
                 prefix: prefix_bytes,
                 suffix,
@@ -1153,14 +1370,16 @@ impl Validator<'_> {
     fn unique_device_paths(&self, devices: &[DeviceEntry]) -> Result<()> {
         let mut seen: HashMap<PathBuf, (&str, Range<usize>)> = HashMap::new();
         for d in devices {
-            let DeviceRaw::SerialScanner(s) = &d.kind else {
-                continue;
+            let (id, raw_path) = match &d.kind {
+                DeviceRaw::SerialScanner(s) => (&s.id, &s.path),
+                DeviceRaw::ModbusRtu(m) => (&m.id, &m.path),
+                DeviceRaw::ModbusTcp(_) => continue,
             };
             let key = format!("device[{}].path", d.index);
-            let path = self.path(&s.path, &key)?;
+            let path = self.path(raw_path, &key)?;
             if let Some((other, first)) = seen.get(&path) {
                 return Err(self.err_plain(
-                    s.path.span(),
+                    raw_path.span(),
                     &key,
                     format!(
                         "{} is already used by device \"{other}\" (line {})",
@@ -1169,7 +1388,7 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            seen.insert(path, (s.id.get_ref(), s.path.span()));
+            seen.insert(path, (id.get_ref(), raw_path.span()));
         }
         Ok(())
     }

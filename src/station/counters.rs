@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DeviceConfig, DeviceKind, Role};
+use crate::config::{DeviceConfig, DeviceKind, RegisterConfig, Role};
 use crate::devices::Sample;
 use crate::record::Body;
 
@@ -130,25 +130,41 @@ impl Counters {
     ) -> Self {
         let mut c = Counters::default();
         for d in devices {
-            let DeviceKind::ModbusTcp(m) = &d.kind else {
-                continue;
+            // Counters are keyed by the `device` of the samples: the device
+            // id for a TCP PLC, `<bus>/<unit name>` for a unit on an RTU bus.
+            let maps: Vec<(String, &[RegisterConfig], Option<Duration>)> = match &d.kind {
+                DeviceKind::ModbusTcp(m) => vec![(d.id.clone(), &m.registers, m.poll.heartbeat)],
+                DeviceKind::ModbusRtu(bus) => bus
+                    .units
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.device_id(&d.id),
+                            u.registers.as_slice(),
+                            bus.poll.heartbeat,
+                        )
+                    })
+                    .collect(),
+                DeviceKind::SerialScanner(_) => continue,
             };
-            for r in &m.registers {
-                let key = (d.id.clone(), r.name.clone());
-                c.specs.insert(
-                    key.clone(),
-                    Spec {
-                        max_rate: r.max_rate,
-                        heartbeat: m.poll.heartbeat,
-                    },
-                );
-                if r.role == Role::Counter {
-                    let mark = restore(&counter_key(&d.id, &r.name)).and_then(|b| {
-                        serde_json::from_slice::<CounterMark>(&b)
-                            .inspect_err(|e| tracing::error!(device = %d.id, register = %r.name, error = %e, "persisted counter unreadable; next value is a new baseline"))
-                            .ok()
-                    });
-                    c.seen.entry(key).or_default().counter = mark;
+            for (device, registers, heartbeat) in maps {
+                for r in registers {
+                    let key = (device.clone(), r.name.clone());
+                    c.specs.insert(
+                        key.clone(),
+                        Spec {
+                            max_rate: r.max_rate,
+                            heartbeat,
+                        },
+                    );
+                    if r.role == Role::Counter {
+                        let mark = restore(&counter_key(&device, &r.name)).and_then(|b| {
+                            serde_json::from_slice::<CounterMark>(&b)
+                                .inspect_err(|e| tracing::error!(%device, register = %r.name, error = %e, "persisted counter unreadable; next value is a new baseline"))
+                                .ok()
+                        });
+                        c.seen.entry(key).or_default().counter = mark;
+                    }
                 }
             }
         }

@@ -10,6 +10,7 @@
 
 pub mod decode;
 pub mod plan;
+pub mod rtu;
 pub mod sim;
 pub mod tcp;
 
@@ -24,6 +25,9 @@ pub use tcp::{probe, run};
 /// What [`probe`] found for one register map entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRow {
+    /// The RTU unit (slave address) the entry belongs to; `None` for a TCP
+    /// device (one unit per device).
+    pub unit: Option<u8>,
     pub name: String,
     pub table: Table,
     /// 0-based PDU address.
@@ -73,7 +77,28 @@ fn value_str(value: f64, data_type: DataType) -> String {
 /// NAME     TABLE    ADDR  MODICON  TYPE  ORDER  ROLE     STATION  RAW            VALUE
 /// good     holding  0     40001    u32   CDAB   counter  st1      0x5678 0x1234  305419896
 /// ```
+///
+/// Rows of an RTU bus (with a `unit`) get a leading `UNIT` column.
 pub fn render_probe(rows: &[ProbeRow]) -> String {
+    let table = render_table(rows);
+    if rows.iter().all(|r| r.unit.is_none()) {
+        return table;
+    }
+    let units: Vec<String> = std::iter::once("UNIT".to_owned())
+        .chain(
+            rows.iter()
+                .map(|r| r.unit.map_or_else(|| "-".to_owned(), |u| u.to_string())),
+        )
+        .collect();
+    let width = units.iter().map(String::len).max().unwrap_or(4);
+    table
+        .lines()
+        .zip(&units)
+        .map(|(line, unit)| format!("{unit:<width$}  {line}\n"))
+        .collect()
+}
+
+fn render_table(rows: &[ProbeRow]) -> String {
     const HEADER: [&str; 10] = [
         "NAME", "TABLE", "ADDR", "MODICON", "TYPE", "ORDER", "ROLE", "STATION", "RAW", "VALUE",
     ];
@@ -145,6 +170,7 @@ mod tests {
 
     fn row(name: &str, table: Table, address: u16, data_type: DataType) -> ProbeRow {
         ProbeRow {
+            unit: None,
             name: name.into(),
             table,
             address,

@@ -43,7 +43,7 @@ use super::decode::{RawValue, decode};
 use super::plan::{Block, Item, Plan, plan};
 use super::{ProbeError, ProbeRaw, ProbeRow};
 use crate::clock;
-use crate::config::{ModbusTcpConfig, Table};
+use crate::config::{ModbusTcpConfig, RegisterConfig, Table};
 use crate::devices::backoff::Backoff;
 use crate::devices::health::DeviceHealth;
 use crate::devices::{DeviceEvent, Reading, Sample};
@@ -68,7 +68,10 @@ pub(crate) enum ReadError {
     Exception(ExceptionCode),
     /// The PLC answered with the wrong shape: the link is fine, the reply unusable.
     Malformed(String),
-    /// No reply in time, or the connection failed: the link is gone.
+    /// No reply within the timeout. Over TCP the link is taken as gone; on
+    /// an RS-485 bus only the addressed unit is.
+    Timeout(String),
+    /// The connection (or port) failed, or the reply was unusable as a frame.
     Link(String),
 }
 
@@ -112,7 +115,7 @@ async fn connect(cfg: &ModbusTcpConfig) -> Result<Context, String> {
     ))
 }
 
-fn describe(block: &Block) -> String {
+pub(crate) fn describe(block: &Block) -> String {
     format!(
         "{} {}..{}",
         block.table.as_str(),
@@ -122,7 +125,7 @@ fn describe(block: &Block) -> String {
 }
 
 /// Reads one block within `timeout`, checking the reply's shape.
-async fn read_block(
+pub(crate) async fn read_block(
     ctx: &mut Context,
     block: &Block,
     timeout: Duration,
@@ -136,7 +139,7 @@ async fn read_block(
     };
     let reply = match tokio::time::timeout(timeout, ctx.call(request)).await {
         Err(_) => {
-            return Err(ReadError::Link(format!(
+            return Err(ReadError::Timeout(format!(
                 "no reply within {timeout:?} (reading {})",
                 describe(block)
             )));
@@ -204,7 +207,7 @@ fn link_error(e: &tokio_modbus::Error) -> String {
 }
 
 /// The part of a block's reply that belongs to `item`.
-fn item_raw<'a>(data: &'a BlockData, item: &Item) -> Option<RawValue<'a>> {
+pub(crate) fn item_raw<'a>(data: &'a BlockData, item: &Item) -> Option<RawValue<'a>> {
     let from = usize::from(item.offset);
     let to = from + usize::from(item.width);
     match data {
@@ -402,7 +405,9 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
                         }
                         Some(d)
                     }
-                    Err(ReadError::Link(msg)) => return SessionEnd::Gone { msg, online_since },
+                    Err(ReadError::Link(msg) | ReadError::Timeout(msg)) => {
+                        return SessionEnd::Gone { msg, online_since };
+                    }
                     Err(ReadError::Exception(code)) => {
                         let reason = format!(
                             "modbus exception reading {}: {}",
@@ -531,7 +536,31 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
 pub async fn probe(cfg: &ModbusTcpConfig) -> Result<Vec<ProbeRow>, ProbeError> {
     let plan = plan(&cfg.registers, cfg.poll.max_gap);
     let mut ctx = connect(cfg).await.map_err(ProbeError::Connect)?;
-    let n = cfg.registers.len();
+    let mut reads = Vec::with_capacity(plan.blocks.len());
+    let mut lost: Option<String> = None;
+    for block in &plan.blocks {
+        let read = match &lost {
+            Some(msg) => Err(ReadError::Link(format!("not read, connection lost: {msg}"))),
+            None => read_block(&mut ctx, block, cfg.poll.timeout).await,
+        };
+        if let Err(ReadError::Link(m) | ReadError::Timeout(m)) = &read {
+            lost.get_or_insert(m.clone());
+        }
+        reads.push(read);
+    }
+    drop(ctx);
+    Ok(probe_rows(&cfg.registers, &plan, &reads, None))
+}
+
+/// The probe rows of a register map, in config order, from the reads of
+/// its planned blocks (`reads[i]` answers `plan.blocks[i]`).
+pub(crate) fn probe_rows(
+    registers: &[RegisterConfig],
+    plan: &Plan,
+    reads: &[Result<BlockData, ReadError>],
+    unit: Option<u8>,
+) -> Vec<ProbeRow> {
+    let n = registers.len();
     let mut outcome: Vec<(ProbeRaw, Result<f64, String>)> = (0..n)
         .map(|_| (ProbeRaw::Missing, Err("not read".to_owned())))
         .collect();
@@ -540,20 +569,14 @@ pub async fn probe(cfg: &ModbusTcpConfig) -> Result<Vec<ProbeRow>, ProbeError> {
             o.1 = Err("runs past address 65535".to_owned());
         }
     }
-    let mut lost: Option<String> = None;
-    for block in &plan.blocks {
-        let read = match &lost {
-            Some(msg) => Err(ReadError::Link(format!("not read, connection lost: {msg}"))),
-            None => read_block(&mut ctx, block, cfg.poll.timeout).await,
-        };
+    for (block, read) in plan.blocks.iter().zip(reads) {
         for item in &block.items {
-            let (Some(reg), Some(slot)) = (
-                cfg.registers.get(item.register),
-                outcome.get_mut(item.register),
-            ) else {
+            let (Some(reg), Some(slot)) =
+                (registers.get(item.register), outcome.get_mut(item.register))
+            else {
                 continue;
             };
-            *slot = match &read {
+            *slot = match read {
                 Ok(d) => match item_raw(d, item) {
                     Some(raw) => {
                         let shown = match raw {
@@ -575,19 +598,17 @@ pub async fn probe(cfg: &ModbusTcpConfig) -> Result<Vec<ProbeRow>, ProbeError> {
                 Err(ReadError::Malformed(m)) => {
                     (ProbeRaw::Missing, Err(format!("malformed reply: {m}")))
                 }
-                Err(ReadError::Link(m)) => (ProbeRaw::Missing, Err(m.clone())),
+                Err(ReadError::Link(m) | ReadError::Timeout(m)) => {
+                    (ProbeRaw::Missing, Err(m.clone()))
+                }
             };
         }
-        if let Err(ReadError::Link(m)) = read {
-            lost.get_or_insert(m);
-        }
     }
-    drop(ctx);
-    Ok(cfg
-        .registers
+    registers
         .iter()
         .zip(outcome)
         .map(|(reg, (raw, value))| ProbeRow {
+            unit,
             name: reg.name.clone(),
             table: reg.table,
             address: reg.address,
@@ -599,5 +620,5 @@ pub async fn probe(cfg: &ModbusTcpConfig) -> Result<Vec<ProbeRow>, ProbeError> {
             raw,
             value,
         })
-        .collect())
+        .collect()
 }
