@@ -109,7 +109,7 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
                     out,
                     "    {}, silent interval {}",
                     line_text(&bus.line),
-                    fmt_duration(bus.silent_interval)
+                    millis(bus.silent_interval)
                 )?;
                 writeln!(out, "    {}", poll_text(&bus.poll))?;
                 for u in &bus.units {
@@ -147,6 +147,12 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         }
     }
     Ok(())
+}
+
+/// `2.005ms`: sub-millisecond precision for bus timings.
+fn millis(d: std::time::Duration) -> String {
+    let ms = format!("{:.3}", d.as_secs_f64() * 1000.0);
+    format!("{}ms", ms.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// `19200 8E1, flow control none`.

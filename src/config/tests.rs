@@ -61,6 +61,32 @@ macro_rules! good {
     };
 }
 
+/// A modbus-rtu bus (`device[1]`) to append after `BASE`: `[[device]]` at
+/// line 15, then `id`, `type`, `station`, `path` (line 19); the parts follow
+/// from line 20.
+macro_rules! rtu {
+    ($($part:expr),* $(,)?) => {
+        concat!(
+            "[[device]]\nid = \"bus\"\ntype = \"modbus-rtu\"\nstation = \"st10\"\npath = \"/dev/ttyUSB1\"\n",
+            $($part),*
+        )
+    };
+}
+
+/// A unit: header and `unit_id` (two lines).
+macro_rules! unit {
+    ($id:literal) => {
+        concat!("[[device.unit]]\nunit_id = ", $id, "\n")
+    };
+}
+
+/// A unit's register, six lines like `good!()`.
+macro_rules! ureg {
+    () => {
+        "[[device.unit.register]]\nname = \"good\"\ntable = \"holding\"\naddress = 0\ntype = \"u32\"\nrole = \"counter\"\n"
+    };
+}
+
 const CASES: &[Case] = &[
     // --- unknown keys, everywhere ---
     Case {
@@ -1078,6 +1104,252 @@ const CASES: &[Case] = &[
         message: "\"total\" (input 9..=12) overlaps \"temp\" (input 10..=11, line 21)",
         expected: "",
     },
+    // --- modbus-rtu buses ---
+    Case {
+        name: "rtu: unknown bus key",
+        edits: &[],
+        append: rtu!("bauds = 9600\n", unit!("1"), ureg!()),
+        line: 20,
+        column: 1,
+        key: "device[1].bauds",
+        message: "unknown key `bauds`",
+        expected: "`silent_interval`",
+    },
+    Case {
+        name: "rtu: unknown unit key",
+        edits: &[],
+        append: rtu!("", unit!("1"), "slave = 2\n", ureg!()),
+        line: 22,
+        column: 1,
+        key: "device[1].unit[0].slave",
+        message: "unknown key `slave`",
+        expected: "`unit_id`",
+    },
+    Case {
+        name: "rtu: unknown key in a unit's register",
+        edits: &[],
+        append: rtu!("", unit!("1"), ureg!(), "scalee = 2\n"),
+        line: 28,
+        column: 1,
+        key: "device[1].unit[0].register[0].scalee",
+        message: "unknown key `scalee`",
+        expected: "`scale`",
+    },
+    Case {
+        name: "rtu: bus without units",
+        edits: &[],
+        append: rtu!("baud = 9600\n"),
+        line: 15,
+        column: 1,
+        key: "device[1].unit",
+        message: "a modbus-rtu bus needs at least one [[device.unit]]",
+        expected: "unit_id",
+    },
+    Case {
+        name: "rtu: unit without registers",
+        edits: &[],
+        append: rtu!("", unit!("3")),
+        line: 20,
+        column: 1,
+        key: "device[1].unit[0].register",
+        message: "unit 3 needs at least one [[device.unit.register]]",
+        expected: "",
+    },
+    Case {
+        name: "rtu: missing unit_id",
+        edits: &[],
+        append: rtu!("", "[[device.unit]]\nname = \"x\"\n", ureg!()),
+        line: 20,
+        column: 1,
+        key: "device[1].unit[0].unit_id",
+        message: "missing required key `unit_id`",
+        expected: "1 to 247",
+    },
+    Case {
+        name: "rtu: unit_id 0 is broadcast, not a unit",
+        edits: &[],
+        append: rtu!("", unit!("0"), ureg!()),
+        line: 21,
+        column: 11,
+        key: "device[1].unit[0].unit_id",
+        message: "0 is out of range 1..=247",
+        expected: "1 to 247",
+    },
+    Case {
+        name: "rtu: unit_id 248 is reserved",
+        edits: &[],
+        append: rtu!("", unit!("248"), ureg!()),
+        line: 21,
+        column: 11,
+        key: "device[1].unit[0].unit_id",
+        message: "248 is out of range 1..=247",
+        expected: "unique on the bus",
+    },
+    Case {
+        name: "rtu: unit_id written as a string",
+        edits: &[],
+        append: rtu!("", unit!("\"1\""), ureg!()),
+        line: 21,
+        column: 11,
+        key: "device[1].unit[0].unit_id",
+        message: "invalid type",
+        expected: "1 to 247",
+    },
+    Case {
+        name: "rtu: duplicate unit id names the first",
+        edits: &[],
+        append: rtu!("", unit!("5"), ureg!(), unit!("5"), ureg!()),
+        line: 29,
+        column: 11,
+        key: "device[1].unit[1].unit_id",
+        message: "duplicate unit id 5 on this bus (first defined at line 21)",
+        expected: "",
+    },
+    Case {
+        name: "rtu: duplicate unit name",
+        edits: &[],
+        append: rtu!(
+            "",
+            unit!("1"),
+            "name = \"drive\"\n",
+            ureg!(),
+            unit!("2"),
+            "name = \"drive\"\n",
+            ureg!()
+        ),
+        line: 31,
+        column: 8,
+        key: "device[1].unit[1].name",
+        message: "duplicate unit name \"drive\" on this bus (first defined at line 22)",
+        expected: "",
+    },
+    Case {
+        name: "rtu: a name clashing with another unit's default name",
+        edits: &[],
+        append: rtu!(
+            "",
+            unit!("1"),
+            ureg!(),
+            unit!("2"),
+            "name = \"unit-1\"\n",
+            ureg!()
+        ),
+        line: 30,
+        column: 8,
+        key: "device[1].unit[1].name",
+        message: "duplicate unit name \"unit-1\" on this bus (first defined at line 21)",
+        expected: "",
+    },
+    Case {
+        name: "rtu: unit name outside the safe charset",
+        edits: &[],
+        append: rtu!("", unit!("1"), "name = \"drive/1\"\n", ureg!()),
+        line: 22,
+        column: 8,
+        key: "device[1].unit[0].name",
+        message: "contains the character '/'",
+        expected: "unique on the bus",
+    },
+    Case {
+        name: "rtu: unit station that does not exist",
+        edits: &[],
+        append: rtu!("", unit!("1"), "station = \"st99\"\n", ureg!()),
+        line: 22,
+        column: 11,
+        key: "device[1].unit[0].station",
+        message: "station \"st99\" is not defined (defined stations: st10)",
+        expected: "",
+    },
+    Case {
+        name: "rtu: overlapping registers within a unit",
+        edits: &[],
+        append: rtu!(
+            "",
+            unit!("1"),
+            ureg!(),
+            "[[device.unit.register]]\nname = \"scrap\"\ntable = \"holding\"\naddress = 1\nrole = \"counter\"\n"
+        ),
+        line: 31,
+        column: 11,
+        key: "device[1].unit[0].register[1].address",
+        message: "\"scrap\" (holding 1) overlaps \"good\" (holding 0..=1, line 23)",
+        expected: "",
+    },
+    Case {
+        name: "rtu: duplicate register name within a unit",
+        edits: &[],
+        append: rtu!(
+            "",
+            unit!("1"),
+            ureg!(),
+            "[[device.unit.register]]\nname = \"good\"\ntable = \"holding\"\naddress = 9\nrole = \"counter\"\n"
+        ),
+        line: 29,
+        column: 8,
+        key: "device[1].unit[0].register[1].name",
+        message: "duplicate register name \"good\" (first defined at line 23)",
+        expected: "",
+    },
+    Case {
+        name: "rtu: a unit register's bad type names the unit's key",
+        edits: &[("type = \"u32\"", "type = \"u128\"")],
+        append: rtu!("", unit!("1"), ureg!()),
+        line: 26,
+        column: 8,
+        key: "device[1].unit[0].register[0].type",
+        message: "unknown value \"u128\"",
+        expected: "\"u64\"",
+    },
+    Case {
+        name: "rtu: parity",
+        edits: &[],
+        append: rtu!("parity = \"mark\"\n", unit!("1"), ureg!()),
+        line: 20,
+        column: 10,
+        key: "device[1].parity",
+        message: "unknown value \"mark\"",
+        expected: "\"even\"",
+    },
+    Case {
+        name: "rtu: baud",
+        edits: &[],
+        append: rtu!("baud = 14400\n", unit!("1"), ureg!()),
+        line: 20,
+        column: 8,
+        key: "device[1].baud",
+        message: "14400 is not a standard baud rate",
+        expected: "19200",
+    },
+    Case {
+        name: "rtu: silent_interval above range",
+        edits: &[],
+        append: rtu!("silent_interval = \"2s\"\n", unit!("1"), ureg!()),
+        line: 20,
+        column: 19,
+        key: "device[1].silent_interval",
+        message: "2s is above the maximum of 1s",
+        expected: "1.75ms",
+    },
+    Case {
+        name: "rtu: timeout below range",
+        edits: &[],
+        append: rtu!("timeout = \"1ms\"\n", unit!("1"), ureg!()),
+        line: 20,
+        column: 11,
+        key: "device[1].timeout",
+        message: "1ms is below the minimum of 10ms",
+        expected: "",
+    },
+    Case {
+        name: "rtu: bus on the scanner's port",
+        edits: &[("/dev/ttyUSB1", "/dev/ttyUSB0")],
+        append: rtu!("", unit!("1"), ureg!()),
+        line: 19,
+        column: 8,
+        key: "device[1].path",
+        message: "/dev/ttyUSB0 is already used by device \"sc1\" (line 14)",
+        expected: "",
+    },
     // --- store and mqtt values ---
     Case {
         name: "ambiguous size unit",
@@ -2080,4 +2352,100 @@ fn modbus_example_has_the_press_map() {
     );
     assert_eq!(m.registers[0].word_order, WordOrder::Cdab);
     assert_eq!(m.registers[3].scale, 0.1);
+}
+
+// --- modbus-rtu ---
+
+#[test]
+fn modbus_rtu_example_has_two_units_with_defaults_and_ids() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/devices/modbus-rtu.toml");
+    let cfg = load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let d = &cfg.devices[0];
+    assert_eq!(d.kind.type_name(), "modbus-rtu");
+    let DeviceKind::ModbusRtu(bus) = &d.kind else {
+        panic!("not an rtu bus")
+    };
+    assert_eq!(
+        bus.line,
+        SerialLine {
+            baud: 19200,
+            data_bits: DataBits::Eight,
+            parity: Parity::Even,
+            stop_bits: StopBits::One,
+            flow_control: FlowControl::None,
+        }
+    );
+    assert_eq!(bus.silent_interval, Duration::from_micros(2005));
+    assert_eq!(bus.poll.timeout, Duration::from_millis(300));
+    let ids: Vec<(u8, &str, &str, String)> = bus
+        .units
+        .iter()
+        .map(|u| {
+            (
+                u.unit_id,
+                u.name.as_str(),
+                u.station.as_str(),
+                u.device_id(&d.id),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (1, "winder", "st30", "rs485-1/winder".to_owned()),
+            (7, "scale", "st40", "rs485-1/scale".to_owned()),
+        ]
+    );
+    // A unit's station is its registers' default.
+    assert!(bus.units[1].registers.iter().all(|r| r.station == "st40"));
+    assert_eq!(bus.units[1].registers[0].table, Table::Input);
+    let text = summary(&cfg);
+    assert!(
+        text.contains("19200 8E1, flow control none, silent interval 2.005ms"),
+        "{text}"
+    );
+    assert!(text.contains("    unit 7 as device rs485-1/scale at station st40\n      weight_kg: input 0 (30001) i32 ABCD value scale 0.001 → st40\n"), "{text}");
+}
+
+#[test]
+fn modbus_rtu_defaults_and_names_shared_across_units() {
+    let text = BASE.to_owned() + rtu!("", unit!("1"), ureg!(), unit!("2"), ureg!());
+    let cfg = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let DeviceKind::ModbusRtu(bus) = &cfg.devices[1].kind else {
+        panic!("not an rtu bus")
+    };
+    // Modbus serial-line defaults: 19200 8E1.
+    assert_eq!((bus.line.baud, bus.line.parity), (19200, Parity::Even));
+    assert_eq!(bus.poll.interval, Duration::from_secs(1));
+    let names: Vec<&str> = bus.units.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["unit-1", "unit-2"]);
+    // Same register name on two units is fine: they are different devices.
+    assert_eq!(
+        bus.units[0].registers[0].name,
+        bus.units[1].registers[0].name
+    );
+}
+
+#[test]
+fn default_silent_interval_is_three_and_a_half_characters_at_least_1750us() {
+    let line = |baud, parity| SerialLine {
+        baud,
+        parity,
+        ..SerialLine::default()
+    };
+    let cases = [
+        (line(9600, Parity::Even), 4010),
+        (line(19200, Parity::Even), 2005),
+        (line(19200, Parity::None), 1822),
+        (line(38400, Parity::Even), 1750),
+        (line(115_200, Parity::Even), 1750),
+        (line(1200, Parity::Even), 32_083),
+    ];
+    for (l, micros) in cases {
+        assert_eq!(
+            default_silent_interval(&l),
+            Duration::from_micros(micros),
+            "{l:?}"
+        );
+    }
 }

@@ -313,4 +313,79 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn rtu_units_are_keyed_by_bus_and_unit_name() {
+        let text = r#"
+[gateway]
+id = "gw"
+site = "p"
+line = "l"
+data_dir = "/tmp/lg"
+[mqtt]
+host = "localhost"
+[[station]]
+id = "st1"
+[[device]]
+id = "bus"
+type = "modbus-rtu"
+station = "st1"
+path = "/dev/ttyUSB9"
+heartbeat = "5s"
+[[device.unit]]
+unit_id = 1
+[[device.unit.register]]
+name = "good"
+address = "40001"
+role = "counter"
+max_rate = 5
+[[device.unit]]
+unit_id = 2
+[[device.unit.register]]
+name = "good"
+address = "40001"
+role = "counter"
+"#;
+        let cfg = crate::config::parse(std::path::Path::new("t.toml"), text).expect("valid");
+        let persisted = serde_json::to_vec(&CounterMark { raw: 100, ts_ms: 1 }).ok();
+        let mut asked = Vec::new();
+        let mut c = Counters::new(&cfg.devices, &mut |key: &str| {
+            asked.push(key.to_owned());
+            (key == "ctr/bus/unit-1/good")
+                .then(|| persisted.clone())
+                .flatten()
+        });
+        assert_eq!(asked, ["ctr/bus/unit-1/good", "ctr/bus/unit-2/good"]);
+        let spec = &c.specs[&("bus/unit-1".to_owned(), "good".to_owned())];
+        assert_eq!(
+            (spec.max_rate, spec.heartbeat),
+            (5.0, Some(Duration::from_secs(5)))
+        );
+        let sample = |raw| Sample {
+            name: "good".into(),
+            role: Role::Counter,
+            raw,
+            bits: 16,
+            value: raw as f64,
+        };
+        // Unit 1 continues from its persisted value; unit 2 starts a baseline.
+        let (body, state) = c.apply("bus/unit-1", &sample(103), 2000).expect("record");
+        assert!(
+            matches!(
+                body,
+                Body::Count {
+                    delta: 3,
+                    baseline: false,
+                    ..
+                }
+            ),
+            "{body:?}"
+        );
+        assert_eq!(state.map(|s| s.0).as_deref(), Some("ctr/bus/unit-1/good"));
+        let (body, _) = c.apply("bus/unit-2", &sample(103), 2000).expect("record");
+        assert!(
+            matches!(body, Body::Count { baseline: true, .. }),
+            "{body:?}"
+        );
+    }
 }
