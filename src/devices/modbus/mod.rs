@@ -9,6 +9,7 @@
 //! This module also renders a probe for a technician ([`render_probe`]).
 
 pub mod decode;
+mod map;
 pub mod plan;
 pub mod rtu;
 pub mod sim;

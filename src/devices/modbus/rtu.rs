@@ -56,11 +56,9 @@ use tokio_modbus::client::{Context, rtu as rtu_client};
 use tokio_serial::{ClearBuffer, SerialPort, SerialStream};
 use tracing::{debug, info, warn};
 
-use super::decode::decode;
-use super::plan::{Plan, plan};
-use super::tcp::{
-    BlockData, ReadError, describe, exception_name, item_raw, probe_rows, read_block,
-};
+use super::map::RegisterMap;
+use super::plan::plan;
+use super::tcp::{BlockData, ReadError, describe, exception_name, probe_rows, read_block};
 use super::{ProbeError, ProbeRow};
 use crate::clock;
 use crate::config::{ModbusRtuConfig, RtuUnit};
@@ -238,12 +236,7 @@ struct Unit {
     cfg: RtuUnit,
     /// `<bus>/<name>`: the `device` of its samples.
     device: Arc<str>,
-    plan: Plan,
-    names: Vec<Arc<str>>,
-    /// Distinct stations of the unit's registers, in order of first appearance.
-    stations: Vec<Arc<str>>,
-    /// Index into `stations`, by register index.
-    station_of: Vec<usize>,
+    map: RegisterMap,
     backoff: Backoff,
     /// While set and in the future, the unit is not asked.
     skip_until: Option<Instant>,
@@ -259,32 +252,12 @@ struct Unit {
 
 impl Unit {
     fn new(bus: &str, cfg: &ModbusRtuConfig, u: &RtuUnit) -> Unit {
-        let plan = plan(&u.registers, cfg.poll.max_gap);
-        let names = u
-            .registers
-            .iter()
-            .map(|r| Arc::<str>::from(r.name.as_str()))
-            .collect();
-        let mut stations: Vec<Arc<str>> = Vec::new();
-        let mut station_of = Vec::with_capacity(u.registers.len());
-        for reg in &u.registers {
-            let i = match stations.iter().position(|s| **s == *reg.station) {
-                Some(i) => i,
-                None => {
-                    stations.push(Arc::from(reg.station.as_str()));
-                    stations.len() - 1
-                }
-            };
-            station_of.push(i);
-        }
+        let map = RegisterMap::new(&u.registers, cfg.poll.max_gap);
         Unit {
             device: Arc::from(u.device_id(bus)),
-            failing: vec![false; plan.blocks.len()],
-            bad: vec![false; u.registers.len()],
-            plan,
-            names,
-            stations,
-            station_of,
+            failing: vec![false; map.plan.blocks.len()],
+            bad: vec![false; map.len()],
+            map,
             backoff: Backoff::new(cfg.poll.reconnect),
             skip_until: None,
             dead: false,
@@ -364,7 +337,7 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
             .map(|u| Unit::new(&self.id, &self.cfg, u))
             .collect();
         for u in &units {
-            for &i in &u.plan.unreadable {
+            for &i in &u.map.plan.unreadable {
                 if let Some(reg) = u.cfg.registers.get(i) {
                     warn!(device = %self.id, unit = u.cfg.unit_id, register = %reg.name, "register runs past address 65535; never read");
                 }
@@ -500,8 +473,8 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
         }
         let id = unit.cfg.unit_id;
         let timeout = self.cfg.poll.timeout;
-        let mut data = Vec::with_capacity(unit.plan.blocks.len());
-        for (b, block) in unit.plan.blocks.iter().enumerate() {
+        let mut data = Vec::with_capacity(unit.map.plan.blocks.len());
+        for (b, block) in unit.map.plan.blocks.iter().enumerate() {
             let read = line.read(id, block, timeout).await;
             if let Some(why) = line.port.failed() {
                 return UnitPoll::PortGone(why);
@@ -571,58 +544,20 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
 
     /// Decodes one unit's poll; by register index, `None` where unread.
     fn decode_poll(&self, unit: &mut Unit, data: &[Option<BlockData>]) -> Vec<Option<Sample>> {
-        let mut by_reg: Vec<Option<Sample>> = vec![None; unit.cfg.registers.len()];
-        for (block, d) in unit.plan.blocks.iter().zip(data) {
-            let Some(d) = d else { continue };
-            for item in &block.items {
-                let (Some(reg), Some(name)) = (
-                    unit.cfg.registers.get(item.register),
-                    unit.names.get(item.register),
-                ) else {
-                    continue;
-                };
-                let decoded = match item_raw(d, item) {
-                    Some(raw) => decode(reg, name, raw).map_err(|e| e.to_string()),
-                    None => Err("value outside its block's reply".to_owned()),
-                };
-                match decoded {
-                    Ok(s) => {
-                        if let Some(slot) = by_reg.get_mut(item.register) {
-                            *slot = Some(s);
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(flag) = unit.bad.get_mut(item.register).filter(|f| !**f) {
-                            *flag = true;
-                            let reason = format!(
-                                "unit {}: cannot decode {}: {e}",
-                                unit.cfg.unit_id, reg.name
-                            );
-                            warn!(device = %self.id, %reason, "register skipped");
-                            self.health.reject(reason);
-                        }
-                    }
-                }
-            }
-        }
-        by_reg
+        let unit_id = unit.cfg.unit_id;
+        unit.map.decode_poll(data, &mut unit.bad, |reg, e| {
+            let reason = format!("unit {unit_id}: cannot decode {}: {e}", reg.name);
+            warn!(device = %self.id, %reason, "register skipped");
+            self.health.reject(reason);
+        })
     }
 
     /// One `Sample` reading per station of the unit; false on shutdown.
-    async fn send_samples(&self, unit: &Unit, ts_ms: u64, mut by_reg: Vec<Option<Sample>>) -> bool {
-        for (s, station) in unit.stations.iter().enumerate() {
-            let samples: Vec<Sample> = by_reg
-                .iter_mut()
-                .zip(&unit.station_of)
-                .filter(|(_, of)| **of == s)
-                .filter_map(|(sample, _)| sample.take())
-                .collect();
-            if samples.is_empty() {
-                continue;
-            }
+    async fn send_samples(&self, unit: &Unit, ts_ms: u64, by_reg: Vec<Option<Sample>>) -> bool {
+        for (station, samples) in unit.map.by_station(by_reg) {
             let reading = Reading {
                 device: unit.device.clone(),
-                station: station.clone(),
+                station,
                 ts_ms,
                 event: DeviceEvent::Sample(samples),
             };

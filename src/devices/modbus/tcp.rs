@@ -40,6 +40,7 @@ use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 use tracing::{debug, info, warn};
 
 use super::decode::{RawValue, decode};
+use super::map::RegisterMap;
 use super::plan::{Block, Item, Plan, plan};
 use super::{ProbeError, ProbeRaw, ProbeRow};
 use crate::clock;
@@ -234,13 +235,7 @@ struct Device<T> {
     cfg: ModbusTcpConfig,
     tx: Sender<T>,
     health: DeviceHealth,
-    plan: Plan,
-    /// Register names, by register index (shared by every sample).
-    names: Vec<Arc<str>>,
-    /// Distinct stations of the register map, in order of first appearance.
-    stations: Vec<Arc<str>>,
-    /// Index into `stations`, by register index.
-    station_of: Vec<usize>,
+    map: RegisterMap,
 }
 
 /// Runs one Modbus TCP device until `tx` is closed.
@@ -264,34 +259,14 @@ pub async fn run<T: From<Reading> + Send + 'static>(
     tx: Sender<T>,
     health: DeviceHealth,
 ) {
-    let plan = plan(&cfg.registers, cfg.poll.max_gap);
-    let names = cfg
-        .registers
-        .iter()
-        .map(|r| Arc::<str>::from(r.name.as_str()))
-        .collect();
-    let mut stations: Vec<Arc<str>> = Vec::new();
-    let mut station_of = Vec::with_capacity(cfg.registers.len());
-    for reg in &cfg.registers {
-        let i = match stations.iter().position(|s| **s == *reg.station) {
-            Some(i) => i,
-            None => {
-                stations.push(Arc::from(reg.station.as_str()));
-                stations.len() - 1
-            }
-        };
-        station_of.push(i);
-    }
+    let map = RegisterMap::new(&cfg.registers, cfg.poll.max_gap);
     Device {
         id,
         station,
         cfg,
         tx,
         health,
-        plan,
-        names,
-        stations,
-        station_of,
+        map,
     }
     .run()
     .await;
@@ -299,7 +274,7 @@ pub async fn run<T: From<Reading> + Send + 'static>(
 
 impl<T: From<Reading> + Send + 'static> Device<T> {
     async fn run(&self) {
-        for &i in &self.plan.unreadable {
+        for &i in &self.map.plan.unreadable {
             if let Some(reg) = self.cfg.registers.get(i) {
                 warn!(device = %self.id, register = %reg.name, address = reg.address, "register runs past address 65535; never read");
             }
@@ -371,7 +346,7 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
 
     /// Polls until the link fails or the gateway shuts down.
     async fn session(&self, ctx: &mut Context, failures: u64) -> SessionEnd {
-        let blocks = &self.plan.blocks;
+        let blocks = &self.map.plan.blocks;
         let mut online_since = None;
         if blocks.is_empty() {
             // Nothing to ask: the TCP connection is all there is to know.
@@ -385,7 +360,7 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
         // Per block: whether its last read failed (to log a fault once).
         let mut failing = vec![false; blocks.len()];
         // Per register: a decode error was already reported this session.
-        let mut bad = vec![false; self.cfg.registers.len()];
+        let mut bad = vec![false; self.map.len()];
         let mut data: Vec<Option<BlockData>> = Vec::with_capacity(blocks.len());
         loop {
             tokio::select! {
@@ -456,54 +431,18 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
 
     /// Decodes one poll's replies; by register index, `None` where unread.
     fn decode_poll(&self, data: &[Option<BlockData>], bad: &mut [bool]) -> Vec<Option<Sample>> {
-        let mut by_reg: Vec<Option<Sample>> = vec![None; self.cfg.registers.len()];
-        for (block, d) in self.plan.blocks.iter().zip(data) {
-            let Some(d) = d else { continue };
-            for item in &block.items {
-                let (Some(reg), Some(name)) = (
-                    self.cfg.registers.get(item.register),
-                    self.names.get(item.register),
-                ) else {
-                    continue;
-                };
-                let decoded = match item_raw(d, item) {
-                    Some(raw) => decode(reg, name, raw).map_err(|e| e.to_string()),
-                    None => Err("value outside its block's reply".to_owned()),
-                };
-                match decoded {
-                    Ok(s) => {
-                        if let Some(slot) = by_reg.get_mut(item.register) {
-                            *slot = Some(s);
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(flag) = bad.get_mut(item.register).filter(|f| !**f) {
-                            *flag = true;
-                            let reason = format!("cannot decode {}: {e}", reg.name);
-                            warn!(device = %self.id, %reason, "register skipped");
-                            self.health.reject(reason);
-                        }
-                    }
-                }
-            }
-        }
-        by_reg
+        self.map.decode_poll(data, bad, |reg, e| {
+            let reason = format!("cannot decode {}: {e}", reg.name);
+            warn!(device = %self.id, %reason, "register skipped");
+            self.health.reject(reason);
+        })
     }
 
     /// Sends one `Sample` reading per station that has values; false on shutdown.
-    async fn send_samples(&self, ts_ms: u64, mut by_reg: Vec<Option<Sample>>) -> bool {
-        for (s, station) in self.stations.iter().enumerate() {
-            let samples: Vec<Sample> = by_reg
-                .iter_mut()
-                .zip(&self.station_of)
-                .filter(|(_, of)| **of == s)
-                .filter_map(|(sample, _)| sample.take())
-                .collect();
-            if samples.is_empty() {
-                continue;
-            }
+    async fn send_samples(&self, ts_ms: u64, by_reg: Vec<Option<Sample>>) -> bool {
+        for (station, samples) in self.map.by_station(by_reg) {
             if !self
-                .send_at(ts_ms, station.clone(), DeviceEvent::Sample(samples))
+                .send_at(ts_ms, station, DeviceEvent::Sample(samples))
                 .await
             {
                 return false;
