@@ -306,3 +306,84 @@ async fn probe_prints_raw_registers_beside_decoded_values() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "a scanner cannot be probed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_bus_counts_reach_the_mes_per_unit() {
+    use linegate::devices::modbus::sim::SimRtuBus;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let bus = SimRtuBus::start(&[1, 2]).unwrap();
+    bus.set_holding(1, 0, &[100]);
+    bus.set_holding(2, 0, &[500]);
+    let mut toml = config_toml(&dir.path().join("data"), broker.port, pty.slave_path());
+    toml.push_str(&format!(
+        r#"
+[[device]]
+id = "rs485"
+type = "modbus-rtu"
+station = "st10"
+path = "{path}"
+baud = 19200
+poll_interval = "20ms"
+timeout = "200ms"
+reconnect_min = "20ms"
+reconnect_max = "200ms"
+
+  [[device.unit]]
+  unit_id = 1
+  name = "press"
+
+    [[device.unit.register]]
+    name = "good"
+    address = "40001"
+    role = "counter"
+
+  [[device.unit]]
+  unit_id = 2
+  name = "saw"
+
+    [[device.unit.register]]
+    name = "good"
+    address = "40001"
+    role = "counter"
+"#,
+        path = bus.path().display()
+    ));
+    let _gw = Gateway::start(dir.path(), &toml);
+    let raw_of = |device: &'static str, raw: u64| {
+        move |m: &[Message]| {
+            m.iter().any(|m| {
+                let v = m.json();
+                v["kind"] == "count"
+                    && v["device"] == device
+                    && v["data"]["raw"].as_u64() == Some(raw)
+            })
+        }
+    };
+    rec.wait_for("both baselines", |m| {
+        raw_of("rs485/press", 100)(m) && raw_of("rs485/saw", 500)(m)
+    })
+    .await;
+    bus.set_holding(1, 0, &[112]);
+    bus.set_holding(2, 0, &[503]);
+    rec.wait_for("both counts", |m| {
+        raw_of("rs485/press", 112)(m) && raw_of("rs485/saw", 503)(m)
+    })
+    .await;
+    let records = rec.records();
+    let delta = |device: &str| -> u64 {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "count" && r["device"] == device)
+            .map(|r| r["data"]["delta"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (delta("rs485/press"), delta("rs485/saw")),
+        (12, 3),
+        "counters are kept per unit"
+    );
+}
