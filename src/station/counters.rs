@@ -100,21 +100,32 @@ struct Spec {
     heartbeat: Option<Duration>,
 }
 
-/// What the station remembers per (device, register).
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            max_rate: 1000.0,
+            heartbeat: None,
+        }
+    }
+}
+
+/// What the station knows and remembers of one mapped register.
 #[derive(Debug, Default)]
-struct Seen {
+struct Tracked {
+    spec: Spec,
+    /// The counter's last recorded value.
     counter: Option<CounterMark>,
     /// When the last `count` record for this counter was made.
     last_record_ms: Option<u64>,
-    /// Last state or value recorded (as f64 bits for exact comparison).
+    /// Last state or value recorded.
     last_value: Option<f64>,
 }
 
-/// All PLC values of the gateway's stations.
+/// All PLC values of the gateway's stations, by sample `device`, then
+/// register name (looked up by `&str`: no allocation per sample).
 #[derive(Debug, Default)]
 pub struct Counters {
-    specs: HashMap<(String, String), Spec>,
-    seen: HashMap<(String, String), Seen>,
+    by_device: HashMap<String, HashMap<String, Tracked>>,
 }
 
 /// Key under which a counter's last recorded value is persisted.
@@ -148,22 +159,19 @@ impl Counters {
                 DeviceKind::SerialScanner(_) => continue,
             };
             for (device, registers, heartbeat) in maps {
+                let tracked = c.by_device.entry(device.clone()).or_default();
                 for r in registers {
-                    let key = (device.clone(), r.name.clone());
-                    c.specs.insert(
-                        key.clone(),
-                        Spec {
-                            max_rate: r.max_rate,
-                            heartbeat,
-                        },
-                    );
+                    let entry = tracked.entry(r.name.clone()).or_default();
+                    entry.spec = Spec {
+                        max_rate: r.max_rate,
+                        heartbeat,
+                    };
                     if r.role == Role::Counter {
-                        let mark = restore(&counter_key(&device, &r.name)).and_then(|b| {
+                        entry.counter = restore(&counter_key(&device, &r.name)).and_then(|b| {
                             serde_json::from_slice::<CounterMark>(&b)
                                 .inspect_err(|e| tracing::error!(%device, register = %r.name, error = %e, "persisted counter unreadable; next value is a new baseline"))
                                 .ok()
                         });
-                        c.seen.entry(key).or_default().counter = mark;
                     }
                 }
             }
@@ -179,12 +187,24 @@ impl Counters {
         s: &Sample,
         ts_ms: u64,
     ) -> Option<(Body, Option<StateEntry>)> {
-        let key = (device.to_owned(), s.name.to_string());
-        let spec = self.specs.get(&key).cloned().unwrap_or(Spec {
-            max_rate: 1000.0,
-            heartbeat: None,
-        });
-        let seen = self.seen.entry(key).or_default();
+        let known = self
+            .by_device
+            .get_mut(device)
+            .is_some_and(|m| m.contains_key(&*s.name));
+        if !known {
+            // Not in the config (cannot happen with a validated config):
+            // track it with default settings rather than drop it.
+            self.by_device
+                .entry(device.to_owned())
+                .or_default()
+                .entry(s.name.to_string())
+                .or_default();
+        }
+        let seen = self
+            .by_device
+            .get_mut(device)
+            .and_then(|m| m.get_mut(&*s.name))?;
+        let spec = seen.spec.clone();
         match s.role {
             Role::Counter => {
                 let prev = seen.counter;
@@ -356,7 +376,7 @@ role = "counter"
                 .flatten()
         });
         assert_eq!(asked, ["ctr/bus/unit-1/good", "ctr/bus/unit-2/good"]);
-        let spec = &c.specs[&("bus/unit-1".to_owned(), "good".to_owned())];
+        let spec = &c.by_device["bus/unit-1"]["good"].spec;
         assert_eq!(
             (spec.max_rate, spec.heartbeat),
             (5.0, Some(Duration::from_secs(5)))

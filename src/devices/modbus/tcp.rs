@@ -355,7 +355,11 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
             }
             online_since = Some(Instant::now());
         }
-        let mut ticker = tokio::time::interval(self.cfg.poll.interval.max(MIN_INTERVAL));
+        // Start at a random point of the first period, so that many devices
+        // connected at once do not all poll (and produce records) together.
+        let period = self.cfg.poll.interval.max(MIN_INTERVAL);
+        let offset = period.mul_f64(fastrand::f64());
+        let mut ticker = tokio::time::interval_at(Instant::now() + offset, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Per block: whether its last read failed (to log a fault once).
         let mut failing = vec![false; blocks.len()];
