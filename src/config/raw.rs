@@ -605,7 +605,7 @@ pub fn expected_for(key: &str) -> Option<String> {
         "device.timeout" => "a duration from 10ms to 60s such as \"1s\"",
         "device.max_gap" => "an integer from 0 to 124",
         "device.heartbeat" => {
-            "a duration of at least 1s and at least poll_interval, such as \"60s\""
+            "a duration from 1s to 24h, at least poll_interval, such as \"60s\""
         }
         "device.register" => "[[device.register]] tables, one per mapped value",
         "device.silent_interval" => {

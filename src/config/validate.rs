@@ -763,7 +763,7 @@ impl Validator<'_> {
                     &key("heartbeat"),
                     Duration::ZERO,
                     Duration::from_secs(1),
-                    None,
+                    Some(Duration::from_secs(24 * 3600)),
                 )?;
                 if hb < interval {
                     return Err(self.err(

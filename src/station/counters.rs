@@ -28,6 +28,28 @@ pub struct CounterMark {
     pub ts_ms: u64,
 }
 
+/// A counter mark as stored: with what register the raw value was read
+/// from (table, address, type, word order). A mark from a differently mapped
+/// register is not compared with: the counter starts a new baseline instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredMark {
+    raw: u64,
+    ts_ms: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    register: String,
+}
+
+/// The identity of a counter's register mapping, stored with its mark.
+fn fingerprint(r: &RegisterConfig) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        r.table.as_str(),
+        r.address,
+        r.data_type.as_str(),
+        r.word_order.as_str()
+    )
+}
+
 /// How a counter moved since its last recorded value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Movement {
@@ -98,6 +120,8 @@ pub fn classify(
 struct Spec {
     max_rate: f64,
     heartbeat: Option<Duration>,
+    /// [`fingerprint`] of the register.
+    register: String,
 }
 
 impl Default for Spec {
@@ -105,6 +129,7 @@ impl Default for Spec {
         Spec {
             max_rate: 1000.0,
             heartbeat: None,
+            register: String::new(),
         }
     }
 }
@@ -117,6 +142,10 @@ struct Tracked {
     counter: Option<CounterMark>,
     /// When the last `count` record for this counter was made.
     last_record_ms: Option<u64>,
+    /// When this counter was last read (recorded or not): the wrap/reset test
+    /// measures the time the counter had to move from here, not from the
+    /// last record, or a long standstill would make any drop look like a wrap.
+    last_seen_ms: Option<u64>,
     /// Last state or value recorded.
     last_value: Option<f64>,
 }
@@ -165,13 +194,23 @@ impl Counters {
                     entry.spec = Spec {
                         max_rate: r.max_rate,
                         heartbeat,
+                        register: fingerprint(r),
                     };
                     if r.role == Role::Counter {
-                        entry.counter = restore(&counter_key(&device, &r.name)).and_then(|b| {
-                            serde_json::from_slice::<CounterMark>(&b)
-                                .inspect_err(|e| tracing::error!(%device, register = %r.name, error = %e, "persisted counter unreadable; next value is a new baseline"))
-                                .ok()
-                        });
+                        entry.counter = restore(&counter_key(&device, &r.name))
+                            .and_then(|b| {
+                                serde_json::from_slice::<StoredMark>(&b)
+                                    .inspect_err(|e| tracing::error!(%device, register = %r.name, error = %e, "persisted counter unreadable; next value is a new baseline"))
+                                    .ok()
+                            })
+                            .filter(|m| {
+                                let same = m.register.is_empty() || m.register == entry.spec.register;
+                                if !same {
+                                    tracing::warn!(%device, register = %r.name, was = %m.register, now = %entry.spec.register, "counter register remapped; next value is a new baseline");
+                                }
+                                same
+                            })
+                            .map(|m| CounterMark { raw: m.raw, ts_ms: m.ts_ms });
                     }
                 }
             }
@@ -208,7 +247,14 @@ impl Counters {
         match s.role {
             Role::Counter => {
                 let prev = seen.counter;
-                let m = classify(prev, s.raw, s.bits, ts_ms, spec.max_rate);
+                // Elapsed since the last read in this run; after a restart,
+                // since the persisted mark (the counter may have moved since).
+                let moved_since = prev.map(|p| CounterMark {
+                    raw: p.raw,
+                    ts_ms: seen.last_seen_ms.unwrap_or(p.ts_ms),
+                });
+                seen.last_seen_ms = Some(ts_ms);
+                let m = classify(moved_since, s.raw, s.bits, ts_ms, spec.max_rate);
                 let heartbeat_due = match (spec.heartbeat, seen.last_record_ms) {
                     (Some(hb), Some(last)) => ts_ms.saturating_sub(last) >= hb.as_millis() as u64,
                     (Some(_), None) => true,
@@ -220,7 +266,12 @@ impl Counters {
                 let mark = CounterMark { raw: s.raw, ts_ms };
                 seen.counter = Some(mark);
                 seen.last_record_ms = Some(ts_ms);
-                let state = serde_json::to_vec(&mark)
+                let stored = StoredMark {
+                    raw: s.raw,
+                    ts_ms,
+                    register: spec.register.clone(),
+                };
+                let state = serde_json::to_vec(&stored)
                     .ok()
                     .map(|b| (counter_key(device, &s.name), b));
                 let body = Body::Count {
@@ -267,6 +318,55 @@ mod tests {
 
     fn mark(raw: u64, ts_ms: u64) -> Option<CounterMark> {
         Some(CounterMark { raw, ts_ms })
+    }
+
+    #[test]
+    fn a_reset_after_a_standstill_is_a_reset_not_a_wrap() {
+        let dev = DeviceConfig {
+            id: "plc".into(),
+            station: "st".into(),
+            kind: DeviceKind::SerialScanner(crate::config::SerialScannerConfig {
+                path: "/dev/null".into(),
+                line: crate::config::SerialLine::default(),
+                framing: crate::config::FramingConfig {
+                    prefix: vec![],
+                    suffix: b"\r".to_vec(),
+                    idle_timeout: None,
+                    max_len: 64,
+                },
+                reconnect: crate::config::BackoffConfig {
+                    min: Duration::from_millis(1),
+                    max: Duration::from_millis(2),
+                },
+            }),
+        };
+        let mut c = Counters::new(&[dev], &mut |_: &str| None);
+        let sample = |raw| Sample {
+            name: "good".into(),
+            role: Role::Counter,
+            raw,
+            bits: 16,
+            value: raw as f64,
+        };
+        // 40000 read every second for a minute while the line stands still,
+        // then reset to 12: at the default max_rate that is a reset, 12 units.
+        c.apply("plc", &sample(40_000), 0);
+        for t in 1..=60u64 {
+            assert!(c.apply("plc", &sample(40_000), t * 1000).is_none());
+        }
+        let (body, _) = c.apply("plc", &sample(12), 61_000).unwrap();
+        assert!(
+            matches!(
+                body,
+                Body::Count {
+                    delta: 12,
+                    reset: true,
+                    wrapped: false,
+                    ..
+                }
+            ),
+            "{body:?}"
+        );
     }
 
     #[test]

@@ -339,6 +339,41 @@ mod plc {
     }
 
     #[test]
+    fn a_remapped_counter_register_starts_a_new_baseline() {
+        let mut s = Stations::new(&[station_cfg()], &[plc(None)], |_| None);
+        let out = poll(&mut s, 1000, count(100));
+        let persisted = out.state[0].1.clone();
+        let restore = |k: &str| (k == "ctr/plc/good").then(|| persisted.clone());
+
+        // Same mapping after a restart: the delta counts from the mark.
+        let mut same = Stations::new(&[station_cfg()], &[plc(None)], restore);
+        assert!(matches!(
+            poll(&mut same, 2000, count(103)).records[0].body,
+            Body::Count {
+                delta: 3,
+                baseline: false,
+                ..
+            }
+        ));
+
+        // The register was remapped (word order fixed on site): never compare
+        // a value read one way with one read another way.
+        let mut remapped_cfg = plc(None);
+        if let DeviceKind::ModbusTcp(m) = &mut remapped_cfg.kind {
+            m.registers[0].address = 10;
+        }
+        let mut remapped = Stations::new(&[station_cfg()], &[remapped_cfg], restore);
+        assert!(matches!(
+            poll(&mut remapped, 2000, count(103)).records[0].body,
+            Body::Count {
+                delta: 0,
+                baseline: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn heartbeat_emits_without_change() {
         let mut s = Stations::new(
             &[station_cfg()],
