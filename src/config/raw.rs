@@ -604,9 +604,7 @@ pub fn expected_for(key: &str) -> Option<String> {
         "device.poll_interval" => "a duration from 10ms to 1h such as \"1s\"",
         "device.timeout" => "a duration from 10ms to 60s such as \"1s\"",
         "device.max_gap" => "an integer from 0 to 124",
-        "device.heartbeat" => {
-            "a duration from 1s to 24h, at least poll_interval, such as \"60s\""
-        }
+        "device.heartbeat" => "a duration from 1s to 24h, at least poll_interval, such as \"60s\"",
         "device.register" => "[[device.register]] tables, one per mapped value",
         "device.silent_interval" => {
             "a duration from 1ms to 1s such as \"2ms\" (default: 3.5 characters at the baud rate, at least 1.75ms)"

@@ -70,6 +70,10 @@ use crate::devices::{DeviceEvent, Reading, Sample};
 /// A session at least this long resets the reopen backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
+/// After a failed exchange, the line must stay this quiet (at least) before
+/// the next request: longer than a slave's usual turnaround.
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+
 /// The shortest poll interval (tokio's interval refuses zero).
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -221,13 +225,34 @@ impl Line {
             self.addressed = unit;
         }
         let r = read_block(&mut self.ctx, block, timeout).await;
-        self.quiet_since = Instant::now();
         if r.is_err() {
-            // A half-read frame or a stale error state must not leak into
-            // the next request (to this or another unit).
+            // A late or mismatched reply may still be on its way (a slave
+            // turns a request around in 5–50 ms): wait until the line has
+            // been quiet for a while, discarding what arrives, so it cannot
+            // be taken for the answer to the next request. Then a fresh
+            // context: no half-read frame or stale state leaks either.
+            self.drain(timeout).await;
             self.ctx = self.port.attach(unit);
         }
+        self.quiet_since = Instant::now();
         r
+    }
+
+    /// Read and discard until the line has been silent for
+    /// `max(silent_interval, DRAIN_QUIET)`, for at most `limit`.
+    async fn drain(&mut self, limit: Duration) {
+        use tokio::io::AsyncReadExt as _;
+        let quiet = self.silent.max(DRAIN_QUIET);
+        let deadline = Instant::now() + limit;
+        let mut port = self.port.clone();
+        let mut buf = [0u8; 256];
+        while Instant::now() < deadline && self.port.failed().is_none() {
+            match tokio::time::timeout(quiet, port.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => debug!(bytes = n, "discarded late bytes on the bus"),
+                // Quiet long enough, EOF or an error (recorded by the port).
+                _ => return,
+            }
+        }
     }
 }
 
