@@ -4,6 +4,9 @@
 //! the reading channel with bounded timeouts, rates are measured over a
 //! bounded window.
 
+mod common;
+
+use common::{DEVICE_WAIT, DeviceRun, MAX_READINGS};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +15,10 @@ use linegate::config::{
     BackoffConfig, DataType, ModbusRtuConfig, Parity, PollConfig, RegisterConfig, Role, RtuUnit,
     SerialLine, Table, WordOrder, default_silent_interval,
 };
-use linegate::devices::health::DeviceHealth;
 use linegate::devices::modbus::sim::SimRtuBus;
 use linegate::devices::modbus::{self, ProbeRaw};
 use linegate::devices::{DeviceEvent, Reading, Sample};
-use linegate::tasks::AbortOnDrop;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_modbus::ExceptionCode;
-
-/// Longest wait for any one expected event.
-const WAIT: Duration = Duration::from_secs(5);
-/// Most readings looked at while waiting for one that matches.
-const MAX_READINGS: usize = 2000;
 
 const POLL: Duration = Duration::from_millis(20);
 const TIMEOUT: Duration = Duration::from_millis(50);
@@ -102,63 +96,12 @@ fn link(dir: &Path, sim: &SimRtuBus) -> PathBuf {
     link
 }
 
-struct Dev {
-    rx: mpsc::Receiver<Reading>,
-    health: DeviceHealth,
-    _task: AbortOnDrop<()>,
-}
+type Dev = DeviceRun;
 
 fn spawn(cfg: ModbusRtuConfig) -> Dev {
-    let (tx, rx) = mpsc::channel(256);
-    let health = DeviceHealth::default();
-    let task = tokio::spawn(modbus::rtu::run::<Reading>(
-        Arc::from("bus1"),
-        Arc::from("st1"),
-        cfg,
-        tx,
-        health.clone(),
-    ));
-    Dev {
-        rx,
-        health,
-        _task: AbortOnDrop(task),
-    }
-}
-
-impl Dev {
-    async fn next(&mut self) -> Reading {
-        match tokio::time::timeout(WAIT, self.rx.recv()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => panic!("device task ended"),
-            Err(_) => panic!("no reading within {WAIT:?}"),
-        }
-    }
-
-    async fn until(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&Reading) -> bool,
-    ) -> (Reading, Vec<Reading>) {
-        let mut skipped = Vec::new();
-        for _ in 0..MAX_READINGS {
-            let r = self.next().await;
-            if pred(&r) {
-                return (r, skipped);
-            }
-            skipped.push(r);
-        }
-        panic!("no {what} in {MAX_READINGS} readings");
-    }
-
-    /// Every reading that arrives within `window` (bounded by its end).
-    async fn collect_for(&mut self, window: Duration) -> Vec<Reading> {
-        let end = Instant::now() + window;
-        let mut out = Vec::new();
-        while let Ok(Some(r)) = tokio::time::timeout_at(end, self.rx.recv()).await {
-            out.push(r);
-        }
-        out
-    }
+    DeviceRun::spawn(|tx, health| {
+        modbus::rtu::run::<Reading>(Arc::from("bus1"), Arc::from("st1"), cfg, tx, health)
+    })
 }
 
 fn samples_of<'a>(r: &'a Reading, device: &str) -> Option<&'a [Sample]> {
@@ -384,7 +327,7 @@ async fn probe_reads_every_unit_and_shows_a_silent_one() {
     sim.set_holding_u32(1, 0, 0x0001_0002, WordOrder::Abcd);
     sim.silence(2, true);
     let cfg = bus_cfg(&link(dir.path(), &sim));
-    let rows = tokio::time::timeout(WAIT, modbus::rtu::probe(&cfg))
+    let rows = tokio::time::timeout(DEVICE_WAIT, modbus::rtu::probe(&cfg))
         .await
         .expect("probe in time")
         .expect("port opens");

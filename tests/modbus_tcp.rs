@@ -2,6 +2,10 @@
 //! ([`SimPlc`]) over TCP on 127.0.0.1. No mocks; events are awaited on the
 //! reading channel with bounded timeouts.
 
+mod common;
+
+use common::{DEVICE_WAIT, DeviceRun};
+use linegate::tasks::AbortOnDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +16,9 @@ use linegate::devices::health::DeviceHealth;
 use linegate::devices::modbus::sim::SimPlc;
 use linegate::devices::modbus::{self, ProbeRaw};
 use linegate::devices::{DeviceEvent, Reading, Sample};
-use linegate::tasks::AbortOnDrop;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_modbus::ExceptionCode;
-
-/// Longest wait for any one expected event.
-const WAIT: Duration = Duration::from_secs(5);
-/// Most readings looked at while waiting for one that matches.
-const MAX_READINGS: usize = 500;
 
 fn poll() -> PollConfig {
     PollConfig {
@@ -80,77 +78,12 @@ fn device(port: u16, registers: Vec<RegisterConfig>) -> ModbusTcpConfig {
     }
 }
 
-/// A running device task and its reading channel.
-struct Dev {
-    rx: mpsc::Receiver<Reading>,
-    health: DeviceHealth,
-    _task: AbortOnDrop<()>,
-}
+type Dev = DeviceRun;
 
 fn spawn(cfg: ModbusTcpConfig) -> Dev {
-    let (tx, rx) = mpsc::channel(64);
-    let health = DeviceHealth::default();
-    let task = tokio::spawn(modbus::run::<Reading>(
-        Arc::from("plc1"),
-        Arc::from("st1"),
-        cfg,
-        tx,
-        health.clone(),
-    ));
-    Dev {
-        rx,
-        health,
-        _task: AbortOnDrop(task),
-    }
-}
-
-impl Dev {
-    async fn next(&mut self) -> Reading {
-        match tokio::time::timeout(WAIT, self.rx.recv()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => panic!("device task ended"),
-            Err(_) => panic!("no reading within {WAIT:?}"),
-        }
-    }
-
-    /// The next reading matching `pred`; the ones skipped are returned too.
-    async fn until(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&Reading) -> bool,
-    ) -> (Reading, Vec<Reading>) {
-        let mut skipped = Vec::new();
-        for _ in 0..MAX_READINGS {
-            let r = self.next().await;
-            if pred(&r) {
-                return (r, skipped);
-            }
-            skipped.push(r);
-        }
-        panic!("no {what} in {MAX_READINGS} readings: {skipped:#?}");
-    }
-
-    /// The next `Sample` reading for `station`.
-    async fn samples(&mut self, station: &str) -> Vec<Sample> {
-        let (r, _) = self
-            .until("sample", |r| {
-                &*r.station == station && matches!(r.event, DeviceEvent::Sample(_))
-            })
-            .await;
-        match r.event {
-            DeviceEvent::Sample(s) => s,
-            _ => unreachable!(),
-        }
-    }
-
-    /// Everything already queued, without waiting.
-    fn drain(&mut self) -> Vec<Reading> {
-        let mut out = Vec::new();
-        while let Ok(r) = self.rx.try_recv() {
-            out.push(r);
-        }
-        out
-    }
+    DeviceRun::spawn(|tx, health| {
+        modbus::run::<Reading>(Arc::from("plc1"), Arc::from("st1"), cfg, tx, health)
+    })
 }
 
 fn is_online(r: &Reading) -> bool {
@@ -481,9 +414,9 @@ async fn a_silent_plc_times_out_once_and_is_retried_with_backoff() {
     assert!(msg.contains("no reply within 200ms"), "{msg}");
     // The task keeps reconnecting: wait for three more connections.
     for i in 0..3 {
-        tokio::time::timeout(WAIT, accepted.recv())
+        tokio::time::timeout(DEVICE_WAIT, accepted.recv())
             .await
-            .unwrap_or_else(|_| panic!("no reconnect #{i} within {WAIT:?}"))
+            .unwrap_or_else(|_| panic!("no reconnect #{i} within {DEVICE_WAIT:?}"))
             .expect("listener alive");
     }
     let later = dev.drain();
@@ -532,12 +465,12 @@ async fn the_task_returns_when_the_channel_closes() {
         tx,
         DeviceHealth::default(),
     ));
-    let first = tokio::time::timeout(WAIT, rx.recv())
+    let first = tokio::time::timeout(DEVICE_WAIT, rx.recv())
         .await
         .expect("reading");
     assert!(first.is_some());
     drop(rx);
-    tokio::time::timeout(WAIT, task)
+    tokio::time::timeout(DEVICE_WAIT, task)
         .await
         .expect("task returns after the channel closes")
         .expect("no panic");
@@ -587,7 +520,7 @@ async fn probe_shows_raw_words_beside_decoded_values() {
             holding("missing", 200, DataType::U16, WordOrder::Abcd),
         ],
     );
-    let rows = tokio::time::timeout(WAIT, modbus::probe(&cfg))
+    let rows = tokio::time::timeout(DEVICE_WAIT, modbus::probe(&cfg))
         .await
         .expect("probe finishes")
         .expect("probe connects");
@@ -641,7 +574,7 @@ async fn probe_shows_raw_words_beside_decoded_values() {
     // A PLC that is not there is an error, within the timeout.
     let mut plc = plc;
     plc.stop().await;
-    let err = tokio::time::timeout(WAIT, modbus::probe(&cfg))
+    let err = tokio::time::timeout(DEVICE_WAIT, modbus::probe(&cfg))
         .await
         .expect("probe gives up")
         .expect_err("nobody listens");

@@ -705,3 +705,97 @@ impl Commit {
         commits.get(i).filter(|c| c.first_seq <= seq)
     }
 }
+
+// ---------------------------------------------------------------- DeviceRun
+
+/// A device task run by the test itself (no gateway), and its reading channel.
+pub struct DeviceRun {
+    pub rx: tokio::sync::mpsc::Receiver<linegate::devices::Reading>,
+    pub health: linegate::devices::health::DeviceHealth,
+    _task: linegate::tasks::AbortOnDrop<()>,
+}
+
+/// Bounded wait for one reading of a [`DeviceRun`].
+pub const DEVICE_WAIT: Duration = Duration::from_secs(5);
+/// Readings a [`DeviceRun::until`] looks through before giving up.
+pub const MAX_READINGS: usize = 2000;
+
+impl DeviceRun {
+    /// Spawn the device task `start(tx, health)` builds.
+    pub fn spawn<F>(
+        start: impl FnOnce(
+            tokio::sync::mpsc::Sender<linegate::devices::Reading>,
+            linegate::devices::health::DeviceHealth,
+        ) -> F,
+    ) -> DeviceRun
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let health = linegate::devices::health::DeviceHealth::default();
+        let task = tokio::spawn(start(tx, health.clone()));
+        DeviceRun {
+            rx,
+            health,
+            _task: linegate::tasks::AbortOnDrop(task),
+        }
+    }
+
+    pub async fn next(&mut self) -> linegate::devices::Reading {
+        match tokio::time::timeout(DEVICE_WAIT, self.rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => panic!("device task ended"),
+            Err(_) => panic!("no reading within {DEVICE_WAIT:?}"),
+        }
+    }
+
+    /// The next reading matching `pred`; the ones skipped are returned too.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&linegate::devices::Reading) -> bool,
+    ) -> (linegate::devices::Reading, Vec<linegate::devices::Reading>) {
+        let mut skipped = Vec::new();
+        for _ in 0..MAX_READINGS {
+            let r = self.next().await;
+            if pred(&r) {
+                return (r, skipped);
+            }
+            skipped.push(r);
+        }
+        panic!("no {what} in {MAX_READINGS} readings");
+    }
+
+    /// The next `Sample` reading for `station`.
+    pub async fn samples(&mut self, station: &str) -> Vec<linegate::devices::Sample> {
+        use linegate::devices::DeviceEvent;
+        let (r, _) = self
+            .until("sample", |r| {
+                &*r.station == station && matches!(r.event, DeviceEvent::Sample(_))
+            })
+            .await;
+        match r.event {
+            DeviceEvent::Sample(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Everything already queued, without waiting.
+    pub fn drain(&mut self) -> Vec<linegate::devices::Reading> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+
+    /// Every reading that arrives within `window` (bounded by its end).
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<linegate::devices::Reading> {
+        let end = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        while let Ok(Some(r)) = tokio::time::timeout_at(end, self.rx.recv()).await {
+            out.push(r);
+        }
+        out
+    }
+}
