@@ -10,6 +10,8 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod devices;
+pub mod gs1;
+pub mod numbering;
 pub mod record;
 pub mod station;
 pub mod store;
