@@ -5,7 +5,11 @@
 //! vocabulary; the MQTT payload (docs/mqtt.md) is built from it in
 //! `uplink::payload` and nowhere else.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::gs1::Element;
 
 /// One record. `seq` is 0 until the store commits it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,12 +38,16 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Body {
-    /// A barcode read, raw bytes exactly as framed (prefix and suffix removed).
+    /// A barcode read that no scan rule claimed, raw bytes exactly as
+    /// framed (prefix and suffix removed), with its GS1 reading.
     Scan {
         #[serde(with = "b64")]
         raw: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gs1: Option<Gs1Reading>,
     },
-    /// A change of station context (lot, order, operator).
+    /// A change of station context (order, operator) or a material bound to
+    /// the open lot (`field` = material).
     Context {
         field: ContextField,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +55,43 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         previous: Option<String>,
         source: ContextSource,
+        /// The material consumed, for `field` = material.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        material: Option<Material>,
+    },
+    /// A lot opened or closed. The record's `lot` is the lot it concerns.
+    Lot {
+        event: LotEvent,
+        /// Why it opened or closed.
+        source: ContextSource,
+        /// Sequence number of a lot number generated from the template.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number_seq: Option<u64>,
+        /// What the lot made and used; on `closed` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        totals: Option<Box<LotTotals>>,
+    },
+    /// A part made under the open lot, identified by its serial.
+    Product {
+        rule: String,
+        serial: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gtin: Option<String>,
+        #[serde(with = "b64")]
+        raw: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gs1: Option<Gs1Reading>,
+    },
+    /// A scan refused by a rule or by validation, with the reason.
+    Reject {
+        reason: RejectReason,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        #[serde(with = "b64")]
+        raw: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gs1: Option<Gs1Reading>,
     },
     /// A PLC counter moved (or its heartbeat is due).
     Count {
@@ -94,6 +139,10 @@ pub enum Body {
         reason: Option<String>,
         /// The payload as received, truncated to a bounded length.
         payload: String,
+        /// Where the command came from (absent in records written before
+        /// local commands existed: those came from the MES).
+        #[serde(default)]
+        origin: CommandOrigin,
     },
 }
 
@@ -103,6 +152,9 @@ impl Body {
         match self {
             Body::Scan { .. } => "scan",
             Body::Context { .. } => "context",
+            Body::Lot { .. } => "lot",
+            Body::Product { .. } => "product",
+            Body::Reject { .. } => "reject",
             Body::Count { .. } => "count",
             Body::State { .. } => "state",
             Body::Value { .. } => "value",
@@ -118,6 +170,7 @@ pub enum ContextField {
     Lot,
     Order,
     Operator,
+    Material,
 }
 
 impl ContextField {
@@ -126,6 +179,134 @@ impl ContextField {
             ContextField::Lot => "lot",
             ContextField::Order => "order",
             ContextField::Operator => "operator",
+            ContextField::Material => "material",
+        }
+    }
+}
+
+/// What GS1 made of a scan: its elements in symbol order, or why it could
+/// not be read (the scan is still recorded, raw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gs1Reading {
+    Elements(Vec<Element>),
+    Error { code: String, message: String },
+}
+
+/// A material (component, raw material lot) consumed into a lot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Material {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Expiry date as scanned (GS1 AI 17, YYMMDD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LotEvent {
+    Opened,
+    Closed,
+}
+
+impl LotEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotEvent::Opened => "opened",
+            LotEvent::Closed => "closed",
+        }
+    }
+}
+
+/// One material (by GTIN and lot) consumed into a lot, and how many times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterialTally {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    pub count: u64,
+}
+
+/// What a lot made and used, carried by its `closed` record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotTotals {
+    pub opened_ms: u64,
+    pub closed_ms: u64,
+    /// Units of the station's good-parts counter while the lot was open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub good: Option<u64>,
+    /// Units of the station's scrap counter while the lot was open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrap: Option<u64>,
+    /// Every counter of the station, by name.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    pub products: u64,
+    pub rejects: u64,
+    #[serde(default)]
+    pub materials: Vec<MaterialTally>,
+    /// More distinct materials were consumed than the totals list.
+    #[serde(default)]
+    pub materials_truncated: bool,
+    /// Operators logged in at any time while the lot was open.
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// Work orders set at any time while the lot was open.
+    #[serde(default)]
+    pub orders: Vec<String>,
+}
+
+/// Why a scan was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectReason {
+    /// A `reject` scan rule matched.
+    Rule,
+    /// A product or material scan while no lot is open.
+    NoLotOpen,
+    /// A product serial already seen in this lot (or duplicate window).
+    DuplicateSerial,
+    /// A material whose GTIN is not on the work order's material list.
+    MaterialNotAllowed,
+    /// A rule needed a value (serial, lot, GTIN) the scan did not carry, or
+    /// its GS1 data was invalid.
+    InvalidCode,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Rule => "rule",
+            RejectReason::NoLotOpen => "no-lot-open",
+            RejectReason::DuplicateSerial => "duplicate-serial",
+            RejectReason::MaterialNotAllowed => "material-not-allowed",
+            RejectReason::InvalidCode => "invalid-code",
+        }
+    }
+}
+
+/// Where a command came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandOrigin {
+    /// MQTT, from the MES.
+    #[default]
+    Mes,
+    /// `linegate lot …` on the gateway itself (the control socket).
+    Local,
+}
+
+impl CommandOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandOrigin::Mes => "mes",
+            CommandOrigin::Local => "local",
         }
     }
 }
@@ -142,6 +323,34 @@ pub enum ContextSource {
     },
     /// An MES command, by its id.
     Command { id: String },
+    /// A local operator action (`linegate lot …` on the gateway), by its id.
+    Local { id: String },
+    /// The lot's count target was reached.
+    Target { counter: String, target: u64 },
+    /// A shift or day boundary (lot rotation, operator logout at shift end).
+    Boundary { boundary: Boundary },
+    /// The operator was idle longer than the configured timeout.
+    Idle,
+    /// The station opened a lot by itself (`auto_open`) at start-up.
+    Auto,
+    /// The same operator logged in at another station.
+    Moved { station: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Boundary {
+    Shift,
+    Day,
+}
+
+impl Boundary {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Boundary::Shift => "shift",
+            Boundary::Day => "day",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +358,11 @@ pub enum ContextSource {
 pub enum AlarmEvent {
     DeviceOffline,
     DeviceOnline,
+    /// The clock went back behind a lot number already issued; numbering
+    /// continues in the later period so no number repeats.
+    ClockWentBack,
+    /// A lot could not be opened (no template, …); the message says why.
+    LotNotOpened,
 }
 
 impl AlarmEvent {
@@ -156,6 +370,8 @@ impl AlarmEvent {
         match self {
             AlarmEvent::DeviceOffline => "device-offline",
             AlarmEvent::DeviceOnline => "device-online",
+            AlarmEvent::ClockWentBack => "clock-went-back",
+            AlarmEvent::LotNotOpened => "lot-not-opened",
         }
     }
 }

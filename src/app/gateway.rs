@@ -16,7 +16,7 @@ use crate::app::pipeline::{Input, Pipeline};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
 use crate::devices::{modbus, scanner};
-use crate::station::Stations;
+use crate::station::{Restore, Setup, Stations};
 use crate::store::{self, Store};
 use crate::tasks::AbortOnDrop;
 use crate::uplink::Uplink;
@@ -29,9 +29,14 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let store_dir = cfg.gateway.data_dir.join("store");
     let store = store::open(&cfg.store, &store_dir)
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
-    let stations = Stations::new(&cfg.stations, &cfg.devices, |key| {
-        restore_state(store.as_ref(), key)
-    });
+    let setup = Setup {
+        site: &cfg.gateway.site,
+        line: &cfg.gateway.line,
+        calendar: &cfg.calendar,
+        stations: &cfg.stations,
+        devices: &cfg.devices,
+    };
+    let stations = Stations::new(setup, &mut StoreRestore(store.as_ref()));
     let health = HealthRegistry::default();
 
     // One ordered queue for device readings and MES commands.
@@ -120,13 +125,23 @@ fn pipeline_failure(
 
 /// Durable state by key; a read error is logged and treated as "unknown"
 /// (a context starts empty, a counter starts from a new baseline).
-fn restore_state(store: &dyn Store, key: &str) -> Option<Vec<u8>> {
-    match store.state(key) {
-        Ok(bytes) => bytes,
-        Err(err) => {
+/// The stations' view of the store's durable state at start-up. A read error
+/// is logged and the value treated as absent (unknown, never invented).
+struct StoreRestore<'a>(&'a dyn Store);
+
+impl Restore for StoreRestore<'_> {
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.0.state(key).unwrap_or_else(|err| {
             tracing::error!(key, error = %err, "cannot read persisted state; starting unknown");
             None
-        }
+        })
+    }
+
+    fn scan(&mut self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.0.state_prefix(prefix).unwrap_or_else(|err| {
+            tracing::error!(prefix, error = %err, "cannot read persisted state; starting unknown");
+            Vec::new()
+        })
     }
 }
 

@@ -23,18 +23,24 @@ use tokio::time::Instant;
 use crate::clock::clock_synced;
 use crate::config::StoreConfig;
 use crate::devices::Reading;
-use crate::station::{Emitted, Stations, rejected_command_audit};
+use crate::station::{Emitted, StationView, Stations, rejected_command_audit};
 use crate::store::{Batch, Store, StoreError};
 use crate::uplink::{CommandOutcome, CommandRequest};
 
 /// How often acknowledgements are made durable while no commit happens.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often the stations see the plant clock (shift and day boundaries,
+/// idle logout). Boundaries are acted on within this time.
+const STATION_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything the pipeline consumes, on one ordered queue.
 #[derive(Debug)]
 pub enum Input {
     Reading(Reading),
     Command(CommandRequest),
+    /// A read-only look at every station (`linegate lot show`).
+    Inspect(oneshot::Sender<Vec<StationView>>),
 }
 
 impl From<Reading> for Input {
@@ -66,9 +72,7 @@ struct Pending {
 impl Pending {
     fn add(&mut self, emitted: Emitted) {
         self.batch.records.extend(emitted.records);
-        self.batch
-            .state
-            .extend(emitted.state.into_iter().map(|(k, v)| (k, Some(v))));
+        self.batch.state.extend(emitted.state);
     }
 }
 
@@ -79,6 +83,8 @@ impl Pipeline {
         let mut open = true;
         let mut ack_tick = tokio::time::interval(ACK_SYNC_INTERVAL);
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut station_tick = tokio::time::interval(STATION_TICK);
+        station_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while open {
             let mut pending = Pending::default();
             let mut deadline: Option<Instant> = None;
@@ -93,12 +99,18 @@ impl Pipeline {
                     item = input.recv() => match item {
                         Some(Input::Reading(r)) => self.on_reading(&r, &mut pending),
                         Some(Input::Command(c)) => self.on_command(c, &mut pending),
+                        Some(Input::Inspect(reply)) => {
+                            let _ = reply.send(self.stations.views());
+                        }
                         None => {
                             open = false;
                             break;
                         }
                     },
                     _ = sleep => break,
+                    _ = station_tick.tick() => {
+                        pending.add(self.stations.on_tick(crate::clock::now_ms(), clock_synced()));
+                    }
                     _ = ack_tick.tick(), if pending.batch.is_empty() => {
                         self.sync_acks().await;
                         continue;

@@ -21,6 +21,7 @@ pub use error::ConfigError;
 pub use model::*;
 pub use raw::DEVICE_TYPES;
 pub use summary::summary;
+pub use validate::fmt_duration;
 
 /// Reads, parses and validates the config file at `path`.
 ///

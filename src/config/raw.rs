@@ -34,6 +34,8 @@ pub struct RootRaw {
     pub store: Option<Spanned<StoreRaw>>,
     pub mqtt: Spanned<MqttRaw>,
     #[serde(default)]
+    pub shift: Vec<Spanned<ShiftRaw>>,
+    #[serde(default)]
     pub station: Vec<Spanned<StationRaw>>,
     /// Never present here (split off before deserializing); listed so that
     /// "unknown key" messages name it among the accepted keys.
@@ -48,6 +50,14 @@ pub struct GatewayRaw {
     pub site: Spanned<String>,
     pub line: Spanned<String>,
     pub data_dir: Spanned<String>,
+    pub time_zone: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftRaw {
+    pub name: Spanned<String>,
+    pub start: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,15 +91,43 @@ pub struct MqttRaw {
 pub struct StationRaw {
     pub id: Spanned<String>,
     #[serde(default)]
+    pub lot: Option<Spanned<LotRaw>>,
+    #[serde(default)]
+    pub operator: Option<Spanned<OperatorRaw>>,
+    #[serde(default)]
     pub scan_rule: Vec<Spanned<ScanRuleRaw>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotRaw {
+    pub template: Option<Spanned<String>>,
+    pub reset: Option<Spanned<String>>,
+    pub rotate: Option<Spanned<String>>,
+    pub target: Option<Spanned<i64>>,
+    pub good: Option<Spanned<String>>,
+    pub scrap: Option<Spanned<String>>,
+    pub duplicate_window: Option<Spanned<String>>,
+    pub auto_open: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorRaw {
+    pub logout_at_shift_end: Option<Spanned<bool>>,
+    pub idle_logout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRuleRaw {
     pub name: Spanned<String>,
-    pub pattern: Spanned<String>,
+    pub pattern: Option<Spanned<String>>,
+    pub symbology: Option<Spanned<Vec<Spanned<String>>>>,
+    pub gs1: Option<Spanned<Vec<Spanned<String>>>>,
     pub action: Spanned<String>,
+    pub value_ai: Option<Spanned<String>>,
+    pub reason: Option<Spanned<String>>,
 }
 
 /// One `[[device]]` entry, deserialized according to its `type`.
@@ -540,6 +578,12 @@ pub fn expected_for(key: &str) -> Option<String> {
         "gateway" => "a [gateway] table with id, site, line and data_dir",
         "gateway.id" | "gateway.site" | "gateway.line" | "station.id" | "device.id" => ID_FORM,
         "gateway.data_dir" => "a directory path such as \"/var/lib/linegate\"",
+        "gateway.time_zone" => {
+            "an IANA time zone such as \"Europe/Berlin\" or \"UTC\" (the plant's local time: shifts, lot dates and resets)"
+        }
+        "shift" => "[[shift]] tables, one per shift, each with name and start",
+        "shift.name" => "a shift name of 1 to 8 letters or digits, unique, such as \"A\"",
+        "shift.start" => "a local start time \"HH:MM\" such as \"06:00\", unique among shifts",
         "store" => "a [store] table",
         "store.engine" => "\"sled\"",
         "store.commit_interval" => "a duration from 0ms to 1s such as \"10ms\"",
@@ -577,7 +621,40 @@ pub fn expected_for(key: &str) -> Option<String> {
         "station.scan_rule.pattern" => {
             "a regular expression such as '^LOT:(?P<value>[A-Z0-9-]{1,40})$'"
         }
-        "station.scan_rule.action" => "\"set-lot\" or \"set-order\"",
+        "station.scan_rule.action" => {
+            "\"set-lot\", \"set-order\", \"set-operator\", \"consume-material\", \"product\" or \"reject\""
+        }
+        "station.scan_rule.symbology" => {
+            "a list of AIM symbology identifiers such as [\"]d2\", \"]C1\"]"
+        }
+        "station.scan_rule.gs1" => {
+            "a list of GS1 Application Identifiers that must all be present, such as [\"01\", \"10\"]"
+        }
+        "station.scan_rule.value_ai" => {
+            "a GS1 Application Identifier the value is taken from, such as \"10\" (set-lot, set-order, set-operator, product)"
+        }
+        "station.scan_rule.reason" => {
+            "a reason text of 1 to 200 characters (only, and required, with action = \"reject\")"
+        }
+        "station.lot" => "a [station.lot] table",
+        "station.lot.template" => {
+            "a lot number template such as \"{line}{yy}{jjj}{shift}{seq:3}\" (tokens {site} {line} {station} {yyyy} {yy} {y} {mm} {dd} {jjj} {shift} {seq:N} {check}; letters, digits and - between them)"
+        }
+        "station.lot.reset" => {
+            "\"never\", \"daily\", \"shift\", \"monthly\" or \"yearly\" (when the {seq} restarts at 1)"
+        }
+        "station.lot.rotate" => "\"never\", \"shift\" or \"day\"",
+        "station.lot.target" => "an integer number of good units from 1 to 1000000000",
+        "station.lot.good" | "station.lot.scrap" => {
+            "the name of a counter register (role = \"counter\") of this station, such as \"good\""
+        }
+        "station.lot.duplicate_window" => {
+            "\"lot\" (a serial once per lot) or a duration from 1m to 31d such as \"7d\""
+        }
+        "station.lot.auto_open" => "true or false",
+        "station.operator" => "a [station.operator] table",
+        "station.operator.logout_at_shift_end" => "true or false",
+        "station.operator.idle_logout" => "a duration from 1m to 24h such as \"30m\"",
         "device" => "[[device]] tables, one per device",
         "device.type" => return Some(format!("one of: {}", DEVICE_TYPES.join(", "))),
         "device.station" => "the id of a [[station]]",

@@ -57,24 +57,91 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "  status:   {}", t.status())?;
     writeln!(out, "  commands: {}", t.command_filter())?;
 
+    let shifts = cfg.calendar.shifts();
+    if shifts.is_empty() {
+        writeln!(out, "plant time: {} (no shifts)", cfg.calendar.zone_name())?;
+    } else {
+        let plan: Vec<String> = shifts
+            .iter()
+            .map(|s| format!("{} from {:02}:{:02}", s.name, s.start_minute / 60, s.start_minute % 60))
+            .collect();
+        writeln!(out, "plant time: {}, shifts {}", cfg.calendar.zone_name(), plan.join(", "))?;
+    }
+
     writeln!(out, "stations: {}", cfg.stations.len())?;
     for st in &cfg.stations {
         let n = st.scan_rules.len();
         let rules = if n == 1 { "rule" } else { "rules" };
         writeln!(out, "  {} ({n} scan {rules})", st.id)?;
         for (i, r) in st.scan_rules.iter().enumerate() {
-            let action = match r.action {
-                RuleAction::SetLot => "set-lot",
-                RuleAction::SetOrder => "set-order",
-            };
+            let mut when = Vec::new();
+            if !r.symbology.is_empty() {
+                when.push(format!("symbology is {}", r.symbology.join(" or ")));
+            }
+            if !r.gs1.is_empty() {
+                when.push(format!("GS1 AIs {} are present", r.gs1.join(", ")));
+            }
+            if let Some(p) = &r.pattern {
+                when.push(format!("it matches {}", p.as_str()));
+            }
+            let value = r
+                .value_ai
+                .as_ref()
+                .map(|ai| format!(" (value from AI {ai})"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "    {}. {}: {} when the scan matches {}",
+                "    {}. {}: {}{value} when {}",
                 i + 1,
                 r.name,
-                action,
-                r.pattern.as_str()
+                r.action.as_str(),
+                when.join(" and ")
             )?;
+        }
+        let lot = &st.lot;
+        match &lot.numbering {
+            Some(n) => {
+                let reset = match n.reset {
+                    Reset::Never => "never",
+                    Reset::Daily => "daily",
+                    Reset::Shift => "each shift",
+                    Reset::Monthly => "monthly",
+                    Reset::Yearly => "yearly",
+                };
+                writeln!(
+                    out,
+                    "    lots: numbered {} (sequence resets {reset})",
+                    n.template_text
+                )?;
+            }
+            None => writeln!(out, "    lots: from scanned labels and commands only")?,
+        }
+        let mut closes = Vec::new();
+        if let (Some(t), Some(good)) = (lot.target, &lot.good) {
+            closes.push(format!("at {t} units of {good}"));
+        }
+        match lot.rotate {
+            Rotate::Never => {}
+            Rotate::Shift => closes.push("at each shift change".into()),
+            Rotate::Day => closes.push("at midnight".into()),
+        }
+        if !closes.is_empty() {
+            writeln!(out, "    next lot opens {}", closes.join(" and "))?;
+        }
+        let dup = match lot.duplicate_window {
+            DuplicateWindow::Lot => "within the lot".to_owned(),
+            DuplicateWindow::Time(d) => format!("within {}", fmt_duration(d)),
+        };
+        writeln!(out, "    serials unique {dup}")?;
+        let mut logout = Vec::new();
+        if st.operator.logout_at_shift_end {
+            logout.push("at shift end".to_owned());
+        }
+        if let Some(idle) = st.operator.idle_logout {
+            logout.push(format!("after {} idle", fmt_duration(idle)));
+        }
+        if !logout.is_empty() {
+            writeln!(out, "    operators logged out {}", logout.join(" and "))?;
         }
     }
 

@@ -15,7 +15,7 @@ use super::error::{ConfigError, Source};
 use super::model::*;
 use super::raw::{
     AddressRaw, DeviceEntry, DeviceRaw, ModbusRtuRaw, ModbusTcpRaw, MqttRaw, RawConfig,
-    RegisterRaw, RtuUnitRaw, ScanRuleRaw, SerialScannerRaw, SizeRaw, StationRaw, StoreRaw,
+    RegisterRaw, RtuUnitRaw, SerialScannerRaw, SizeRaw, StoreRaw,
     expected_for, normalize,
 };
 
@@ -31,6 +31,8 @@ pub const BAUD_RATES: &[u32] = &[
 const ROOT_PLACEHOLDERS: &[&str] = &["site", "line", "gateway"];
 const RECORD_PLACEHOLDERS: &[&str] = &["root", "site", "line", "gateway", "station", "kind"];
 
+mod stations;
+
 type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Validates the raw config. `src.file`'s directory anchors relative paths.
@@ -45,6 +47,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         line: v.id(&g.line, "gateway.line")?,
         data_dir: v.path(&g.data_dir, "gateway.data_dir")?,
     };
+    let calendar = v.calendar(g.time_zone.as_ref(), &raw.root.shift)?;
 
     let default_store = StoreRaw::default();
     let store_raw = raw
@@ -59,7 +62,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         .station
         .iter()
         .enumerate()
-        .map(|(i, s)| v.station(i, s.get_ref()))
+        .map(|(i, s)| v.station(i, s.get_ref(), &gateway, &calendar))
         .collect::<Result<Vec<_>>>()?;
     v.unique(
         raw.root.station.iter().enumerate().map(|(i, s)| {
@@ -83,6 +86,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         "device id",
     )?;
     v.unique_device_paths(&raw.devices)?;
+    v.lot_counters(&raw.root.station, &stations, &devices)?;
     for (entry, device) in raw.devices.iter().zip(&devices) {
         // Only scanner frames can grow with the config; a Modbus record's
         // size is bounded by its (short) register names.
@@ -109,6 +113,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         gateway,
         store,
         mqtt,
+        calendar,
         stations,
         devices,
     })
@@ -576,51 +581,6 @@ impl Validator<'_> {
             gateway: format!("{root}/gateway/{}", gateway.id),
             root,
             record,
-        })
-    }
-
-    fn station(&self, index: usize, s: &StationRaw) -> Result<StationConfig> {
-        let id = self.id(&s.id, &format!("station[{index}].id"))?;
-        let scan_rules = s
-            .scan_rule
-            .iter()
-            .enumerate()
-            .map(|(i, r)| self.scan_rule(&format!("station[{index}].scan_rule[{i}]"), r.get_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        self.unique(
-            s.scan_rule.iter().enumerate().map(|(i, r)| {
-                (
-                    &r.get_ref().name,
-                    format!("station[{index}].scan_rule[{i}].name"),
-                )
-            }),
-            "rule name",
-        )?;
-        Ok(StationConfig { id, scan_rules })
-    }
-
-    fn scan_rule(&self, key: &str, r: &ScanRuleRaw) -> Result<ScanRule> {
-        let name = self.non_empty(&r.name, &format!("{key}.name"))?;
-        let pattern = regex::Regex::new(r.pattern.get_ref()).map_err(|e| {
-            self.err(
-                r.pattern.span(),
-                &format!("{key}.pattern"),
-                format!("invalid regular expression: {}", regex_reason(&e)),
-            )
-        })?;
-        let action = self.choice(
-            Some(&r.action),
-            &format!("{key}.action"),
-            RuleAction::SetLot,
-            &[
-                ("set-lot", RuleAction::SetLot),
-                ("set-order", RuleAction::SetOrder),
-            ],
-        )?;
-        Ok(ScanRule {
-            name,
-            pattern,
-            action,
         })
     }
 

@@ -46,6 +46,13 @@ pub struct Moment {
     pub shift_key: String,
 }
 
+impl Moment {
+    pub fn period(&self, reset: Reset) -> String {
+        let _ = reset;
+        String::new()
+    }
+}
+
 impl Calendar {
     /// `tz` is an IANA zone name (`Europe/Berlin`) or `UTC`. Shifts need not
     /// be given in order; their start minutes must differ.
@@ -56,6 +63,18 @@ impl Calendar {
 
     pub fn utc() -> Calendar {
         Calendar { _todo: () }
+    }
+
+    pub fn zone_name(&self) -> &str {
+        "UTC"
+    }
+
+    pub fn shifts(&self) -> &[Shift] {
+        &[]
+    }
+
+    pub fn has_shifts(&self) -> bool {
+        false
     }
 
     pub fn at(&self, ts_ms: u64) -> Moment {
@@ -91,6 +110,17 @@ impl Template {
     pub fn check_unique(&self, reset: Reset) -> Result<(), String> {
         let _ = reset;
         Ok(())
+    }
+
+    /// Whether the template contains `{shift}`.
+    pub fn uses_shift(&self) -> bool {
+        false
+    }
+
+    /// Longest number the template renders while `seq` fits its width.
+    pub fn max_len(&self, fields: Fields<'_>) -> usize {
+        let _ = fields;
+        0
     }
 
     pub fn render(&self, fields: Fields<'_>, at: &Moment, seq: u64) -> String {

@@ -14,15 +14,21 @@ pub struct Context {
     pub order: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    /// GTINs the work order may consume, when the MES sent its material
+    /// list with the order; `None`: any material is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materials: Option<Vec<String>>,
 }
 
 impl Context {
-    /// Set one field; returns the previous value.
+    /// Set lot, order or operator; returns the previous value. A material is
+    /// not part of the stamped context (a lot consumes many).
     pub fn set(&mut self, field: ContextField, value: Option<String>) -> Option<String> {
         let slot = match field {
             ContextField::Lot => &mut self.lot,
             ContextField::Order => &mut self.order,
             ContextField::Operator => &mut self.operator,
+            ContextField::Material => return None,
         };
         std::mem::replace(slot, value)
     }

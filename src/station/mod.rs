@@ -7,56 +7,101 @@
 
 mod context;
 mod counters;
+mod lot;
 mod rules;
+mod serials;
+mod workstation;
 
 use std::collections::{BTreeMap, VecDeque};
 
 pub use self::context::Context;
 use self::counters::Counters;
 pub use self::counters::{CounterMark, Movement, classify, counter_key};
-use crate::config::{DeviceConfig, RuleAction, StationConfig};
+pub use self::lot::{LotState, OpenLot, lot_key};
+use self::serials::Serials;
+pub use self::serials::serial_prefix;
+use self::workstation::{At, Env, Station};
+use crate::config::{DeviceConfig, StationConfig};
 use crate::devices::{DeviceEvent, Reading};
-use crate::record::{AlarmEvent, Body, ContextField, ContextSource, Record};
+use crate::numbering::Calendar;
+use crate::record::{AlarmEvent, Body, CommandOrigin, ContextSource, Record};
 
 /// How many recent command ids are remembered to refuse replays.
 const RECENT_COMMANDS: usize = 256;
 /// Longest command payload kept in an audit record.
 pub const AUDIT_PAYLOAD_MAX: usize = 1024;
 
-/// What applying a reading or command produced: records to commit, and the
-/// durable state entries (station context) that must commit with them.
+/// What applying a reading, command or tick produced: records to commit, and
+/// the durable state entries (`Some` upserts, `None` deletes) that must
+/// commit with them.
 #[derive(Debug, Default, PartialEq)]
 pub struct Emitted {
     pub records: Vec<Record>,
-    pub state: Vec<(String, Vec<u8>)>,
+    pub state: Vec<(String, Option<Vec<u8>>)>,
 }
 
-impl Emitted {
-    fn push(&mut self, other: Emitted) {
-        self.records.extend(other.records);
-        self.state.extend(other.state);
+/// Durable state written by earlier commits, read once at start-up.
+pub trait Restore {
+    fn get(&mut self, key: &str) -> Option<Vec<u8>>;
+    /// Every entry whose key starts with `prefix`.
+    fn scan(&mut self, prefix: &str) -> Vec<(String, Vec<u8>)>;
+}
+
+/// A map of durable state (tests, and what a batch would leave behind).
+impl Restore for BTreeMap<String, Vec<u8>> {
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        BTreeMap::get(self, key).cloned()
+    }
+
+    fn scan(&mut self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
-/// A validated MES command, addressed to one station.
+/// What the stations are built from.
+pub struct Setup<'a> {
+    pub site: &'a str,
+    pub line: &'a str,
+    pub calendar: &'a Calendar,
+    pub stations: &'a [StationConfig],
+    pub devices: &'a [DeviceConfig],
+}
+
+/// A validated command, addressed to one station: from the MES over MQTT or
+/// from `linegate lot` on the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    /// Command name as in the topic (`set-lot`, `set-order`).
+    /// Command name as in the topic (`set-lot`, `open-lot`, …).
     pub name: String,
-    /// The MES's id for this command (idempotency, result correlation).
+    /// The sender's id for this command (idempotency, result correlation).
     pub id: String,
     pub station: String,
     pub action: CommandAction,
     /// The payload as received, for the audit record.
     pub payload: String,
+    pub origin: CommandOrigin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandAction {
-    /// Set (`Some`) or clear (`None`) the station's lot.
+    /// Open the named lot (`Some`, closing the open one) or close the open
+    /// lot (`None`).
     SetLot(Option<String>),
-    /// Set (`Some`) or clear (`None`) the station's work order.
-    SetOrder(Option<String>),
+    /// Open the named lot, or the next number from the template (`None`).
+    OpenLot(Option<String>),
+    /// Close the open lot.
+    CloseLot,
+    /// Set or clear the work order; `materials` lists the GTINs the order
+    /// may consume (`None`: no check).
+    SetOrder {
+        order: Option<String>,
+        materials: Option<Vec<String>>,
+    },
+    /// Log an operator in (`Some`) or out (`None`).
+    SetOperator(Option<String>),
 }
 
 /// Why a command was not applied.
@@ -66,11 +111,21 @@ pub enum Rejection {
     UnknownStation(String),
     #[error("duplicate command id `{0}`")]
     Duplicate(String),
+    #[error("station `{0}` has no lot template: name the lot to open")]
+    NoTemplate(String),
+    #[error("no lot is open at station `{0}`")]
+    NoLotOpen(String),
 }
 
-struct Station {
-    cfg: StationConfig,
-    ctx: Context,
+/// A station's context and open lot, as `linegate lot show` prints it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StationView {
+    pub station: String,
+    pub context: Context,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_lot: Option<OpenLot>,
+    /// Product serials held for the duplicate check.
+    pub serials: usize,
 }
 
 /// All stations of this gateway and their contexts.
@@ -78,6 +133,9 @@ pub struct Stations {
     stations: BTreeMap<String, Station>,
     counters: Counters,
     recent_commands: VecDeque<String>,
+    calendar: Calendar,
+    site: String,
+    line: String,
 }
 
 /// Key under which a station's context is persisted in the store.
@@ -86,32 +144,44 @@ pub fn state_key(station: &str) -> String {
 }
 
 impl Stations {
-    /// Build the stations and their PLC values; `restore` returns durable
-    /// state written by earlier commits, by key (contexts, counter marks).
-    pub fn new(
-        configs: &[StationConfig],
-        devices: &[DeviceConfig],
-        mut restore: impl FnMut(&str) -> Option<Vec<u8>>,
-    ) -> Self {
-        let stations = configs
+    /// Build the stations, their lots and PLC counters from durable state
+    /// written by earlier commits.
+    pub fn new(setup: Setup<'_>, restore: &mut dyn Restore) -> Self {
+        let stations = setup
+            .stations
             .iter()
             .map(|cfg| {
-                let ctx = restore(&state_key(&cfg.id))
-                    .and_then(|b| Context::decode(&cfg.id, &b))
+                let id = &cfg.id;
+                let ctx = restore
+                    .get(&state_key(id))
+                    .and_then(|b| Context::decode(id, &b))
                     .unwrap_or_default();
-                (
-                    cfg.id.clone(),
-                    Station {
-                        cfg: cfg.clone(),
-                        ctx,
-                    },
-                )
+                let lot = restore
+                    .get(&lot_key(id))
+                    .and_then(|b| LotState::decode(id, &b))
+                    .unwrap_or_default();
+                let serials = Serials::restore(
+                    id,
+                    cfg.lot.duplicate_window,
+                    restore.scan(&serial_prefix(id)),
+                );
+                let station = Station {
+                    cfg: cfg.clone(),
+                    ctx,
+                    lot,
+                    serials,
+                    last_activity_ms: None,
+                };
+                (id.clone(), station)
             })
             .collect();
         Stations {
             stations,
-            counters: Counters::new(devices, &mut restore),
+            counters: Counters::new(setup.devices, &mut |k: &str| restore.get(k)),
             recent_commands: VecDeque::new(),
+            calendar: setup.calendar.clone(),
+            site: setup.site.to_owned(),
+            line: setup.line.to_owned(),
         }
     }
 
@@ -120,48 +190,70 @@ impl Stations {
         self.stations.get(station).map(|s| &s.ctx)
     }
 
+    /// Every station's context and open lot.
+    pub fn views(&self) -> Vec<StationView> {
+        self.stations
+            .values()
+            .map(|s| StationView {
+                station: s.cfg.id.clone(),
+                context: s.ctx.clone(),
+                open_lot: s.lot.open.clone(),
+                serials: s.serials.len(),
+            })
+            .collect()
+    }
+
+    /// Split borrow: one station, and the environment of the lot engine.
+    fn station_env(&mut self, id: &str) -> Option<(&mut Station, Env<'_>)> {
+        let env = Env {
+            calendar: &self.calendar,
+            site: &self.site,
+            line: &self.line,
+        };
+        self.stations.get_mut(id).map(|s| (s, env))
+    }
+
     /// Apply one device reading.
     pub fn on_reading(&mut self, reading: &Reading, clock_synced: bool) -> Emitted {
+        let mut out = Emitted::default();
+        let at = At {
+            ts_ms: reading.ts_ms,
+            synced: clock_synced,
+            device: Some(&reading.device),
+        };
+        let counters = &mut self.counters;
+        let env = Env {
+            calendar: &self.calendar,
+            site: &self.site,
+            line: &self.line,
+        };
         let Some(station) = self.stations.get_mut(&*reading.station) else {
             // Config validation makes this unreachable; never panic on it.
             tracing::error!(station = %reading.station, "reading for unknown station dropped");
-            return Emitted::default();
+            return out;
         };
-        let mut out = Emitted::default();
         let body = match &reading.event {
-            DeviceEvent::Scan(raw) => match rules::first_match(&station.cfg.scan_rules, raw) {
-                Some((rule, value)) => {
-                    let field = match rule.action {
-                        RuleAction::SetLot => ContextField::Lot,
-                        RuleAction::SetOrder => ContextField::Order,
-                    };
-                    let source = ContextSource::Scan {
-                        rule: rule.name.clone(),
-                        raw: raw.clone(),
-                    };
-                    let previous = station.ctx.set(field, Some(value.clone()));
-                    out.state.push(station.persist());
-                    Body::Context {
-                        field,
-                        value: Some(value),
-                        previous,
-                        source,
-                    }
+            DeviceEvent::Scan(raw) => {
+                if let Some(who) = station.on_scan(&at, &env, raw, &mut out) {
+                    let here = station.cfg.id.clone();
+                    self.logout_elsewhere(&who, &here, &at, &mut out);
                 }
-                None => Body::Scan { raw: raw.clone() },
-            },
+                return out;
+            }
             DeviceEvent::Sample(samples) => {
                 for sample in samples {
                     if let Some((body, state)) =
-                        self.counters.apply(&reading.device, sample, reading.ts_ms)
+                        counters.apply(&reading.device, sample, reading.ts_ms)
                     {
-                        out.state.extend(state);
-                        out.records.push(station.record(
-                            reading.ts_ms,
-                            clock_synced,
-                            Some(reading.device.to_string()),
-                            body,
-                        ));
+                        out.state.extend(state.map(|(k, v)| (k, Some(v))));
+                        let counted = match &body {
+                            Body::Count { name, delta, .. } => Some((name.clone(), *delta)),
+                            _ => None,
+                        };
+                        out.records.push(station.record(&at, body));
+                        if let Some((name, delta)) = counted {
+                            station.on_count(&at, &env, &name, delta, &mut out);
+                        }
                     }
                 }
                 return out;
@@ -175,17 +267,45 @@ impl Stations {
                 message: Some(why.clone()),
             },
         };
-        out.records.push(station.record(
-            reading.ts_ms,
-            clock_synced,
-            Some(reading.device.to_string()),
-            body,
-        ));
+        out.records.push(station.record(&at, body));
         out
     }
 
-    /// Apply an MES command. The audit record is always emitted; a context
-    /// record follows when the command was accepted.
+    /// An operator who logged in at `here` is logged out everywhere else.
+    fn logout_elsewhere(&mut self, who: &str, here: &str, at: &At<'_>, out: &mut Emitted) {
+        for (id, st) in self.stations.iter_mut() {
+            if id != here && st.ctx.operator.as_deref() == Some(who) {
+                let at = At { device: None, ..*at };
+                let source = ContextSource::Moved {
+                    station: here.to_owned(),
+                };
+                st.set_operator(&at, None, source, out);
+            }
+        }
+    }
+
+    /// The plant clock at `now_ms`: shift and day boundaries, idle logout,
+    /// auto-open. Called about once a second by the pipeline.
+    pub fn on_tick(&mut self, now_ms: u64, clock_synced: bool) -> Emitted {
+        let mut out = Emitted::default();
+        let at = At {
+            ts_ms: now_ms,
+            synced: clock_synced,
+            device: None,
+        };
+        let env = Env {
+            calendar: &self.calendar,
+            site: &self.site,
+            line: &self.line,
+        };
+        for station in self.stations.values_mut() {
+            station.on_tick(&at, &env, &mut out);
+        }
+        out
+    }
+
+    /// Apply a command. The audit record is always emitted; the records of
+    /// its effect follow when it was accepted.
     pub fn on_command(
         &mut self,
         cmd: &Command,
@@ -200,49 +320,74 @@ impl Stations {
             accepted: verdict.is_ok(),
             reason: verdict.as_ref().err().map(ToString::to_string),
             payload: truncate(&cmd.payload),
+            origin: cmd.origin,
         };
-        match self.stations.get_mut(&cmd.station) {
-            Some(station) => {
-                out.records
-                    .push(station.record(ts_ms, clock_synced, None, audit));
-                if verdict.is_ok() {
-                    let (field, value) = match &cmd.action {
-                        CommandAction::SetLot(v) => (ContextField::Lot, v.clone()),
-                        CommandAction::SetOrder(v) => (ContextField::Order, v.clone()),
-                    };
-                    let previous = station.ctx.set(field, value.clone());
-                    out.state.push(station.persist());
-                    let body = Body::Context {
-                        field,
-                        value,
-                        previous,
-                        source: ContextSource::Command { id: cmd.id.clone() },
-                    };
-                    out.push(Emitted {
-                        records: vec![station.record(ts_ms, clock_synced, None, body)],
-                        state: vec![],
-                    });
+        let at = At {
+            ts_ms,
+            synced: clock_synced,
+            device: None,
+        };
+        let source = match cmd.origin {
+            CommandOrigin::Mes => ContextSource::Command { id: cmd.id.clone() },
+            CommandOrigin::Local => ContextSource::Local { id: cmd.id.clone() },
+        };
+        let Some((station, env)) = self.station_env(&cmd.station) else {
+            out.records.push(gateway_record(ts_ms, clock_synced, audit));
+            return (verdict, out);
+        };
+        out.records.push(station.record(&at, audit));
+        let mut logged_in = None;
+        if verdict.is_ok() {
+            match &cmd.action {
+                CommandAction::SetLot(Some(lot)) | CommandAction::OpenLot(Some(lot)) => {
+                    station.open_lot(&at, lot.clone(), None, source, &mut out);
+                }
+                CommandAction::OpenLot(None) => {
+                    // Checked: the station has a template.
+                    if let Err(why) = station.open_next(&at, &env, source, &mut out) {
+                        tracing::error!(station = %cmd.station, why, "lot not opened");
+                    }
+                }
+                CommandAction::SetLot(None) | CommandAction::CloseLot => {
+                    station.close_on_request(&at, &env, source, &mut out);
+                }
+                CommandAction::SetOrder { order, materials } => {
+                    station.set_order(&at, order.clone(), materials.clone(), source, &mut out);
+                }
+                CommandAction::SetOperator(who) => {
+                    station.set_operator(&at, who.clone(), source, &mut out);
+                    logged_in = who.clone();
                 }
             }
-            None => out.records.push(gateway_record(ts_ms, clock_synced, audit)),
-        }
-        if verdict.is_ok() {
             if self.recent_commands.len() >= RECENT_COMMANDS {
                 self.recent_commands.pop_front();
             }
             self.recent_commands.push_back(cmd.id.clone());
         }
+        if let Some(who) = logged_in {
+            self.logout_elsewhere(&who, &cmd.station, &at, &mut out);
+        }
         (verdict, out)
     }
 
     fn check_command(&self, cmd: &Command) -> Result<(), Rejection> {
-        if !self.stations.contains_key(&cmd.station) {
+        let Some(station) = self.stations.get(&cmd.station) else {
             return Err(Rejection::UnknownStation(cmd.station.clone()));
-        }
+        };
         if self.recent_commands.contains(&cmd.id) {
             return Err(Rejection::Duplicate(cmd.id.clone()));
         }
-        Ok(())
+        match cmd.action {
+            CommandAction::OpenLot(None) if station.cfg.lot.numbering.is_none() => {
+                Err(Rejection::NoTemplate(cmd.station.clone()))
+            }
+            CommandAction::CloseLot | CommandAction::SetLot(None)
+                if station.lot.open.is_none() =>
+            {
+                Err(Rejection::NoLotOpen(cmd.station.clone()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -262,6 +407,7 @@ pub fn rejected_command_audit(
         accepted: false,
         reason: Some(reason.to_owned()),
         payload: truncate(payload),
+        origin: CommandOrigin::Mes,
     };
     gateway_record(ts_ms, clock_synced, body)
 }
@@ -289,26 +435,6 @@ fn truncate(payload: &str) -> String {
         end -= 1;
     }
     payload[..end].to_owned()
-}
-
-impl Station {
-    fn record(&self, ts_ms: u64, clock_synced: bool, device: Option<String>, body: Body) -> Record {
-        Record {
-            seq: 0,
-            ts_ms,
-            clock_synced,
-            station: Some(self.cfg.id.clone()),
-            device,
-            lot: self.ctx.lot.clone(),
-            order: self.ctx.order.clone(),
-            operator: self.ctx.operator.clone(),
-            body,
-        }
-    }
-
-    fn persist(&self) -> (String, Vec<u8>) {
-        (state_key(&self.cfg.id), self.ctx.encode())
-    }
 }
 
 #[cfg(test)]

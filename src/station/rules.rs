@@ -1,18 +1,91 @@
-//! Scan rules: ordered regex rules, first match wins.
+//! Scan rules: ordered, first match wins. A rule matches by any combination
+//! of a regular expression, AIM symbology identifiers and GS1 AIs that must
+//! be present; all the conditions it has must hold.
 
-use crate::config::ScanRule;
+use crate::config::{RuleAction, ScanRule};
+use crate::gs1::Decoded;
 
-/// Longest value a rule may take from a scan (lot and order numbers).
+/// Longest value a rule may take from a scan (lot, order, operator, serial).
 pub const MAX_VALUE_LEN: usize = 64;
 
-/// The first rule matching `raw`, and the value it takes: the named group
-/// `value` when the pattern has one, otherwise the whole match. A rule whose
-/// value would be empty or longer than [`MAX_VALUE_LEN`] does not match.
-pub fn first_match<'r>(rules: &'r [ScanRule], raw: &[u8]) -> Option<(&'r ScanRule, String)> {
-    let text = String::from_utf8_lossy(raw);
-    rules.iter().find_map(|rule| {
-        let caps = rule.pattern.captures(&text)?;
-        let value = caps.name("value").or_else(|| caps.get(0))?.as_str();
-        (!value.is_empty() && value.len() <= MAX_VALUE_LEN).then(|| (rule, value.to_owned()))
-    })
+/// The text rules see: the scan without its AIM identifier (lossy UTF-8).
+pub fn rule_text<'a>(raw: &'a [u8], decoded: &Decoded) -> std::borrow::Cow<'a, str> {
+    let skip = decoded.aim.as_ref().map_or(0, |a| a.len());
+    String::from_utf8_lossy(raw.get(skip..).unwrap_or_default())
+}
+
+/// What a matching rule captured.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// The named group `value`, else the whole match (pattern rules only).
+    pub value: Option<String>,
+    /// Named groups `gtin`, `lot`, `serial`, `expiry` (materials, products).
+    pub gtin: Option<String>,
+    pub lot: Option<String>,
+    pub serial: Option<String>,
+    pub expiry: Option<String>,
+}
+
+/// Whether `rule` matches; `decoded` is the scan's GS1 reading as the rule
+/// needs it (forced GS1 for rules with `gs1` conditions, see the caller).
+pub fn matches(rule: &ScanRule, text: &str, decoded: &Decoded) -> Option<Captured> {
+    if !rule.symbology.is_empty()
+        && !decoded
+            .aim
+            .as_ref()
+            .is_some_and(|a| rule.symbology.iter().any(|s| s == a))
+    {
+        return None;
+    }
+    if !rule.gs1.iter().all(|ai| decoded.get(ai).is_some()) {
+        return None;
+    }
+    let mut cap = Captured::default();
+    if let Some(pattern) = &rule.pattern {
+        let caps = pattern.captures(text)?;
+        let group = |name: &str| caps.name(name).map(|m| m.as_str().to_owned());
+        cap.value = caps
+            .name("value")
+            .or_else(|| caps.get(0))
+            .map(|m| m.as_str().to_owned());
+        cap.gtin = group("gtin");
+        cap.lot = group("lot");
+        cap.serial = group("serial");
+        cap.expiry = group("expiry");
+    }
+    Some(cap)
+}
+
+/// The single value a rule takes (lot, order, operator, serial): the
+/// configured AI, the regex value, the action's usual AI, or the whole text.
+pub fn value_of(rule: &ScanRule, cap: &Captured, text: &str, decoded: &Decoded) -> Option<String> {
+    if let Some(ai) = &rule.value_ai {
+        return decoded.get(ai).map(str::to_owned);
+    }
+    if let Some(v) = cap.value.clone().or_else(|| match rule.action {
+        RuleAction::Product => cap.serial.clone(),
+        RuleAction::SetLot => cap.lot.clone(),
+        _ => None,
+    }) {
+        return Some(v);
+    }
+    let usual = match rule.action {
+        RuleAction::SetLot => Some("10"),
+        RuleAction::Product => Some("21"),
+        _ => None,
+    };
+    if let Some(v) = usual.and_then(|ai| decoded.get(ai)) {
+        return Some(v.to_owned());
+    }
+    if decoded.gs1.is_some() {
+        // GS1 data without the AI the action needs: no usable value.
+        return None;
+    }
+    Some(text.trim().to_owned())
+}
+
+/// A value fit to stamp records with: 1 to [`MAX_VALUE_LEN`] characters, no
+/// control characters.
+pub fn valid_value(v: &str) -> bool {
+    !v.is_empty() && v.len() <= MAX_VALUE_LEN && !v.chars().any(char::is_control)
 }

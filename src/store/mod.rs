@@ -89,6 +89,9 @@ pub trait Store: Send + Sync + 'static {
     /// A durable state value written by an earlier `commit`.
     fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Every durable state entry whose key starts with `prefix`, in key order.
+    fn state_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
     /// Make everything written so far durable (including acks).
     fn sync(&self) -> Result<(), StoreError>;
 

@@ -231,6 +231,18 @@ impl Store for SledStore {
         Ok(self.db.get(state_key(key))?.map(|v| v.to_vec()))
     }
 
+    fn state_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(state_key(prefix)) {
+            let (k, v) = item?;
+            // Keys are written from `&str`; anything else is not ours.
+            if let Ok(key) = std::str::from_utf8(&k[STATE.len()..]) {
+                out.push((key.to_owned(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Flush sled's buffers, then make them durable with a real fdatasync.
     fn sync(&self) -> Result<(), StoreError> {
         self.acks_dirty.store(false, Ordering::Release);
@@ -345,6 +357,24 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.state("ctx/st").unwrap(), None);
+        store
+            .commit(Batch {
+                records: vec![],
+                state: vec![
+                    ("ser/st/A".into(), Some(b"1".to_vec())),
+                    ("ser/st/B".into(), Some(b"2".to_vec())),
+                    ("ser/st2/C".into(), Some(b"3".to_vec())),
+                    ("set".into(), Some(b"4".to_vec())),
+                ],
+            })
+            .unwrap();
+        assert_eq!(
+            store.state_prefix("ser/st/").unwrap(),
+            vec![
+                ("ser/st/A".to_owned(), b"1".to_vec()),
+                ("ser/st/B".to_owned(), b"2".to_vec())
+            ]
+        );
     }
 
     #[test]

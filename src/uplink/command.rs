@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 
+use crate::record::CommandOrigin;
 use crate::station::{Command, CommandAction};
 
 /// Largest command payload accepted, in bytes.
@@ -38,7 +39,37 @@ struct SetOrder {
     id: String,
     station: String,
     order: Option<String>,
+    /// GTINs the order may consume (8, 12, 13 or 14 digits).
+    #[serde(default)]
+    materials: Option<Vec<String>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenLot {
+    id: String,
+    station: String,
+    #[serde(default)]
+    lot: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseLot {
+    id: String,
+    station: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOperator {
+    id: String,
+    station: String,
+    operator: Option<String>,
+}
+
+/// Most GTINs one order's material list may hold.
+pub const MAX_MATERIALS: usize = 200;
 
 /// Only used to recover the id of a command that failed validation, so the
 /// result can be correlated.
@@ -48,7 +79,13 @@ struct IdOnly {
 }
 
 /// The command names this gateway understands.
-pub const COMMANDS: &[&str] = &["set-lot", "set-order"];
+pub const COMMANDS: &[&str] = &[
+    "set-lot",
+    "open-lot",
+    "close-lot",
+    "set-order",
+    "set-operator",
+];
 
 /// Validate a command received on topic `…/cmd/{name}`.
 pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refused> {
@@ -82,8 +119,19 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
     let parsed = match name {
         "set-lot" => serde_json::from_slice::<SetLot>(payload)
             .map(|c| (c.id, c.station, CommandAction::SetLot(c.lot))),
-        "set-order" => serde_json::from_slice::<SetOrder>(payload)
-            .map(|c| (c.id, c.station, CommandAction::SetOrder(c.order))),
+        "open-lot" => serde_json::from_slice::<OpenLot>(payload)
+            .map(|c| (c.id, c.station, CommandAction::OpenLot(c.lot))),
+        "close-lot" => serde_json::from_slice::<CloseLot>(payload)
+            .map(|c| (c.id, c.station, CommandAction::CloseLot)),
+        "set-order" => serde_json::from_slice::<SetOrder>(payload).map(|c| {
+            let action = CommandAction::SetOrder {
+                order: c.order,
+                materials: c.materials,
+            };
+            (c.id, c.station, action)
+        }),
+        "set-operator" => serde_json::from_slice::<SetOperator>(payload)
+            .map(|c| (c.id, c.station, CommandAction::SetOperator(c.operator))),
         other => {
             let known = COMMANDS.join(", ");
             return Err(refuse(
@@ -92,10 +140,14 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
             ));
         }
     };
-    let (id, station, action) =
+    let (id, station, mut action) =
         parsed.map_err(|e| refuse(id_hint.clone(), format!("invalid payload: {e}")))?;
     let value = match &action {
-        CommandAction::SetLot(v) | CommandAction::SetOrder(v) => v.as_deref(),
+        CommandAction::SetLot(v)
+        | CommandAction::OpenLot(v)
+        | CommandAction::SetOperator(v)
+        | CommandAction::SetOrder { order: v, .. } => v.as_deref(),
+        CommandAction::CloseLot => None,
     };
     for (field, text) in [
         ("id", Some(id.as_str())),
@@ -111,13 +163,51 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
             }
         }
     }
+    if let CommandAction::SetOrder {
+        materials: Some(list),
+        ..
+    } = &mut action
+    {
+        if list.len() > MAX_MATERIALS {
+            return Err(refuse(
+                id_hint,
+                format!("invalid materials: at most {MAX_MATERIALS} GTINs"),
+            ));
+        }
+        for gtin in list.iter_mut() {
+            match normalize_gtin(gtin) {
+                Some(g) => *gtin = g,
+                None => {
+                    return Err(refuse(
+                        id_hint,
+                        format!(
+                            "invalid materials: {:?} is not a GTIN (8, 12, 13 or 14 digits with a valid check digit)",
+                            shown_name(gtin)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     Ok(Command {
         name: name.to_owned(),
         id,
         station,
         action,
         payload: text,
+        origin: CommandOrigin::Mes,
     })
+}
+
+/// A GTIN-8/12/13/14 as the 14 digits GS1 AI 01 carries, when its check
+/// digit is right.
+pub fn normalize_gtin(text: &str) -> Option<String> {
+    let digits = text.trim();
+    if !matches!(digits.len(), 8 | 12 | 13 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let padded = format!("{digits:0>14}");
+    crate::gs1::check_digit_valid(&padded).then_some(padded)
 }
 
 /// A command name as it may appear in records: at most 64 characters,
@@ -163,7 +253,67 @@ mod tests {
                 "set-order",
                 r#"{"id":"c1","station":"st10","order":"WO1"}"#,
                 false,
-                Ok(CommandAction::SetOrder(Some("WO1".into()))),
+                Ok(CommandAction::SetOrder {
+                    order: Some("WO1".into()),
+                    materials: None,
+                }),
+            ),
+            (
+                "set-order",
+                r#"{"id":"c1","station":"st10","order":"WO1","materials":["09506000134352","95060001343"]}"#,
+                false,
+                Err("not a GTIN"),
+            ),
+            (
+                "set-order",
+                r#"{"id":"c1","station":"st10","order":"WO1","materials":["9506000134352","09506000134369"]}"#,
+                false,
+                Err("not a GTIN"),
+            ),
+            (
+                "set-order",
+                r#"{"id":"c1","station":"st10","order":"WO1","materials":["9506000134352","96385074"]}"#,
+                false,
+                Ok(CommandAction::SetOrder {
+                    order: Some("WO1".into()),
+                    materials: Some(vec!["09506000134352".into(), "00000096385074".into()]),
+                }),
+            ),
+            (
+                "open-lot",
+                r#"{"id":"c1","station":"st10"}"#,
+                false,
+                Ok(CommandAction::OpenLot(None)),
+            ),
+            (
+                "open-lot",
+                r#"{"id":"c1","station":"st10","lot":"L9"}"#,
+                false,
+                Ok(CommandAction::OpenLot(Some("L9".into()))),
+            ),
+            (
+                "close-lot",
+                r#"{"id":"c1","station":"st10"}"#,
+                false,
+                Ok(CommandAction::CloseLot),
+            ),
+            (
+                "close-lot",
+                r#"{"id":"c1","station":"st10","lot":"L9"}"#,
+                false,
+                Err("unknown field"),
+            ),
+            (
+                "set-operator",
+                r#"{"id":"c1","station":"st10","operator":"OP-7"}"#,
+                false,
+                Ok(CommandAction::SetOperator(Some("OP-7".into()))),
+            ),
+            (
+                "set-operator",
+                r#"{"id":"c1","station":"st10","operator":null}"#,
+                false,
+                Ok(CommandAction::SetOperator(None)),
             ),
             (
                 "set-lot",

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::rfc3339_ms;
 use crate::config::GatewayConfig;
 use crate::devices::health::HealthSnapshot;
-use crate::record::{Body, ContextSource, Record};
+use crate::record::{Body, ContextSource, Gs1Reading, LotTotals, Record};
 use crate::store::StoreStats;
 
 /// Version of the payload contract.
@@ -45,7 +45,8 @@ pub fn record(gw: &GatewayConfig, r: &Record) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
 }
 
-/// The scan fields shared by `scan` data and by `context` data from a scan.
+/// The fields of a scanned code, shared by `scan`, `product`, `reject` and
+/// by `context`/`lot` data that came from a scan.
 fn code_fields(raw: &[u8], m: &mut Map<String, Value>) {
     let text = std::str::from_utf8(raw);
     m.insert("code".into(), json!(String::from_utf8_lossy(raw)));
@@ -61,6 +62,55 @@ fn code_fields(raw: &[u8], m: &mut Map<String, Value>) {
     }
 }
 
+/// The GS1 reading of a code: `gs1` {AI: value} or `gs1_error`.
+fn gs1_fields(gs1: &Option<Gs1Reading>, m: &mut Map<String, Value>) {
+    match gs1 {
+        None => {}
+        Some(Gs1Reading::Elements(elements)) => {
+            let ais: Map<String, Value> = elements
+                .iter()
+                .map(|e| (e.ai.clone(), json!(e.value)))
+                .collect();
+            m.insert("gs1".into(), Value::Object(ais));
+        }
+        Some(Gs1Reading::Error { code, message }) => {
+            m.insert("gs1_error".into(), json!({"code": code, "message": message}));
+        }
+    }
+}
+
+/// Why a context change or a lot event happened.
+fn source_fields(source: &ContextSource, m: &mut Map<String, Value>) {
+    let name = match source {
+        ContextSource::Scan { rule, raw } => {
+            m.insert("rule".into(), json!(rule));
+            code_fields(raw, m);
+            "scan"
+        }
+        ContextSource::Command { id } => {
+            m.insert("command_id".into(), json!(id));
+            "command"
+        }
+        ContextSource::Local { id } => {
+            m.insert("command_id".into(), json!(id));
+            "local"
+        }
+        ContextSource::Target { counter, target } => {
+            m.insert("counter".into(), json!(counter));
+            m.insert("target".into(), json!(target));
+            "target"
+        }
+        ContextSource::Boundary { boundary } => boundary.as_str(),
+        ContextSource::Idle => "idle",
+        ContextSource::Auto => "auto",
+        ContextSource::Moved { station } => {
+            m.insert("to_station".into(), json!(station));
+            "moved"
+        }
+    };
+    m.insert("source".into(), json!(name));
+}
+
 /// The fields of a `state` or `value` change.
 fn change_fields(m: &mut Map<String, Value>, name: &str, value: Value, previous: Value) {
     m.insert("name".into(), json!(name));
@@ -68,30 +118,94 @@ fn change_fields(m: &mut Map<String, Value>, name: &str, value: Value, previous:
     m.insert("previous".into(), previous);
 }
 
+fn totals_json(t: &LotTotals) -> Value {
+    let materials: Vec<Value> = t
+        .materials
+        .iter()
+        .map(|mt| json!({"gtin": mt.gtin, "lot": mt.lot, "count": mt.count}))
+        .collect();
+    json!({
+        "opened": rfc3339_ms(t.opened_ms),
+        "closed": rfc3339_ms(t.closed_ms),
+        "duration_s": t.closed_ms.saturating_sub(t.opened_ms) as f64 / 1000.0,
+        "good": t.good,
+        "scrap": t.scrap,
+        "counts": t.counts,
+        "products": t.products,
+        "rejects": t.rejects,
+        "materials": materials,
+        "materials_truncated": t.materials_truncated,
+        "operators": t.operators,
+        "orders": t.orders,
+    })
+}
+
 fn data(body: &Body) -> Value {
     let mut m = Map::new();
     match body {
-        Body::Scan { raw } => code_fields(raw, &mut m),
+        Body::Scan { raw, gs1 } => {
+            code_fields(raw, &mut m);
+            gs1_fields(gs1, &mut m);
+        }
         Body::Context {
             field,
             value,
             previous,
             source,
+            material,
         } => {
             m.insert("field".into(), json!(field.as_str()));
             m.insert("value".into(), json!(value));
             m.insert("previous".into(), json!(previous));
-            match source {
-                ContextSource::Scan { rule, raw } => {
-                    m.insert("source".into(), json!("scan"));
-                    m.insert("rule".into(), json!(rule));
-                    code_fields(raw, &mut m);
-                }
-                ContextSource::Command { id } => {
-                    m.insert("source".into(), json!("command"));
-                    m.insert("command_id".into(), json!(id));
-                }
+            source_fields(source, &mut m);
+            if let Some(mat) = material {
+                m.insert("material".into(), json!(mat));
             }
+        }
+        Body::Lot {
+            event,
+            source,
+            number_seq,
+            totals,
+        } => {
+            m.insert("event".into(), json!(event.as_str()));
+            source_fields(source, &mut m);
+            if let Some(n) = number_seq {
+                m.insert("number_seq".into(), json!(n));
+            }
+            if let Some(t) = totals {
+                m.insert("totals".into(), totals_json(t));
+            }
+        }
+        Body::Product {
+            rule,
+            serial,
+            gtin,
+            raw,
+            gs1,
+        } => {
+            m.insert("rule".into(), json!(rule));
+            m.insert("serial".into(), json!(serial));
+            if let Some(g) = gtin {
+                m.insert("gtin".into(), json!(g));
+            }
+            code_fields(raw, &mut m);
+            gs1_fields(gs1, &mut m);
+        }
+        Body::Reject {
+            reason,
+            message,
+            rule,
+            raw,
+            gs1,
+        } => {
+            m.insert("reason".into(), json!(reason.as_str()));
+            m.insert("message".into(), json!(message));
+            if let Some(r) = rule {
+                m.insert("rule".into(), json!(r));
+            }
+            code_fields(raw, &mut m);
+            gs1_fields(gs1, &mut m);
         }
         Body::Count {
             name,
@@ -134,6 +248,7 @@ fn data(body: &Body) -> Value {
             accepted,
             reason,
             payload,
+            origin,
         } => {
             m.insert("command".into(), json!(command));
             m.insert("id".into(), json!(id));
@@ -142,6 +257,7 @@ fn data(body: &Body) -> Value {
                 m.insert("reason".into(), json!(reason));
             }
             m.insert("payload".into(), json!(payload));
+            m.insert("origin".into(), json!(origin.as_str()));
         }
     }
     Value::Object(m)
