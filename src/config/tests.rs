@@ -1623,7 +1623,7 @@ fn full_config_round_trip() {
     assert_eq!(st.scan_rules.len(), 2);
     assert_eq!(st.scan_rules[0].name, "lot-label");
     assert_eq!(st.scan_rules[0].action, RuleAction::SetLot);
-    assert!(st.scan_rules[0].pattern.is_match("LOT:A-1"));
+    assert!(st.scan_rules[0].pattern.as_ref().unwrap().is_match("LOT:A-1"));
     assert_eq!(st.scan_rules[1].action, RuleAction::SetOrder);
     assert!(cfg.stations[1].scan_rules.is_empty());
 

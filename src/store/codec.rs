@@ -47,7 +47,10 @@ mod tests {
             lot: Some("L1".into()),
             order: None,
             operator: None,
-            body: Body::Scan { raw: raw.to_vec() },
+            body: Body::Scan {
+                raw: raw.to_vec(),
+                gs1: None,
+            },
         }
     }
 

@@ -275,7 +275,10 @@ mod tests {
             lot: None,
             order: None,
             operator: None,
-            body: Body::Scan { raw: vec![i] },
+            body: Body::Scan {
+                raw: vec![i],
+                gs1: None,
+            },
         }
     }
 

@@ -343,7 +343,10 @@ mod tests {
             lot: None,
             order: Some("WO1".into()),
             operator: None,
-            body: Body::Scan { raw: raw.clone() },
+            body: Body::Scan {
+                raw: raw.clone(),
+                gs1: None,
+            },
         };
         let v: Value = serde_json::from_slice(&record(&gw(), &rec)).unwrap();
         assert_eq!(v["seq"], 9);
@@ -366,7 +369,11 @@ mod tests {
 #[cfg(test)]
 mod schema_tests {
     use super::*;
-    use crate::record::{AlarmEvent, ContextField};
+    use crate::gs1::Element;
+    use crate::record::{
+        AlarmEvent, Boundary, CommandOrigin, ContextField, LotEvent, Material, MaterialTally,
+        RejectReason,
+    };
 
     const SCHEMA: &str = include_str!("../../docs/mqtt-record.schema.json");
 
@@ -384,41 +391,161 @@ mod schema_tests {
         }
     }
 
+    /// Required keys present, no key the schema does not list, enum values
+    /// listed, nested objects checked the same way.
     fn check_object(value: &Value, schema: &Value, what: &str) {
         let obj = value.as_object().unwrap();
         let props = schema["properties"].as_object().unwrap();
-        for req in schema["required"].as_array().unwrap() {
+        for req in schema["required"].as_array().into_iter().flatten() {
             assert!(
                 obj.contains_key(req.as_str().unwrap()),
                 "{what}: required `{req}` missing"
             );
         }
-        for key in obj.keys() {
-            assert!(props.contains_key(key), "{what}: `{key}` not in the schema");
+        for (key, v) in obj {
+            let Some(prop) = props.get(key) else {
+                panic!("{what}: `{key}` not in the schema");
+            };
+            if let Some(allowed) = prop["enum"].as_array() {
+                assert!(allowed.contains(v), "{what}.{key}: {v} not in {allowed:?}");
+            }
+            if v.is_object() && prop["properties"].is_object() {
+                check_object(v, prop, &format!("{what}.{key}"));
+            }
         }
     }
 
     #[test]
     fn every_kind_matches_the_published_schema() {
         let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let elements = vec![
+            Element {
+                ai: "01".into(),
+                value: "09506000134352".into(),
+            },
+            Element {
+                ai: "10".into(),
+                value: "B1".into(),
+            },
+        ];
         let bodies = [
             Body::Scan {
                 raw: b"]d2010".to_vec(),
+                gs1: Some(Gs1Reading::Error {
+                    code: "too-short".into(),
+                    message: "AI 01 is too short".into(),
+                }),
+            },
+            Body::Scan {
+                raw: b"]d20109506000134352".to_vec(),
+                gs1: Some(Gs1Reading::Elements(elements.clone())),
             },
             Body::Context {
-                field: ContextField::Lot,
-                value: Some("L2".into()),
+                field: ContextField::Operator,
+                value: Some("OP1".into()),
                 previous: None,
                 source: ContextSource::Scan {
                     rule: "r".into(),
-                    raw: b"LOT:L2".to_vec(),
+                    raw: b"OP1".to_vec(),
                 },
+                material: None,
             },
             Body::Context {
                 field: ContextField::Order,
                 value: None,
                 previous: Some("WO1".into()),
                 source: ContextSource::Command { id: "c1".into() },
+                material: None,
+            },
+            Body::Context {
+                field: ContextField::Material,
+                value: Some("B1".into()),
+                previous: None,
+                source: ContextSource::Scan {
+                    rule: "m".into(),
+                    raw: b"]d2010950600013435210B1".to_vec(),
+                },
+                material: Some(Material {
+                    gtin: Some("09506000134352".into()),
+                    lot: Some("B1".into()),
+                    serial: None,
+                    expiry: Some("261231".into()),
+                }),
+            },
+            Body::Context {
+                field: ContextField::Operator,
+                value: None,
+                previous: Some("OP1".into()),
+                source: ContextSource::Moved {
+                    station: "st20".into(),
+                },
+                material: None,
+            },
+            Body::Context {
+                field: ContextField::Operator,
+                value: None,
+                previous: Some("OP1".into()),
+                source: ContextSource::Idle,
+                material: None,
+            },
+            Body::Lot {
+                event: LotEvent::Opened,
+                source: ContextSource::Local { id: "local-1".into() },
+                number_seq: Some(7),
+                totals: None,
+            },
+            Body::Lot {
+                event: LotEvent::Opened,
+                source: ContextSource::Auto,
+                number_seq: Some(8),
+                totals: None,
+            },
+            Body::Lot {
+                event: LotEvent::Closed,
+                source: ContextSource::Target {
+                    counter: "good".into(),
+                    target: 500,
+                },
+                number_seq: Some(7),
+                totals: Some(Box::new(LotTotals {
+                    opened_ms: 1,
+                    closed_ms: 2,
+                    good: Some(500),
+                    scrap: Some(3),
+                    counts: [("good".to_owned(), 500)].into(),
+                    products: 2,
+                    rejects: 1,
+                    materials: vec![MaterialTally {
+                        gtin: Some("09506000134352".into()),
+                        lot: Some("B1".into()),
+                        count: 1,
+                    }],
+                    materials_truncated: false,
+                    operators: vec!["OP1".into()],
+                    orders: vec!["WO1".into()],
+                })),
+            },
+            Body::Lot {
+                event: LotEvent::Closed,
+                source: ContextSource::Boundary {
+                    boundary: Boundary::Shift,
+                },
+                number_seq: None,
+                totals: Some(Box::default()),
+            },
+            Body::Product {
+                rule: "part".into(),
+                serial: "SN1".into(),
+                gtin: Some("09506000134352".into()),
+                raw: b"]d201095060001343522 1SN1".to_vec(),
+                gs1: Some(Gs1Reading::Elements(elements)),
+            },
+            Body::Reject {
+                reason: RejectReason::DuplicateSerial,
+                message: "serial SN1 was already recorded in lot L1".into(),
+                rule: Some("part".into()),
+                raw: b"SN1".to_vec(),
+                gs1: None,
             },
             Body::Count {
                 name: "good".into(),
@@ -443,12 +570,17 @@ mod schema_tests {
                 event: AlarmEvent::DeviceOffline,
                 message: Some("EIO".into()),
             },
+            Body::Alarm {
+                event: AlarmEvent::LotNotOpened,
+                message: Some("no template".into()),
+            },
             Body::Audit {
                 command: "set-lot".into(),
                 id: None,
                 accepted: false,
                 reason: Some("bad".into()),
                 payload: "{}".into(),
+                origin: CommandOrigin::Local,
             },
         ];
         let kinds: Vec<&str> = schema["properties"]["kind"]["enum"]
