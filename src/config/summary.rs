@@ -63,9 +63,21 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     } else {
         let plan: Vec<String> = shifts
             .iter()
-            .map(|s| format!("{} from {:02}:{:02}", s.name, s.start_minute / 60, s.start_minute % 60))
+            .map(|s| {
+                format!(
+                    "{} from {:02}:{:02}",
+                    s.name,
+                    s.start_minute / 60,
+                    s.start_minute % 60
+                )
+            })
             .collect();
-        writeln!(out, "plant time: {}, shifts {}", cfg.calendar.zone_name(), plan.join(", "))?;
+        writeln!(
+            out,
+            "plant time: {}, shifts {}",
+            cfg.calendar.zone_name(),
+            plan.join(", ")
+        )?;
     }
 
     writeln!(out, "stations: {}", cfg.stations.len())?;

@@ -520,7 +520,161 @@ const CASES: &[Case] = &[
         column: 10,
         key: "station[0].scan_rule[0].action",
         message: "unknown value \"set-batch\"",
-        expected: "\"set-lot\" or \"set-order\"",
+        expected: "\"set-lot\", \"set-order\", \"set-operator\", \"consume-material\", \"product\" or \"reject\"",
+    },
+    // --- traceability: rules, lots, operators, plant time ---
+    Case {
+        name: "rule that matches nothing",
+        edits: &[],
+        append: "[[station.scan_rule]]\nname = \"r\"\naction = \"product\"\n",
+        line: 15,
+        column: 1,
+        key: "station[0].scan_rule[0]",
+        message: "a rule needs at least one of pattern, symbology or gs1",
+        expected: "",
+    },
+    Case {
+        name: "reject rule without a reason",
+        edits: &[],
+        append: "[[station.scan_rule]]\nname = \"r\"\npattern = \"^T\"\naction = \"reject\"\n",
+        line: 15,
+        column: 1,
+        key: "station[0].scan_rule[0].reason",
+        message: "a \"reject\" rule needs a reason",
+        expected: "",
+    },
+    Case {
+        name: "reason on a rule that does not reject",
+        edits: &[],
+        append: "[[station.scan_rule]]\nname = \"r\"\npattern = \"^T\"\naction = \"product\"\nreason = \"x\"\n",
+        line: 19,
+        column: 10,
+        key: "station[0].scan_rule[0].reason",
+        message: "only a \"reject\" rule has a reason",
+        expected: "",
+    },
+    Case {
+        name: "symbology that is not an AIM identifier",
+        edits: &[],
+        append: "[[station.scan_rule]]\nname = \"r\"\nsymbology = [\"]d2\", \"d2\"]\naction = \"product\"\n",
+        line: 17,
+        column: 21,
+        key: "station[0].scan_rule[0].symbology[1]",
+        message: "\"d2\" is not an AIM symbology identifier",
+        expected: "AIM symbology identifiers",
+    },
+    Case {
+        name: "unknown GS1 AI in a rule",
+        edits: &[],
+        append: "[[station.scan_rule]]\nname = \"r\"\ngs1 = [\"01\", \"0x\"]\naction = \"product\"\n",
+        line: 17,
+        column: 14,
+        key: "station[0].scan_rule[0].gs1[1]",
+        message: "\"0x\" is not a GS1 Application Identifier",
+        expected: "GS1 Application Identifiers",
+    },
+    Case {
+        name: "value_ai on a material rule",
+        edits: &[],
+        append: "[[station.scan_rule]]\nname = \"r\"\ngs1 = [\"01\"]\naction = \"consume-material\"\nvalue_ai = \"10\"\n",
+        line: 19,
+        column: 12,
+        key: "station[0].scan_rule[0].value_ai",
+        message: "takes no value_ai",
+        expected: "",
+    },
+    Case {
+        name: "unknown time zone",
+        edits: &[(
+            "data_dir = \"/tmp/lg\"\n",
+            "data_dir = \"/tmp/lg\"\ntime_zone = \"Mars/Olympus\"\n",
+        )],
+        append: "",
+        line: 6,
+        column: 13,
+        key: "gateway.time_zone",
+        message: "Mars/Olympus",
+        expected: "IANA time zone",
+    },
+    Case {
+        name: "shift start that is not a time",
+        edits: &[],
+        append: "[[shift]]\nname = \"A\"\nstart = \"25:00\"\n",
+        line: 17,
+        column: 9,
+        key: "shift[0].start",
+        message: "\"25:00\" is not a time of day",
+        expected: "\"HH:MM\"",
+    },
+    Case {
+        name: "two shifts with one name",
+        edits: &[],
+        append: "[[shift]]\nname = \"A\"\nstart = \"06:00\"\n[[shift]]\nname = \"A\"\nstart = \"14:00\"\n",
+        line: 19,
+        column: 8,
+        key: "shift[1].name",
+        message: "duplicate shift name \"A\" (first defined at line 16)",
+        expected: "",
+    },
+    Case {
+        name: "lot target without a good counter",
+        edits: &[],
+        append: "[station.lot]\ntemplate = \"{station}-{seq:4}\"\ntarget = 500\n",
+        line: 17,
+        column: 10,
+        key: "station[0].lot.target",
+        message: "a target needs `good`",
+        expected: "",
+    },
+    Case {
+        name: "lot good counter that the station does not have",
+        edits: &[],
+        append: "[station.lot]\ntemplate = \"{station}-{seq:4}\"\ngood = \"parts\"\n",
+        line: 17,
+        column: 8,
+        key: "station[0].lot.good",
+        message: "\"parts\" is not a counter of station \"st10\" (the station has no counter registers)",
+        expected: "counter register",
+    },
+    Case {
+        name: "rotation without a template",
+        edits: &[],
+        append: "[station.lot]\nrotate = \"day\"\n",
+        line: 16,
+        column: 10,
+        key: "station[0].lot.rotate",
+        message: "needs a template",
+        expected: "",
+    },
+    Case {
+        name: "per-shift reset without shifts",
+        edits: &[],
+        append: "[station.lot]\ntemplate = \"{yy}{jjj}{seq:3}\"\nreset = \"shift\"\n",
+        line: 17,
+        column: 9,
+        key: "station[0].lot.reset",
+        message: "a per-shift reset needs [[shift]] tables",
+        expected: "",
+    },
+    Case {
+        name: "duplicate window that is neither lot nor a duration",
+        edits: &[],
+        append: "[station.lot]\nduplicate_window = \"forever\"\n",
+        line: 16,
+        column: 20,
+        key: "station[0].lot.duplicate_window",
+        message: "",
+        expected: "\"lot\" (a serial once per lot) or a duration",
+    },
+    Case {
+        name: "logout at shift end without shifts",
+        edits: &[],
+        append: "[station.operator]\nlogout_at_shift_end = true\n",
+        line: 16,
+        column: 23,
+        key: "station[0].operator.logout_at_shift_end",
+        message: "needs [[shift]] tables",
+        expected: "",
     },
     // --- device values ---
     Case {
@@ -1623,7 +1777,13 @@ fn full_config_round_trip() {
     assert_eq!(st.scan_rules.len(), 2);
     assert_eq!(st.scan_rules[0].name, "lot-label");
     assert_eq!(st.scan_rules[0].action, RuleAction::SetLot);
-    assert!(st.scan_rules[0].pattern.as_ref().unwrap().is_match("LOT:A-1"));
+    assert!(
+        st.scan_rules[0]
+            .pattern
+            .as_ref()
+            .unwrap()
+            .is_match("LOT:A-1")
+    );
     assert_eq!(st.scan_rules[1].action, RuleAction::SetOrder);
     assert!(cfg.stations[1].scan_rules.is_empty());
 
@@ -1864,7 +2024,7 @@ fn summary_shows_what_a_technician_checks() {
         "status:   p1/l1/gateway/gw1/status",
         "commands: p1/l1/gateway/gw1/cmd/+",
         "st10 (1 scan rule)",
-        "1. lot-label: set-lot when the scan matches ^LOT:(.+)$",
+        "1. lot-label: set-lot when it matches ^LOT:(.+)$",
         "sc1 (serial-scanner) at station st10: /dev/ttyUSB0\n",
         "    9600 8N1, flow control none, suffix CRLF\n",
     ] {

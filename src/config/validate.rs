@@ -15,8 +15,7 @@ use super::error::{ConfigError, Source};
 use super::model::*;
 use super::raw::{
     AddressRaw, DeviceEntry, DeviceRaw, ModbusRtuRaw, ModbusTcpRaw, MqttRaw, RawConfig,
-    RegisterRaw, RtuUnitRaw, SerialScannerRaw, SizeRaw, StoreRaw,
-    expected_for, normalize,
+    RegisterRaw, RtuUnitRaw, SerialScannerRaw, SizeRaw, StoreRaw, expected_for, normalize,
 };
 
 const KIB: u64 = 1024;

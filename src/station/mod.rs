@@ -275,7 +275,10 @@ impl Stations {
     fn logout_elsewhere(&mut self, who: &str, here: &str, at: &At<'_>, out: &mut Emitted) {
         for (id, st) in self.stations.iter_mut() {
             if id != here && st.ctx.operator.as_deref() == Some(who) {
-                let at = At { device: None, ..*at };
+                let at = At {
+                    device: None,
+                    ..*at
+                };
                 let source = ContextSource::Moved {
                     station: here.to_owned(),
                 };
@@ -381,9 +384,7 @@ impl Stations {
             CommandAction::OpenLot(None) if station.cfg.lot.numbering.is_none() => {
                 Err(Rejection::NoTemplate(cmd.station.clone()))
             }
-            CommandAction::CloseLot | CommandAction::SetLot(None)
-                if station.lot.open.is_none() =>
-            {
+            CommandAction::CloseLot | CommandAction::SetLot(None) if station.lot.open.is_none() => {
                 Err(Rejection::NoLotOpen(cmd.station.clone()))
             }
             _ => Ok(()),

@@ -37,7 +37,11 @@ pub struct Serials {
 
 impl Serials {
     /// Rebuild from persisted entries (`ser/<station>/…`).
-    pub fn restore(station: &str, window: DuplicateWindow, entries: Vec<(String, Vec<u8>)>) -> Self {
+    pub fn restore(
+        station: &str,
+        window: DuplicateWindow,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Self {
         let prefix = serial_prefix(station);
         let mut s = Serials {
             prefix,

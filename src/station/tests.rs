@@ -46,7 +46,11 @@ fn station_cfg() -> StationConfig {
     StationConfig {
         id: "st10".into(),
         scan_rules: vec![
-            rule("lot-label", r"^LOT:(?P<value>[A-Z0-9-]+)$", RuleAction::SetLot),
+            rule(
+                "lot-label",
+                r"^LOT:(?P<value>[A-Z0-9-]+)$",
+                RuleAction::SetLot,
+            ),
             rule("order", r"^WO[0-9]{6}$", RuleAction::SetOrder),
         ],
         lot: LotConfig::default(),
@@ -64,7 +68,11 @@ fn full_cfg() -> StationConfig {
         reject,
         rule("badge", r"^OP(?P<value>[0-9]{4})$", RuleAction::SetOperator),
         rule("order", r"^WO[0-9]{6}$", RuleAction::SetOrder),
-        rule("lot-label", r"^LOT:(?P<value>[A-Z0-9-]+)$", RuleAction::SetLot),
+        rule(
+            "lot-label",
+            r"^LOT:(?P<value>[A-Z0-9-]+)$",
+            RuleAction::SetLot,
+        ),
         gs1_rule("part", &["01", "21"], RuleAction::Product),
         gs1_rule("material", &["01", "10"], RuleAction::ConsumeMaterial),
         rule("serial", r"^SN(?P<value>[0-9]+)$", RuleAction::Product),
@@ -114,7 +122,12 @@ fn build(
 }
 
 fn stations() -> Stations {
-    build(&[station_cfg()], &[], &Calendar::utc(), &mut BTreeMap::new())
+    build(
+        &[station_cfg()],
+        &[],
+        &Calendar::utc(),
+        &mut BTreeMap::new(),
+    )
 }
 
 fn cmd(id: &str, station: &str, action: CommandAction) -> Command {
@@ -168,7 +181,12 @@ impl Rig {
     }
 
     fn restart(&mut self) {
-        self.s = build(&self.stations, &self.devices, &self.calendar, &mut self.disk);
+        self.s = build(
+            &self.stations,
+            &self.devices,
+            &self.calendar,
+            &mut self.disk,
+        );
     }
 
     fn scan(&mut self, ts_ms: u64, raw: &[u8]) -> Vec<Record> {
@@ -176,7 +194,11 @@ impl Rig {
         self.commit(e)
     }
 
-    fn command(&mut self, ts_ms: u64, action: CommandAction) -> (Result<(), Rejection>, Vec<Record>) {
+    fn command(
+        &mut self,
+        ts_ms: u64,
+        action: CommandAction,
+    ) -> (Result<(), Rejection>, Vec<Record>) {
         self.next_id += 1;
         let c = cmd(&format!("c{}", self.next_id), "st10", action);
         let (verdict, e) = self.s.on_command(&c, ts_ms, true);
@@ -261,7 +283,7 @@ fn rule_table() {
     type Case<'a> = (&'a [u8], &'a [&'a str], Option<&'a str>, Option<&'a str>);
     let cases: &[Case] = &[
         (b"LOT:A1", &["lot"], Some("A1"), None),
-        (b"LOT:", &["scan"], None, None),   // pattern needs a value: no match
+        (b"LOT:", &["scan"], None, None), // pattern needs a value: no match
         (b"lot:a1", &["scan"], None, None), // case matters
         (b"WO000001", &["context"], None, Some("WO000001")),
         (b"WO00001", &["scan"], None, None),
@@ -293,10 +315,10 @@ fn full_rule_table() {
         (b"]d2010950600013435221SN000123", &["product"]),
         (b"]d20109506000134352\x1d21SN000124", &["product"]),
         (b"]d2010950600013435210B7781\x1d21SN9", &["product"]), // 01+21 wins over 01+10: order
-        (b"]d20109506000134352172612311 0B7781", &["scan"]),     // bad GS1: no rule
+        (b"]d20109506000134352172612311 0B7781", &["scan"]),    // bad GS1: no rule
         (b"]d2010950600013435217261231 10B7781", &["scan"]),
         (b"]d201095060001343521726123110B7781", &["context"]), // material (01, 17, 10)
-        (b"010950600013435210B7782", &["context"]),           // no AIM: gs1 rules force GS1
+        (b"010950600013435210B7782", &["context"]),            // no AIM: gs1 rules force GS1
         (b"SN77", &["product"]),
         (b"SN", &["scan"]),
         (b"random", &["scan"]),
@@ -347,17 +369,24 @@ fn products_need_an_open_lot_and_unique_serials() {
     let mut rig = Rig::full();
     let out = rig.scan(1, b"SN1");
     assert_eq!(reject_reason(&out[0]), RejectReason::NoLotOpen);
-    assert!(matches!(&out[0].body, Body::Reject { message, .. } if message.contains("no lot is open")));
+    assert!(
+        matches!(&out[0].body, Body::Reject { message, .. } if message.contains("no lot is open"))
+    );
 
     rig.command_ok(2, CommandAction::OpenLot(Some("L1".into())));
     assert_eq!(kinds(&rig.scan(3, b"SN1")), ["product"]);
     let dup = rig.scan(4, b"SN1");
     assert_eq!(reject_reason(&dup[0]), RejectReason::DuplicateSerial);
-    assert!(matches!(&dup[0].body, Body::Reject { message, .. } if message.contains("SN") || message.contains("1")));
+    assert!(
+        matches!(&dup[0].body, Body::Reject { message, .. } if message.contains("SN") || message.contains("1"))
+    );
 
     // A restart keeps the serials of the open lot.
     rig.restart();
-    assert_eq!(reject_reason(&rig.scan(5, b"SN1")[0]), RejectReason::DuplicateSerial);
+    assert_eq!(
+        reject_reason(&rig.scan(5, b"SN1")[0]),
+        RejectReason::DuplicateSerial
+    );
 
     // The lot window: a new lot accepts the serial again, and the old
     // lot's serials are gone from the disk.
@@ -374,19 +403,32 @@ fn a_time_window_refuses_serials_across_lots_until_they_age_out() {
     rig.command_ok(0, CommandAction::OpenLot(Some("L1".into())));
     assert_eq!(kinds(&rig.scan(1_000, b"SN1")), ["product"]);
     rig.command_ok(2_000, CommandAction::OpenLot(Some("L2".into())));
-    assert_eq!(reject_reason(&rig.scan(3_000, b"SN1")[0]), RejectReason::DuplicateSerial);
+    assert_eq!(
+        reject_reason(&rig.scan(3_000, b"SN1")[0]),
+        RejectReason::DuplicateSerial
+    );
     rig.restart();
-    assert_eq!(reject_reason(&rig.scan(60_999, b"SN1")[0]), RejectReason::DuplicateSerial);
+    assert_eq!(
+        reject_reason(&rig.scan(60_999, b"SN1")[0]),
+        RejectReason::DuplicateSerial
+    );
     assert_eq!(kinds(&rig.scan(61_000, b"SN1")), ["product"]);
     rig.tick(200_000);
-    assert_eq!(rig.disk.keys().filter(|k| k.starts_with("ser/")).count(), 0, "aged out");
+    assert_eq!(
+        rig.disk.keys().filter(|k| k.starts_with("ser/")).count(),
+        0,
+        "aged out"
+    );
 }
 
 #[test]
 fn materials_bind_to_the_lot_and_respect_the_order_material_list() {
     let mut rig = Rig::full();
     let material = b"]d201095060001343521726123110B7781\x1d21SN5";
-    assert_eq!(reject_reason(&rig.scan(1, material)[0]), RejectReason::NoLotOpen);
+    assert_eq!(
+        reject_reason(&rig.scan(1, material)[0]),
+        RejectReason::NoLotOpen
+    );
     rig.command_ok(2, CommandAction::OpenLot(Some("L1".into())));
     let out = rig.scan(3, b"]d2010950600013435217261231");
     assert_eq!(kinds(&out), ["scan"], "01+17 alone matches no rule");
@@ -422,11 +464,19 @@ fn materials_bind_to_the_lot_and_respect_the_order_material_list() {
     assert_eq!(ok, Ok(()));
     let out = rig.scan(6, b"]d201095060001343521726123110B7781");
     assert_eq!(reject_reason(&out[0]), RejectReason::MaterialNotAllowed);
-    assert!(matches!(&out[0].body, Body::Reject { message, .. } if message.contains("09506000134352") && message.contains("WO000002")));
-    assert_eq!(kinds(&rig.scan(7, b"]d20104150000021126\x1d10X1")), ["context"]);
+    assert!(
+        matches!(&out[0].body, Body::Reject { message, .. } if message.contains("09506000134352") && message.contains("WO000002"))
+    );
+    assert_eq!(
+        kinds(&rig.scan(7, b"]d20104150000021126\x1d10X1")),
+        ["context"]
+    );
     // A plain order scan clears the list.
     rig.scan(8, b"WO000003");
-    assert_eq!(kinds(&rig.scan(9, b"]d201095060001343521726123110B7781")), ["context"]);
+    assert_eq!(
+        kinds(&rig.scan(9, b"]d201095060001343521726123110B7781")),
+        ["context"]
+    );
 }
 
 #[test]
@@ -439,8 +489,16 @@ fn badges_log_in_log_out_and_replace() {
     // Another badge replaces.
     let out = rig.scan(3, b"OP0002");
     match &out[0].body {
-        Body::Context { field: ContextField::Operator, value, previous, .. } => {
-            assert_eq!((value.as_deref(), previous.as_deref()), (Some("0002"), Some("0001")));
+        Body::Context {
+            field: ContextField::Operator,
+            value,
+            previous,
+            ..
+        } => {
+            assert_eq!(
+                (value.as_deref(), previous.as_deref()),
+                (Some("0002"), Some("0001"))
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -466,7 +524,9 @@ fn an_operator_logging_in_elsewhere_is_logged_out_here() {
     assert_eq!(kinds(&out), ["context", "context"]);
     assert_eq!(out[0].station.as_deref(), Some("st20"));
     assert_eq!(out[1].station.as_deref(), Some("st10"));
-    assert!(matches!(&out[1].body, Body::Context { value: None, source: ContextSource::Moved { station }, .. } if station == "st20"));
+    assert!(
+        matches!(&out[1].body, Body::Context { value: None, source: ContextSource::Moved { station }, .. } if station == "st20")
+    );
     assert_eq!(rig.ctx().operator, None);
 }
 
@@ -474,9 +534,18 @@ fn berlin_shifts() -> Calendar {
     Calendar::new(
         "Europe/Berlin",
         vec![
-            Shift { name: "A".into(), start_minute: 6 * 60 },
-            Shift { name: "B".into(), start_minute: 14 * 60 },
-            Shift { name: "C".into(), start_minute: 22 * 60 },
+            Shift {
+                name: "A".into(),
+                start_minute: 6 * 60,
+            },
+            Shift {
+                name: "B".into(),
+                start_minute: 14 * 60,
+            },
+            Shift {
+                name: "C".into(),
+                start_minute: 22 * 60,
+            },
         ],
     )
     .unwrap()
@@ -502,13 +571,22 @@ fn operators_are_logged_out_at_shift_end_and_when_idle() {
     assert!(rig.tick(berlin(13, 59)).is_empty());
     let out = rig.tick(berlin(14, 0));
     assert_eq!(kinds(&out), ["context"]);
-    assert!(matches!(&out[0].body, Body::Context { value: None, previous: Some(p), source: ContextSource::Boundary { boundary: Boundary::Shift }, .. } if p == "0001"));
+    assert!(
+        matches!(&out[0].body, Body::Context { value: None, previous: Some(p), source: ContextSource::Boundary { boundary: Boundary::Shift }, .. } if p == "0001")
+    );
 
     rig.scan(berlin(15, 0), b"OP0002");
     rig.scan(berlin(15, 20), b"random");
     assert!(rig.tick(berlin(15, 49)).is_empty());
     let out = rig.tick(berlin(15, 50));
-    assert!(matches!(&out[0].body, Body::Context { value: None, source: ContextSource::Idle, .. }));
+    assert!(matches!(
+        &out[0].body,
+        Body::Context {
+            value: None,
+            source: ContextSource::Idle,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -519,12 +597,24 @@ fn lots_rotate_at_the_shift_boundary_in_plant_time_and_across_a_restart() {
     rig.tick(berlin(5, 0));
     rig.command_ok(berlin(5, 1), CommandAction::OpenLot(None));
     assert_eq!(rig.ctx().lot.as_deref(), Some("st10-001"));
-    assert!(rig.tick(berlin(5, 59)).is_empty(), "05:59 local is still shift C");
+    assert!(
+        rig.tick(berlin(5, 59)).is_empty(),
+        "05:59 local is still shift C"
+    );
     let out = rig.tick(berlin(6, 0));
     assert_eq!(kinds(&out), ["lot", "lot"]);
     assert_eq!(lot_event(&out[0]), (LotEvent::Closed, Some("st10-001")));
     assert_eq!(lot_event(&out[1]), (LotEvent::Opened, Some("st10-002")));
-    assert!(matches!(&out[1].body, Body::Lot { source: ContextSource::Boundary { boundary: Boundary::Shift }, number_seq: Some(2), .. }));
+    assert!(matches!(
+        &out[1].body,
+        Body::Lot {
+            source: ContextSource::Boundary {
+                boundary: Boundary::Shift
+            },
+            number_seq: Some(2),
+            ..
+        }
+    ));
     // Down over the next boundary: the rotation happens at the first tick after.
     rig.restart();
     let out = rig.tick(berlin(14, 30));
@@ -566,7 +656,14 @@ fn auto_open_keeps_a_lot_open() {
     cfg.lot.auto_open = true;
     let mut rig = Rig::new(vec![cfg], vec![], Calendar::utc());
     let out = rig.tick(1);
-    assert!(matches!(&out[0].body, Body::Lot { event: LotEvent::Opened, source: ContextSource::Auto, .. }));
+    assert!(matches!(
+        &out[0].body,
+        Body::Lot {
+            event: LotEvent::Opened,
+            source: ContextSource::Auto,
+            ..
+        }
+    ));
     assert!(rig.tick(2).is_empty());
     let (_, out) = rig.command(3, CommandAction::CloseLot);
     assert_eq!(kinds(&out), ["audit", "lot", "lot"]);
@@ -580,15 +677,26 @@ fn a_lot_number_is_never_issued_twice_nor_skipped_across_crashes() {
     // Allocated but the commit never happened (SIGKILL): the number is not issued.
     let c = cmd("lost", "st10", CommandAction::OpenLot(None));
     let (_, lost) = rig.s.on_command(&c, 2, true);
-    assert_eq!(lot_event(&lost.records[2]), (LotEvent::Opened, Some("st10-002")));
+    assert_eq!(
+        lot_event(&lost.records[2]),
+        (LotEvent::Opened, Some("st10-002"))
+    );
     drop(lost);
     rig.restart();
     assert_eq!(rig.ctx().lot.as_deref(), Some("st10-001"));
     let (_, out) = rig.command(3, CommandAction::OpenLot(None));
-    assert_eq!(lot_event(&out[2]), (LotEvent::Opened, Some("st10-002")), "not skipped");
+    assert_eq!(
+        lot_event(&out[2]),
+        (LotEvent::Opened, Some("st10-002")),
+        "not skipped"
+    );
     rig.restart();
     let (_, out) = rig.command(4, CommandAction::OpenLot(None));
-    assert_eq!(lot_event(&out[2]), (LotEvent::Opened, Some("st10-003")), "not repeated");
+    assert_eq!(
+        lot_event(&out[2]),
+        (LotEvent::Opened, Some("st10-003")),
+        "not repeated"
+    );
 }
 
 #[test]
@@ -916,7 +1024,11 @@ mod plc {
         let e = poll(&mut rig.s, 11, counts(111, 6));
         let out = rig.commit(e);
         assert_eq!(kinds(&out), ["count", "lot", "lot"]);
-        assert_eq!(out[0].lot.as_deref(), Some("st10-001"), "the count belongs to the closing lot");
+        assert_eq!(
+            out[0].lot.as_deref(),
+            Some("st10-001"),
+            "the count belongs to the closing lot"
+        );
         assert_eq!(lot_event(&out[1]), (LotEvent::Closed, Some("st10-001")));
         let t = totals(&out[1]);
         assert_eq!((t.good, t.scrap), (Some(11), Some(1)));
@@ -929,8 +1041,14 @@ mod plc {
         assert_eq!(t.orders, ["WO000001"]);
         assert_eq!((t.opened_ms, t.closed_ms), (3, 11));
         assert_eq!(lot_event(&out[2]), (LotEvent::Opened, Some("st10-002")));
-        assert!(matches!(&out[2].body, Body::Lot { source: ContextSource::Target { counter, target: 10 }, .. } if counter == "good"));
-        assert_eq!(out[2].operator.as_deref(), Some("0001"), "context carries over");
+        assert!(
+            matches!(&out[2].body, Body::Lot { source: ContextSource::Target { counter, target: 10 }, .. } if counter == "good")
+        );
+        assert_eq!(
+            out[2].operator.as_deref(),
+            Some("0001"),
+            "context carries over"
+        );
         // The next lot counts from zero.
         let e = poll(&mut rig.s, 12, counts(115, 6));
         rig.commit(e);

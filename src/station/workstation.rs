@@ -194,7 +194,13 @@ impl Station {
     }
 
     /// Open the next generated lot; a failure becomes an alarm record.
-    fn open_or_alarm(&mut self, at: &At<'_>, env: &Env<'_>, source: ContextSource, out: &mut Emitted) {
+    fn open_or_alarm(
+        &mut self,
+        at: &At<'_>,
+        env: &Env<'_>,
+        source: ContextSource,
+        out: &mut Emitted,
+    ) {
         if let Err(why) = self.open_next(at, env, source, out) {
             self.alarm(at, AlarmEvent::LotNotOpened, why, out);
         }
@@ -357,8 +363,8 @@ impl Station {
                 None
             }
             action => {
-                let value = rules::value_of(rule, cap, text, decoded)
-                    .filter(|v| rules::valid_value(v));
+                let value =
+                    rules::value_of(rule, cap, text, decoded).filter(|v| rules::valid_value(v));
                 let Some(value) = value else {
                     let what = match action {
                         RuleAction::SetLot => "lot number",
@@ -371,7 +377,15 @@ impl Station {
                         rule.name,
                         rules::MAX_VALUE_LEN
                     );
-                    self.reject(at, RejectReason::InvalidCode, message, name, raw, decoded, out);
+                    self.reject(
+                        at,
+                        RejectReason::InvalidCode,
+                        message,
+                        name,
+                        raw,
+                        decoded,
+                        out,
+                    );
                     return None;
                 };
                 match action {
@@ -427,18 +441,36 @@ impl Station {
         let name = Some(rule.name.as_str());
         let Some(lot) = self.lot.open.as_ref().map(|o| o.lot.clone()) else {
             let message = format!("product {serial} scanned while no lot is open");
-            self.reject(at, RejectReason::NoLotOpen, message, name, raw, decoded, out);
+            self.reject(
+                at,
+                RejectReason::NoLotOpen,
+                message,
+                name,
+                raw,
+                decoded,
+                out,
+            );
             return;
         };
         if self.serials.is_duplicate(&serial, &lot, at.ts_ms) {
             let message = match self.cfg.lot.duplicate_window {
-                DuplicateWindow::Lot => format!("serial {serial} was already recorded in lot {lot}"),
+                DuplicateWindow::Lot => {
+                    format!("serial {serial} was already recorded in lot {lot}")
+                }
                 DuplicateWindow::Time(w) => format!(
                     "serial {serial} was already recorded within the last {}",
                     crate::config::fmt_duration(w)
                 ),
             };
-            self.reject(at, RejectReason::DuplicateSerial, message, name, raw, decoded, out);
+            self.reject(
+                at,
+                RejectReason::DuplicateSerial,
+                message,
+                name,
+                raw,
+                decoded,
+                out,
+            );
             return;
         }
         self.serials.expire(at.ts_ms, &mut out.state);
@@ -487,7 +519,15 @@ impl Station {
                 "rule {} found neither a GTIN (AI 01) nor a lot (AI 10) in the scan",
                 rule.name
             );
-            self.reject(at, RejectReason::InvalidCode, message, name, raw, decoded, out);
+            self.reject(
+                at,
+                RejectReason::InvalidCode,
+                message,
+                name,
+                raw,
+                decoded,
+                out,
+            );
             return;
         }
         let shown = material
@@ -497,7 +537,15 @@ impl Station {
             .unwrap_or_default();
         if self.lot.open.is_none() {
             let message = format!("material {shown} scanned while no lot is open");
-            self.reject(at, RejectReason::NoLotOpen, message, name, raw, decoded, out);
+            self.reject(
+                at,
+                RejectReason::NoLotOpen,
+                message,
+                name,
+                raw,
+                decoded,
+                out,
+            );
             return;
         }
         if let Some(allowed) = &self.ctx.materials {
@@ -507,7 +555,15 @@ impl Station {
                     material.gtin.as_deref().unwrap_or("without GTIN"),
                     self.ctx.order.as_deref().unwrap_or("(none)")
                 );
-                self.reject(at, RejectReason::MaterialNotAllowed, message, name, raw, decoded, out);
+                self.reject(
+                    at,
+                    RejectReason::MaterialNotAllowed,
+                    message,
+                    name,
+                    raw,
+                    decoded,
+                    out,
+                );
                 return;
             }
         }
@@ -534,7 +590,14 @@ impl Station {
 
     /// A `count` record was made at this station: add it to the open lot and
     /// close the lot when its target is reached.
-    pub fn on_count(&mut self, at: &At<'_>, env: &Env<'_>, name: &str, delta: u64, out: &mut Emitted) {
+    pub fn on_count(
+        &mut self,
+        at: &At<'_>,
+        env: &Env<'_>,
+        name: &str,
+        delta: u64,
+        out: &mut Emitted,
+    ) {
         let Some(open) = &mut self.lot.open else {
             return;
         };
@@ -542,11 +605,14 @@ impl Station {
             return;
         }
         let lot_cfg = &self.cfg.lot;
-        open.count(name, delta, lot_cfg.good.as_deref(), lot_cfg.scrap.as_deref());
+        open.count(
+            name,
+            delta,
+            lot_cfg.good.as_deref(),
+            lot_cfg.scrap.as_deref(),
+        );
         let reached = match (lot_cfg.target, &lot_cfg.good) {
-            (Some(target), Some(good)) if good == name => {
-                open.totals.good.unwrap_or(0) >= target
-            }
+            (Some(target), Some(good)) if good == name => open.totals.good.unwrap_or(0) >= target,
             _ => false,
         };
         self.persist_lot(out);

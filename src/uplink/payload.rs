@@ -74,7 +74,10 @@ fn gs1_fields(gs1: &Option<Gs1Reading>, m: &mut Map<String, Value>) {
             m.insert("gs1".into(), Value::Object(ais));
         }
         Some(Gs1Reading::Error { code, message }) => {
-            m.insert("gs1_error".into(), json!({"code": code, "message": message}));
+            m.insert(
+                "gs1_error".into(),
+                json!({"code": code, "message": message}),
+            );
         }
     }
 }
@@ -490,7 +493,9 @@ mod schema_tests {
             },
             Body::Lot {
                 event: LotEvent::Opened,
-                source: ContextSource::Local { id: "local-1".into() },
+                source: ContextSource::Local {
+                    id: "local-1".into(),
+                },
                 number_seq: Some(7),
                 totals: None,
             },

@@ -27,9 +27,7 @@ impl Validator<'_> {
             let sh = sh.get_ref();
             let key = format!("shift[{i}]");
             let name = sh.name.get_ref();
-            if name.is_empty()
-                || name.len() > 8
-                || !name.chars().all(|c| c.is_ascii_alphanumeric())
+            if name.is_empty() || name.len() > 8 || !name.chars().all(|c| c.is_ascii_alphanumeric())
             {
                 return Err(self.err(
                     sh.name.span(),
@@ -221,7 +219,10 @@ impl Validator<'_> {
                 return Err(self.err(
                     text.span(),
                     &format!("{key}.reason"),
-                    format!("only a \"reject\" rule has a reason (this rule's action is \"{}\")", action.as_str()),
+                    format!(
+                        "only a \"reject\" rule has a reason (this rule's action is \"{}\")",
+                        action.as_str()
+                    ),
                 ));
             }
             (None, RuleAction::Reject) => {
@@ -351,9 +352,7 @@ impl Validator<'_> {
             .transpose()?
             .map(|n| n as u64);
         let counter = |v: &Option<Spanned<String>>, sub: &str| -> Result<Option<String>> {
-            v.as_ref()
-                .map(|c| self.non_empty(c, &k(sub)))
-                .transpose()
+            v.as_ref().map(|c| self.non_empty(c, &k(sub))).transpose()
         };
         let good = counter(&l.good, "good")?;
         let scrap = counter(&l.scrap, "scrap")?;
@@ -365,15 +364,30 @@ impl Validator<'_> {
             ));
         }
         let auto_open = l.auto_open.as_ref().is_some_and(|a| *a.get_ref());
-        let generated = numbering.is_some();
-        for (set, name, what) in [
-            (target.is_some(), "target", "opens the next lot when the target is reached"),
-            (rotate != Rotate::Never, "rotate", "opens the next lot at the boundary"),
-            (auto_open, "auto_open", "opens a lot at start-up"),
-        ] {
-            if set && !generated {
+        let needs_template = [
+            (
+                l.target.as_ref().map(|t| t.span()),
+                "target",
+                "opens the next lot when the target is reached",
+            ),
+            (
+                l.rotate
+                    .as_ref()
+                    .filter(|_| rotate != Rotate::Never)
+                    .map(|r| r.span()),
+                "rotate",
+                "opens the next lot at the boundary",
+            ),
+            (
+                l.auto_open.as_ref().filter(|_| auto_open).map(|a| a.span()),
+                "auto_open",
+                "opens a lot at start-up",
+            ),
+        ];
+        for (at, name, what) in needs_template {
+            if let (Some(at), false) = (at, numbering.is_some()) {
                 return Err(self.err_plain(
-                    span.clone(),
+                    at,
                     &k(name),
                     format!("{name} {what}, so it needs a template to number lots"),
                 ));
@@ -443,8 +457,13 @@ impl Validator<'_> {
         devices: &[DeviceConfig],
     ) -> Result<()> {
         for (i, (r, st)) in raw.iter().zip(stations).enumerate() {
-            let Some(lot) = &r.get_ref().lot else { continue };
-            for (sub, v) in [("good", &lot.get_ref().good), ("scrap", &lot.get_ref().scrap)] {
+            let Some(lot) = &r.get_ref().lot else {
+                continue;
+            };
+            for (sub, v) in [
+                ("good", &lot.get_ref().good),
+                ("scrap", &lot.get_ref().scrap),
+            ] {
                 let Some(v) = v else { continue };
                 let counters: Vec<&str> = devices
                     .iter()
@@ -461,7 +480,11 @@ impl Validator<'_> {
                     return Err(self.err(
                         v.span(),
                         &format!("station[{i}].lot.{sub}"),
-                        format!("\"{}\" is not a counter of station \"{}\" ({known})", v.get_ref(), st.id),
+                        format!(
+                            "\"{}\" is not a counter of station \"{}\" ({known})",
+                            v.get_ref(),
+                            st.id
+                        ),
                     ));
                 }
             }
