@@ -170,11 +170,21 @@ impl Station {
             line: env.line,
             station: &self.cfg.id,
         };
-        let (lot, seq) = self
+        let a = self
             .lot
             .alloc
             .next(&n.template, n.reset, env.calendar, fields, at.ts_ms);
-        self.open_lot(at, lot, Some(seq), source, out);
+        if a.clock_went_back {
+            let message = format!(
+                "the clock reads {} but lot numbers were already dated {}; lot {} is dated {} so no number repeats",
+                crate::clock::rfc3339_ms(at.ts_ms),
+                crate::clock::rfc3339_ms(a.stamp_ms),
+                a.lot,
+                crate::clock::rfc3339_ms(a.stamp_ms),
+            );
+            self.alarm(at, AlarmEvent::ClockWentBack, message, out);
+        }
+        self.open_lot(at, a.lot, Some(a.seq), source, out);
         Ok(())
     }
 

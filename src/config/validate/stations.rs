@@ -99,7 +99,7 @@ impl Validator<'_> {
         };
         let key = format!("station[{index}].lot");
         let lot = match &s.lot {
-            Some(l) => self.lot(&key, l.get_ref(), l.span(), fields, has_shifts)?,
+            Some(l) => self.lot(&key, l.get_ref(), l.span(), fields, calendar)?,
             None => LotConfig::default(),
         };
         let key = format!("station[{index}].operator");
@@ -265,8 +265,9 @@ impl Validator<'_> {
         l: &LotRaw,
         span: Range<usize>,
         fields: Fields<'_>,
-        has_shifts: bool,
+        calendar: &Calendar,
     ) -> Result<LotConfig> {
+        let has_shifts = calendar.has_shifts();
         let k = |sub: &str| format!("{key}.{sub}");
         let reset = self.choice(
             l.reset.as_ref(),
@@ -294,7 +295,7 @@ impl Validator<'_> {
                         "the template uses {shift} but no [[shift]] is defined",
                     ));
                 }
-                let longest = template.max_len(fields);
+                let longest = template.max_len(fields, calendar);
                 if longest > GS1_LOT_MAX {
                     return Err(self.err(
                         t.span(),
