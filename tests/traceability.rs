@@ -96,19 +96,25 @@ async fn lot_labels_badges_products_and_duplicate_serials() {
     // A product before any lot: refused, with the reason.
     pty.write(&part("SN-0")).await.unwrap();
     rec.wait_for("no-lot reject", |m| {
-        has(m, |v| v["kind"] == "reject" && v["data"]["reason"] == "no-lot-open")
+        has(m, |v| {
+            v["kind"] == "reject" && v["data"]["reason"] == "no-lot-open"
+        })
     })
     .await;
 
     pty.write(b"OP0042\r\n").await.unwrap();
     pty.write(b"LOT:L-24A0173\r\n").await.unwrap();
-    pty.write(b"]d201095060001343521726123110B7781\r\n").await.unwrap();
+    pty.write(b"]d201095060001343521726123110B7781\r\n")
+        .await
+        .unwrap();
     pty.write(&part("SN-1")).await.unwrap();
     pty.write(&part("SN-1")).await.unwrap();
     pty.write(b"OP0042\r\n").await.unwrap();
     pty.write(&part("SN-2")).await.unwrap();
     rec.wait_for("product SN-2", |m| {
-        has(m, |v| v["kind"] == "product" && v["data"]["serial"] == "SN-2")
+        has(m, |v| {
+            v["kind"] == "product" && v["data"]["serial"] == "SN-2"
+        })
     })
     .await;
 
@@ -215,7 +221,9 @@ reconnect_max = "200ms"
     );
     rec.wait_for("auto-opened lot and baseline", |m| {
         has(m, |v| v["kind"] == "lot" && v["data"]["source"] == "auto")
-            && has(m, |v| v["data"]["baseline"] == true && v["data"]["name"] == "good")
+            && has(m, |v| {
+                v["data"]["baseline"] == true && v["data"]["name"] == "good"
+            })
     })
     .await;
     pty.write(b"OP0007\r\n").await.unwrap();
@@ -228,7 +236,9 @@ reconnect_max = "200ms"
         .await;
     plc.set_holding(0, &[1061]); // 61 good in all: past the target of 50
     rec.wait_for("next lot", |m| {
-        has(m, |v| v["kind"] == "lot" && v["data"]["source"] == "target" && v["data"]["event"] == "opened")
+        has(m, |v| {
+            v["kind"] == "lot" && v["data"]["source"] == "target" && v["data"]["event"] == "opened"
+        })
     })
     .await;
 
@@ -244,7 +254,10 @@ reconnect_max = "200ms"
         .collect();
     assert_eq!(events.len(), 3, "{events:?}");
     let (first, second) = (events[0].1, events[2].1);
-    assert!(first.starts_with("st10-") && first.ends_with("-001"), "{first}");
+    assert!(
+        first.starts_with("st10-") && first.ends_with("-001"),
+        "{first}"
+    );
     assert!(second.ends_with("-002"), "{second}");
     assert_eq!(events[1], ("closed", first));
     let closed = &lots[1];
@@ -303,7 +316,10 @@ reset = "never""#;
         if i % 2 == 0 {
             // Killed right after the allocation is committed: before or
             // while the lot record is published.
-            assert!(gw.wait_committed(before + 1, WAIT).await, "cycle {i}: commit");
+            assert!(
+                gw.wait_committed(before + 1, WAIT).await,
+                "cycle {i}: commit"
+            );
         }
         // Odd cycles: killed as soon as the command is on its way, most
         // likely before it was applied.
@@ -322,8 +338,14 @@ reset = "never""#;
         .await
         .unwrap();
     rec.wait_for("the last lot", |m| {
-        has(m, |v| v["kind"] == "audit" && v["data"]["id"] == "open-last")
-            && has(m, |v| v["kind"] == "lot" && v["data"]["source"] == "command" && v["data"]["command_id"] == "open-last" && v["data"]["event"] == "opened")
+        has(m, |v| {
+            v["kind"] == "audit" && v["data"]["id"] == "open-last"
+        }) && has(m, |v| {
+            v["kind"] == "lot"
+                && v["data"]["source"] == "command"
+                && v["data"]["command_id"] == "open-last"
+                && v["data"]["event"] == "opened"
+        })
     })
     .await;
     let committed = gw.last_committed();
@@ -352,5 +374,8 @@ reset = "never""#;
         .filter(|a| a["data"]["command"] == "open-lot" && a["data"]["accepted"] == true)
         .count();
     assert_eq!(accepted, opened.len(), "one lot per accepted command");
-    assert!(opened.len() > CYCLES / 2, "at least the committed cycles opened lots");
+    assert!(
+        opened.len() > CYCLES / 2,
+        "at least the committed cycles opened lots"
+    );
 }

@@ -44,6 +44,13 @@ pub struct Station {
     pub last_activity_ms: Option<u64>,
 }
 
+/// A scanned code: its bytes and its GS1 reading.
+#[derive(Clone, Copy)]
+struct Code<'a> {
+    raw: &'a [u8],
+    decoded: &'a Decoded,
+}
+
 /// The GS1 part of a record, from a decoded scan.
 pub fn gs1_reading(d: &Decoded) -> Option<Gs1Reading> {
     match &d.gs1 {
@@ -276,13 +283,13 @@ impl Station {
     fn reject(
         &mut self,
         at: &At<'_>,
+        code: Code<'_>,
         reason: RejectReason,
         message: String,
         rule: Option<&str>,
-        raw: &[u8],
-        decoded: &Decoded,
         out: &mut Emitted,
     ) {
+        let Code { raw, decoded } = code;
         if let Some(open) = &mut self.lot.open {
             open.totals.rejects = open.totals.rejects.saturating_add(1);
             self.persist_lot(out);
@@ -365,7 +372,14 @@ impl Station {
         match rule.action {
             RuleAction::Reject => {
                 let reason = rule.reason.clone().unwrap_or_default();
-                self.reject(at, RejectReason::Rule, reason, name, raw, decoded, out);
+                self.reject(
+                    at,
+                    Code { raw, decoded },
+                    RejectReason::Rule,
+                    reason,
+                    name,
+                    out,
+                );
                 None
             }
             RuleAction::ConsumeMaterial => {
@@ -389,11 +403,10 @@ impl Station {
                     );
                     self.reject(
                         at,
+                        Code { raw, decoded },
                         RejectReason::InvalidCode,
                         message,
                         name,
-                        raw,
-                        decoded,
                         out,
                     );
                     return None;
@@ -453,11 +466,10 @@ impl Station {
             let message = format!("product {serial} scanned while no lot is open");
             self.reject(
                 at,
+                Code { raw, decoded },
                 RejectReason::NoLotOpen,
                 message,
                 name,
-                raw,
-                decoded,
                 out,
             );
             return;
@@ -474,11 +486,10 @@ impl Station {
             };
             self.reject(
                 at,
+                Code { raw, decoded },
                 RejectReason::DuplicateSerial,
                 message,
                 name,
-                raw,
-                decoded,
                 out,
             );
             return;
@@ -531,11 +542,10 @@ impl Station {
             );
             self.reject(
                 at,
+                Code { raw, decoded },
                 RejectReason::InvalidCode,
                 message,
                 name,
-                raw,
-                decoded,
                 out,
             );
             return;
@@ -549,11 +559,10 @@ impl Station {
             let message = format!("material {shown} scanned while no lot is open");
             self.reject(
                 at,
+                Code { raw, decoded },
                 RejectReason::NoLotOpen,
                 message,
                 name,
-                raw,
-                decoded,
                 out,
             );
             return;
@@ -567,11 +576,10 @@ impl Station {
                 );
                 self.reject(
                     at,
+                    Code { raw, decoded },
                     RejectReason::MaterialNotAllowed,
                     message,
                     name,
-                    raw,
-                    decoded,
                     out,
                 );
                 return;

@@ -266,7 +266,7 @@ mod tests {
             ),
             (
                 "set-order",
-                r#"{"id":"c1","station":"st10","order":"WO1","materials":["9506000134352","09506000134369"]}"#,
+                r#"{"id":"c1","station":"st10","order":"WO1","materials":["9506000134352","09506000134353"]}"#,
                 false,
                 Err("not a GTIN"),
             ),

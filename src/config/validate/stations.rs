@@ -281,6 +281,13 @@ impl Validator<'_> {
                 ("yearly", Reset::Yearly),
             ],
         )?;
+        if reset == Reset::Shift && !has_shifts {
+            return Err(self.err_plain(
+                l.reset.as_ref().map_or(span.clone(), |r| r.span()),
+                &k("reset"),
+                "a per-shift reset needs [[shift]] tables",
+            ));
+        }
         let numbering = match &l.template {
             Some(t) => {
                 let template = Template::parse(t.get_ref())
@@ -322,13 +329,6 @@ impl Validator<'_> {
                 None
             }
         };
-        if reset == Reset::Shift && !has_shifts {
-            return Err(self.err_plain(
-                l.reset.as_ref().map_or(span.clone(), |r| r.span()),
-                &k("reset"),
-                "a per-shift reset needs [[shift]] tables",
-            ));
-        }
         let rotate = self.choice(
             l.rotate.as_ref(),
             &k("rotate"),
