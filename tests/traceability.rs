@@ -277,14 +277,28 @@ fn statuses(rec: &Recorder) -> usize {
     rec.snapshot().iter().filter(|m| m.topic == STATUS).count()
 }
 
-async fn wait_online(rec: &Recorder, seen: usize) {
-    rec.wait_for("gateway status after start", |m| {
+/// Scanner `device-online` alarms received (distinct seqs): one per start.
+fn scanner_starts(rec: &Recorder) -> usize {
+    distinct(&rec.records(), "alarm")
+        .iter()
+        .filter(|a| a["data"]["event"] == "device-online")
+        .count()
+}
+
+/// Wait until the gateway started after `statuses`/`starts` were counted is
+/// subscribed (its status arrived) and its start-up records are in (the
+/// scanner's online alarm), so nothing else commits while a test waits for
+/// its own commit.
+async fn wait_settled(rec: &Recorder, statuses: usize, starts: usize) {
+    rec.wait_for("gateway status and scanner online after start", |m| {
         m.iter()
             .filter(|m| m.topic == STATUS && m.json()["online"] == true)
             .count()
-            > seen
+            > statuses
     })
     .await;
+    rec.wait_for("scanner online", |_| scanner_starts(rec) > starts)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,10 +313,10 @@ reset = "never""#;
         dir.path(),
         &config(dir.path(), broker.port, pty.slave_path(), lot, ""),
     );
-    wait_online(&rec, 0).await;
+    wait_settled(&rec, 0, 0).await;
     const CYCLES: usize = 8;
     for i in 0..CYCLES {
-        let seen = statuses(&rec);
+        let (seen, starts) = (statuses(&rec), scanner_starts(&rec));
         let before = gw.last_committed();
         rec.client
             .publish(
@@ -325,7 +339,7 @@ reset = "never""#;
         // likely before it was applied.
         gw.kill9();
         gw.spawn();
-        wait_online(&rec, seen).await;
+        wait_settled(&rec, seen, starts).await;
     }
     // One more, undisturbed, and wait until everything committed arrived.
     rec.client
