@@ -1,9 +1,12 @@
-//! The command line: `run`, `check`, `probe`, `demo`, and the exit codes.
+//! The command line: `run`, `check`, `probe`, `lot`, `demo`, and the exit
+//! codes.
 //!
 //! Exit codes follow sysexits(3): 0 success, 64 invalid configuration
-//! (the message names file, line, column and key), 69 a device could not be
-//! reached (`probe`), 70 internal failure, 74 the store could not be opened
-//! or made durable.
+//! (the message names file, line, column and key), 65 the daemon refused a
+//! `lot` command (the reason is printed), 69 a device could not be reached
+//! (`probe`) or the daemon is not running (`lot`), 70 internal failure, 74
+//! the store could not be opened or made durable, 77 no permission to use
+//! the control socket (`lot`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,11 +17,16 @@ use crate::config;
 
 /// Invalid configuration.
 pub const EXIT_CONFIG: u8 = 64;
+/// The daemon refused a `lot` command.
+pub const EXIT_DATAERR: u8 = 65;
+/// No permission to use the control socket (`lot`).
+pub const EXIT_NOPERM: u8 = 77;
 /// Internal failure (a task stopped unexpectedly).
 pub const EXIT_SOFTWARE: u8 = 70;
 /// The store could not be opened or made durable.
 pub const EXIT_IOERR: u8 = 74;
-/// A device could not be reached (`probe`).
+/// A device could not be reached (`probe`), or the daemon is not running
+/// or did not answer (`lot`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
@@ -54,10 +62,90 @@ enum Command {
         #[arg(value_name = "DEVICE")]
         device: String,
     },
+    /// Act on the running daemon as a local operator: open and close lots,
+    /// log operators in and out, set the work order, show every station.
+    /// Goes through the control socket in the config's data_dir.
+    Lot {
+        #[command(subcommand)]
+        action: LotCommand,
+    },
     /// Run the real pipeline with a simulated scanner and an embedded MQTT
     /// broker; prints every message the MES receives, one line each.
     #[cfg(feature = "demo")]
     Demo(crate::app::demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum LotCommand {
+    /// Open a lot at a station (closing the one open there).
+    Open {
+        #[command(flatten)]
+        at: StationArgs,
+        /// The lot number; without it, the next number from the station's
+        /// lot template.
+        #[arg(long, value_name = "LOT")]
+        lot: Option<String>,
+    },
+    /// Close the lot open at a station.
+    Close {
+        #[command(flatten)]
+        at: StationArgs,
+    },
+    /// Log an operator in at a station, or log the operator out.
+    Operator {
+        #[command(flatten)]
+        at: StationArgs,
+        #[command(flatten)]
+        who: OperatorArg,
+    },
+    /// Set the work order at a station, or clear it.
+    Order {
+        #[command(flatten)]
+        at: StationArgs,
+        #[command(flatten)]
+        order: OrderArg,
+    },
+    /// Show every station: lot, order, operator and the open lot's totals.
+    Show {
+        /// Path to the daemon's TOML configuration.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the daemon's JSON reply instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StationArgs {
+    /// Path to the daemon's TOML configuration (for its data_dir).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// The station id.
+    #[arg(short, long, value_name = "STATION")]
+    station: String,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct OperatorArg {
+    /// The operator's id.
+    #[arg(long, value_name = "ID")]
+    operator: Option<String>,
+    /// Log the operator out.
+    #[arg(long)]
+    logout: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct OrderArg {
+    /// The work order.
+    #[arg(long, value_name = "WO")]
+    order: Option<String>,
+    /// Clear the work order.
+    #[arg(long)]
+    clear: bool,
 }
 
 /// Parse the command line, run, and map the outcome to an exit code.
@@ -81,6 +169,7 @@ pub fn main() -> ExitCode {
             runtime_result(run_with_signals(cfg))
         }
         Command::Probe { config, device } => probe(&config, &device),
+        Command::Lot { action } => lot(action),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime_result(crate::app::demo::run(args)),
     }
@@ -146,6 +235,155 @@ fn probe(path: &std::path::Path, device: &str) -> ExitCode {
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
+}
+
+/// `linegate lot …`: one request to the daemon's control socket.
+fn lot(action: LotCommand) -> ExitCode {
+    use crate::app::control::Request;
+    let (config, request, json) = match action {
+        LotCommand::Open { at, lot } => (
+            at.config,
+            Request::OpenLot {
+                station: at.station,
+                lot,
+            },
+            false,
+        ),
+        LotCommand::Close { at } => (
+            at.config,
+            Request::CloseLot {
+                station: at.station,
+            },
+            false,
+        ),
+        // The group makes `--logout` / `--clear` the only way to leave the
+        // value out.
+        LotCommand::Operator { at, who } => (
+            at.config,
+            Request::SetOperator {
+                station: at.station,
+                operator: who.operator,
+            },
+            false,
+        ),
+        LotCommand::Order { at, order } => (
+            at.config,
+            Request::SetOrder {
+                station: at.station,
+                order: order.order,
+            },
+            false,
+        ),
+        LotCommand::Show { config, json } => (config, Request::Show {}, json),
+    };
+    let cfg = match config::load(&config) {
+        Ok(cfg) => cfg,
+        Err(err) => return config_error(&err),
+    };
+    let socket = crate::app::control::socket_path(&cfg.gateway.data_dir);
+    let reply = match crate::app::control::call(&socket, &request) {
+        Ok(reply) => reply,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return match err {
+                crate::app::control::ClientError::PermissionDenied { .. } => {
+                    ExitCode::from(EXIT_NOPERM)
+                }
+                crate::app::control::ClientError::BadReply { .. } => ExitCode::from(EXIT_SOFTWARE),
+                _ => ExitCode::from(EXIT_UNAVAILABLE),
+            };
+        }
+    };
+    if reply["ok"] != true {
+        let error = reply["error"].as_str().unwrap_or("no reason given");
+        match reply["id"].as_str() {
+            Some(id) => eprintln!("error: refused (command {id}): {error}"),
+            None => eprintln!("error: refused: {error}"),
+        }
+        return if reply["kind"] == "unavailable" {
+            ExitCode::from(EXIT_UNAVAILABLE)
+        } else {
+            ExitCode::from(EXIT_DATAERR)
+        };
+    }
+    if json {
+        println!("{reply}");
+    } else {
+        print!("{}", render_lot_reply(&request, &reply));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The human line (or, for `show`, the table) of a successful reply.
+fn render_lot_reply(request: &crate::app::control::Request, reply: &serde_json::Value) -> String {
+    use crate::app::control::Request;
+    let id = reply["id"].as_str().unwrap_or("?");
+    match request {
+        Request::OpenLot { station, lot } => {
+            let lot = reply["lot"].as_str().or(lot.as_deref()).unwrap_or("?");
+            format!("lot {lot} opened at {station} (command {id})\n")
+        }
+        Request::CloseLot { station } => {
+            format!("lot closed at {station} (command {id})\n")
+        }
+        Request::SetOperator {
+            station,
+            operator: Some(who),
+        } => format!("operator {who} logged in at {station} (command {id})\n"),
+        Request::SetOperator {
+            station,
+            operator: None,
+        } => format!("operator logged out at {station} (command {id})\n"),
+        Request::SetOrder {
+            station,
+            order: Some(order),
+        } => format!("order {order} set at {station} (command {id})\n"),
+        Request::SetOrder {
+            station,
+            order: None,
+        } => format!("order cleared at {station} (command {id})\n"),
+        Request::Show {} => render_stations(&reply["stations"]),
+    }
+}
+
+/// `linegate lot show`: a small table per station.
+fn render_stations(stations: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let number = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
+    let mut out = String::new();
+    let list = stations.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        out.push_str("no stations\n");
+    }
+    for (i, st) in list.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let ctx = &st["context"];
+        let _ = writeln!(out, "station   {}", text(&st["station"]));
+        let _ = writeln!(out, "  lot       {}", text(&ctx["lot"]));
+        let _ = writeln!(out, "  order     {}", text(&ctx["order"]));
+        let _ = writeln!(out, "  operator  {}", text(&ctx["operator"]));
+        let totals = &st["open_lot"]["totals"];
+        if totals.is_object() {
+            let opened = totals["opened_ms"]
+                .as_u64()
+                .map_or("-".to_owned(), crate::clock::rfc3339_ms);
+            let _ = writeln!(out, "  opened    {opened}");
+            let _ = writeln!(out, "  products  {}", number(&totals["products"]));
+            let _ = writeln!(
+                out,
+                "  good      {}   scrap {}",
+                number(&totals["good"]),
+                number(&totals["scrap"])
+            );
+            let _ = writeln!(out, "  rejects   {}", number(&totals["rejects"]));
+        } else {
+            let _ = writeln!(out, "  (no lot open)");
+        }
+    }
+    out
 }
 
 fn config_error(err: &config::ConfigError) -> ExitCode {

@@ -1,8 +1,15 @@
 //! Start the whole gateway from a validated config, and stop it cleanly.
 //!
-//! Order at stop: devices first (so nothing new arrives), then the uplink
-//! (publishes `offline`), then the pipeline drains and commits everything it
-//! already received, then the store is made durable and closed.
+//! Order at stop: devices and the control socket first (so nothing new
+//! arrives), then the uplink (publishes `offline`), then the pipeline drains
+//! and commits everything it already received, then the store is made
+//! durable and closed.
+//!
+//! The control socket (`linegate lot …`) is bound after the store is open:
+//! holding the store proves no other daemon serves this data directory, so a
+//! socket file found there is stale. A socket that cannot be bound is logged
+//! as an error and the gateway runs on without it: readings and the MES
+//! matter more than the local command line.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +19,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::app::control;
 use crate::app::pipeline::{Input, Pipeline};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
@@ -69,6 +77,25 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         .iter()
         .map(|d| tokio::spawn(supervise(d.clone(), input_tx.clone(), health.handle(&d.id))))
         .collect();
+    let mut control = match control::bind(&cfg.gateway.data_dir) {
+        Ok(socket) => {
+            let path = socket.path().display();
+            if socket.replaced_stale() {
+                tracing::info!(socket = %path, "control socket listening; replaced a stale socket file left by an unclean stop");
+            } else {
+                tracing::info!(socket = %path, "control socket listening");
+            }
+            Some(AbortOnDrop(tokio::spawn(socket.serve(input_tx.clone()))))
+        }
+        Err(err) => {
+            tracing::error!(
+                socket = %control::socket_path(&cfg.gateway.data_dir).display(),
+                error = %err,
+                "cannot open the control socket; running without it (`linegate lot` will not reach this gateway)"
+            );
+            None
+        }
+    };
     drop(input_tx);
     tracing::info!(
         gateway = %cfg.gateway.id,
@@ -84,6 +111,11 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     };
     for d in &devices {
         d.abort();
+    }
+    if let Some(mut task) = control.take() {
+        // Ends every client connection too, and removes the socket file.
+        task.0.abort();
+        let _ = (&mut task.0).await;
     }
     let _ = shutdown_tx.send(true);
     tracing::debug!("devices stopped; stopping the uplink");

@@ -4,6 +4,10 @@
 //! valid JSON matching the command's schema exactly (unknown fields rejected),
 //! and its values are plain printable text. Anything else becomes a
 //! [`Refused`] with a reason; the caller audits it and publishes the result.
+//!
+//! The field rules themselves ([`validate`]) are shared with local commands
+//! (`linegate lot …` through `app::control`), so a value the MES may not
+//! set cannot be set locally either.
 
 use serde::Deserialize;
 
@@ -140,8 +144,25 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
             ));
         }
     };
-    let (id, station, mut action) =
+    let (id, station, action) =
         parsed.map_err(|e| refuse(id_hint.clone(), format!("invalid payload: {e}")))?;
+    validate(name, id, station, action, text.clone(), CommandOrigin::Mes)
+        .map_err(|reason| refuse(id_hint, reason))
+}
+
+/// Check a command's fields with the rules every command follows, whether it
+/// came from the MES or from `linegate lot` (the control socket): id, station
+/// and value 1 to 64 printable characters; a work order's materials at most
+/// [`MAX_MATERIALS`] valid GTINs, normalised to 14 digits. Returns the
+/// command ready for the pipeline, or the reason it is refused.
+pub fn validate(
+    name: &str,
+    id: String,
+    station: String,
+    mut action: CommandAction,
+    payload: String,
+    origin: CommandOrigin,
+) -> Result<Command, String> {
     let value = match &action {
         CommandAction::SetLot(v)
         | CommandAction::OpenLot(v)
@@ -156,9 +177,8 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
     ] {
         if let Some(text) = text {
             if !valid_text(text) {
-                return Err(refuse(
-                    id_hint.clone(),
-                    format!("invalid {field}: 1 to {MAX_FIELD} printable characters expected"),
+                return Err(format!(
+                    "invalid {field}: 1 to {MAX_FIELD} printable characters expected"
                 ));
             }
         }
@@ -169,21 +189,15 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
     } = &mut action
     {
         if list.len() > MAX_MATERIALS {
-            return Err(refuse(
-                id_hint,
-                format!("invalid materials: at most {MAX_MATERIALS} GTINs"),
-            ));
+            return Err(format!("invalid materials: at most {MAX_MATERIALS} GTINs"));
         }
         for gtin in list.iter_mut() {
             match normalize_gtin(gtin) {
                 Some(g) => *gtin = g,
                 None => {
-                    return Err(refuse(
-                        id_hint,
-                        format!(
-                            "invalid materials: {:?} is not a GTIN (8, 12, 13 or 14 digits with a valid check digit)",
-                            shown_name(gtin)
-                        ),
+                    return Err(format!(
+                        "invalid materials: {:?} is not a GTIN (8, 12, 13 or 14 digits with a valid check digit)",
+                        shown_name(gtin)
                     ));
                 }
             }
@@ -194,8 +208,8 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
         id,
         station,
         action,
-        payload: text,
-        origin: CommandOrigin::Mes,
+        payload,
+        origin,
     })
 }
 
