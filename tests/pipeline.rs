@@ -134,15 +134,23 @@ async fn a_scan_reaches_the_mes_with_every_contract_field() {
         .unwrap();
     assert_eq!(raw, code, "raw bytes survive exactly, GS included");
 
-    // The lot and order came from scan rules, as context records.
+    // The lot came from a scan rule as a `lot` record, the order as a
+    // `context` record; the scan itself carries its GS1 reading.
     let records = rec.records();
+    let lots: Vec<_> = records.iter().filter(|r| r["kind"] == "lot").collect();
+    assert_eq!(lots.len(), 1);
+    assert_eq!(
+        (&lots[0]["lot"], &lots[0]["data"]["event"]),
+        (&"L24A0173".into(), &"opened".into())
+    );
+    assert_eq!(lots[0]["data"]["rule"], "lot-label");
     let ctx: Vec<_> = records.iter().filter(|r| r["kind"] == "context").collect();
-    assert_eq!(ctx.len(), 2);
+    assert_eq!(ctx.len(), 1);
     assert_eq!(
         (&ctx[0]["data"]["field"], &ctx[0]["data"]["value"]),
-        (&"lot".into(), &"L24A0173".into())
+        (&"order".into(), &"WO123456".into())
     );
-    assert_eq!(ctx[0]["data"]["rule"], "lot-label");
+    assert_eq!(v["data"]["gs1"]["01"], "09506000134352");
 
     // Retained status: online with the device's health; offline after a clean stop.
     rec.wait_for("status with the scanner online", |m| {
@@ -268,8 +276,8 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
         mut gw,
     } = Rig::start().await;
     pty.write(b"LOT:LK-1\r\n").await.unwrap();
-    rec.wait_for("lot context", |m| {
-        m.iter().any(|m| m.json()["kind"] == "context")
+    rec.wait_for("lot opened", |m| {
+        m.iter().any(|m| m.json()["kind"] == "lot")
     })
     .await;
 
