@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
@@ -59,16 +58,9 @@ reconnect_max = "200ms"
 
 /// Distinct `count` records of `name` (first copy of each seq), in seq order.
 fn counts(records: &[Value], name: &str) -> Vec<Value> {
-    let mut by_seq = BTreeMap::new();
-    for r in records
-        .iter()
-        .filter(|r| r["kind"] == "count" && r["data"]["name"] == name)
-    {
-        by_seq
-            .entry(r["seq"].as_u64().unwrap())
-            .or_insert_with(|| r.clone());
-    }
-    by_seq.into_values().collect()
+    first_copies(records, |r| {
+        r["kind"] == "count" && r["data"]["name"] == name
+    })
 }
 
 fn delta_sum(records: &[Value], name: &str) -> u64 {

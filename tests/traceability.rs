@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
@@ -61,13 +60,7 @@ action = "consume-material"
 
 /// Records of `kind`, first copy of each seq, in seq order.
 fn distinct(records: &[Value], kind: &str) -> Vec<Value> {
-    let mut by_seq = BTreeMap::new();
-    for r in records.iter().filter(|r| r["kind"] == kind) {
-        by_seq
-            .entry(r["seq"].as_u64().unwrap())
-            .or_insert_with(|| r.clone());
-    }
-    by_seq.into_values().collect()
+    first_copies(records, |r| r["kind"] == kind)
 }
 
 fn has(msgs: &[Message], pred: impl Fn(&Value) -> bool) -> bool {

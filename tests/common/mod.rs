@@ -36,6 +36,18 @@ use tokio::sync::Notify;
 pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A loopback port that was free a moment ago.
+/// The first copy of each record (by `seq`) that `keep` accepts, in seq
+/// order: what an MES de-duplicating on `(gateway, seq)` keeps.
+pub fn first_copies(records: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut by_seq = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| keep(r)) {
+        if let Some(seq) = r["seq"].as_u64() {
+            by_seq.entry(seq).or_insert_with(|| r.clone());
+        }
+    }
+    by_seq.into_values().collect()
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
