@@ -270,12 +270,17 @@ fn statuses(rec: &Recorder) -> usize {
     rec.snapshot().iter().filter(|m| m.topic == STATUS).count()
 }
 
-/// Scanner `device-online` alarms received (distinct seqs): one per start.
-fn scanner_starts(rec: &Recorder) -> usize {
-    distinct(&rec.records(), "alarm")
+/// Scanner `device-online` alarms among `msgs` (distinct seqs): one per start.
+fn scanner_starts(msgs: &[Message]) -> usize {
+    let records: Vec<Value> = msgs
         .iter()
-        .filter(|a| a["data"]["event"] == "device-online")
-        .count()
+        .filter(|m| !m.topic.contains("/gateway/"))
+        .map(Message::json)
+        .collect();
+    first_copies(&records, |r| {
+        r["kind"] == "alarm" && r["data"]["event"] == "device-online"
+    })
+    .len()
 }
 
 /// Wait until the gateway started after `statuses`/`starts` were counted is
@@ -290,7 +295,7 @@ async fn wait_settled(rec: &Recorder, statuses: usize, starts: usize) {
             > statuses
     })
     .await;
-    rec.wait_for("scanner online", |_| scanner_starts(rec) > starts)
+    rec.wait_for("scanner online", |m| scanner_starts(m) > starts)
         .await;
 }
 
@@ -309,7 +314,7 @@ reset = "never""#;
     wait_settled(&rec, 0, 0).await;
     const CYCLES: usize = 8;
     for i in 0..CYCLES {
-        let (seen, starts) = (statuses(&rec), scanner_starts(&rec));
+        let (seen, starts) = (statuses(&rec), scanner_starts(&rec.snapshot()));
         let before = gw.last_committed();
         rec.client
             .publish(
