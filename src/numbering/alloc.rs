@@ -22,12 +22,28 @@
 //! the last one issued: if a template edit makes them equal, the sequence is
 //! advanced until they differ.
 //!
+//! **Template edits.** The allocator keeps a mark (period and last sequence)
+//! per template it has numbered with, the last [`MAX_MARKS`] of them. Going
+//! back to an earlier template resumes that template's own sequence, so
+//! switching `A` → `B` → `A` cannot reissue `A`'s numbers; a template never
+//! seen before counts on from the current sequence.
+//!
+//! **Zone or shift-plan edits.** When plant time moves back behind the stored
+//! period (a zone change makes the same instant an earlier local date), the
+//! number is dated with the stored period's date, not the earlier one.
+//!
 //! The caller persists the allocator (serde JSON) in the same commit as the
 //! record that carries the number, before printing it.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
-use super::{Calendar, Fields, Reset, Template};
+use super::calendar::Day;
+use super::{Calendar, Fields, Moment, Reset, Template};
+
+/// How many earlier templates keep their own sequence mark.
+pub const MAX_MARKS: usize = 16;
 
 /// One issued lot number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +71,63 @@ pub struct Allocator {
     last_stamp_ms: u64,
     /// The last number issued.
     last_lot: String,
+    /// The template (as written) the current period and seq belong to.
+    #[serde(default)]
+    template: String,
+    /// The plant-time fields the last number was dated with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dated: Option<Dated>,
+    /// Marks of earlier templates, most recent last.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    marks: VecDeque<Mark>,
+}
+
+/// Where an earlier template's numbering stood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    template: String,
+    reset: Option<Reset>,
+    period: String,
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dated: Option<Dated>,
+}
+
+/// The date and shift a number was rendered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Dated {
+    year: i16,
+    month: i8,
+    day: i8,
+    yday: i16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shift: Option<String>,
+}
+
+impl Dated {
+    fn of(m: &Moment) -> Dated {
+        Dated {
+            year: m.year,
+            month: m.month,
+            day: m.day,
+            yday: m.yday,
+            shift: m.shift.clone(),
+        }
+    }
+
+    /// `base` dated as this number was.
+    fn apply(&self, base: &Moment) -> Moment {
+        let mut m = base.clone();
+        (m.year, m.month, m.day, m.yday) = (self.year, self.month, self.day, self.yday);
+        m.shift.clone_from(&self.shift);
+        m.shift_day = Day {
+            year: self.year,
+            month: self.month,
+            day: self.day,
+            yday: self.yday,
+        };
+        m
+    }
 }
 
 /// How often the sequence is advanced to get away from the last number
@@ -75,7 +148,9 @@ impl Allocator {
         let stamp_ms = ts_ms.max(self.last_stamp_ms);
         let moment = calendar.at(stamp_ms);
         let period = moment.period(reset);
+        self.switch_template(template.as_str());
 
+        let mut dated_back = false;
         let mut seq = if self.reset != Some(reset) {
             self.reset = Some(reset);
             self.period = period;
@@ -84,10 +159,16 @@ impl Allocator {
             self.period = period;
             1
         } else {
+            // Same period, or plant time moved back behind it (zone edit):
+            // stay in the stored period, dated as its numbers were.
+            dated_back = period != self.period;
             self.seq.saturating_add(1)
         };
 
-        let numbered = moment.numbered(reset);
+        let numbered = match (&self.dated, dated_back) {
+            (Some(d), true) => d.apply(&moment.numbered(reset)),
+            _ => moment.numbered(reset),
+        };
         let mut lot = template.render(fields, &numbered, seq);
         for _ in 0..MAX_BUMPS {
             if lot != self.last_lot {
@@ -100,12 +181,45 @@ impl Allocator {
         self.seq = seq;
         self.last_stamp_ms = stamp_ms;
         self.last_lot.clone_from(&lot);
+        self.dated = Some(Dated::of(&numbered));
         Allocation {
             lot,
             seq,
             stamp_ms,
             clock_went_back,
         }
+    }
+
+    /// Make `template` the current one: park the current template's mark
+    /// and resume `template`'s own mark if it has one; a new template counts
+    /// on from the current sequence.
+    fn switch_template(&mut self, template: &str) {
+        if self.template == template {
+            return;
+        }
+        if self.reset.is_some() {
+            let parked = Mark {
+                template: std::mem::take(&mut self.template),
+                reset: self.reset,
+                period: self.period.clone(),
+                seq: self.seq,
+                dated: self.dated.clone(),
+            };
+            self.marks.retain(|m| m.template != parked.template);
+            self.marks.push_back(parked);
+            while self.marks.len() > MAX_MARKS {
+                self.marks.pop_front();
+            }
+        }
+        if let Some(i) = self.marks.iter().position(|m| m.template == template) {
+            if let Some(m) = self.marks.remove(i) {
+                self.reset = m.reset;
+                self.period = m.period;
+                self.seq = m.seq;
+                self.dated = m.dated;
+            }
+        }
+        self.template = template.to_owned();
     }
 
     /// The last sequence number issued (0 before the first).

@@ -1419,7 +1419,7 @@ fn a_zone_change_back_in_local_time_does_not_restart() {
         owned(&[
             ("261122-001", 1),
             ("261122-002", 2),
-            ("261121-003", 3),
+            ("261122-003", 3),
             ("261122-004", 4),
             ("261123-001", 1),
         ])
@@ -1438,7 +1438,7 @@ fn allocator_serde_round_trip() {
     assert_eq!(
         json,
         format!(
-            r#"{{"reset":"shift","period":"2026-11-21/C","seq":2,"last_stamp_ms":{},"last_lot":"26325C002"}}"#,
+            r#"{{"reset":"shift","period":"2026-11-21/C","seq":2,"last_stamp_ms":{},"last_lot":"26325C002","template":"{{yy}}{{jjj}}{{shift}}{{seq:3}}","dated":{{"year":2026,"month":11,"day":21,"yday":325,"shift":"C"}}}}"#,
             ms("2026-11-22T01:00:00+01:00")
         )
     );
@@ -1550,4 +1550,63 @@ fn numbers_never_repeat_under_clock_jumps() {
             );
         }
     }
+}
+
+#[test]
+fn going_back_to_an_earlier_template_resumes_its_own_sequence() {
+    let c = Calendar::utc();
+    let plain = Template::parse("L{seq:5}").unwrap();
+    let dated = Template::parse("L{yy}{jjj}{seq:3}").unwrap();
+    let mut alloc = Allocator::default();
+    let mut issued = std::collections::BTreeSet::new();
+    let mut take = |alloc: &mut Allocator, t: &Template, reset: Reset, at: &str| {
+        let a = alloc.next(t, reset, &c, FIELDS, ms(at));
+        assert!(issued.insert(a.lot.clone()), "{} issued twice", a.lot);
+        a.lot
+    };
+    for _ in 0..10 {
+        take(&mut alloc, &plain, Reset::Never, "2026-11-22T10:00:00Z");
+    }
+    take(&mut alloc, &dated, Reset::Daily, "2026-11-22T11:00:00Z");
+    let next_day = take(&mut alloc, &dated, Reset::Daily, "2026-11-23T11:00:00Z");
+    assert_eq!(next_day, "L26327001");
+    take(&mut alloc, &dated, Reset::Daily, "2026-11-23T11:01:00Z");
+    // Back to the first template: its own sequence goes on from 10.
+    let back = take(&mut alloc, &plain, Reset::Never, "2026-11-23T12:00:00Z");
+    assert_eq!(back, "L00011");
+    // And the dated one resumes where it stood, after a restart too.
+    let json = serde_json::to_string(&alloc).unwrap();
+    let mut restored: Allocator = serde_json::from_str(&json).unwrap();
+    let again = take(&mut restored, &dated, Reset::Daily, "2026-11-23T13:00:00Z");
+    assert_eq!(again, "L26327003");
+}
+
+#[test]
+fn a_zone_change_that_moves_plant_time_back_keeps_the_stored_date() {
+    let berlin = cal("Europe/Berlin", &[]);
+    let utc = Calendar::utc();
+    let t = Template::parse("L{yy}{jjj}{seq:3}").unwrap();
+    let mut alloc = Allocator::default();
+    let mut issued = std::collections::BTreeSet::new();
+    // 00:30 Berlin on 23 Nov is 23:30 UTC on 22 Nov.
+    for at in [
+        "2026-11-22T12:00:00Z",
+        "2026-11-22T23:30:00Z",
+        "2026-11-22T23:31:00Z",
+    ] {
+        let a = alloc.next(&t, Reset::Daily, &berlin, FIELDS, ms(at));
+        assert!(issued.insert(a.lot.clone()), "{}", a.lot);
+    }
+    assert_eq!(alloc.last_lot(), "L26327002");
+    // The gateway is reconfigured to UTC: the same instant is day 326 again.
+    let a = alloc.next(&t, Reset::Daily, &utc, FIELDS, ms("2026-11-22T23:32:00Z"));
+    assert_eq!(
+        a.lot, "L26327003",
+        "dated as the stored period, not day 326 again"
+    );
+    assert!(issued.insert(a.lot));
+    let b = alloc.next(&t, Reset::Daily, &utc, FIELDS, ms("2026-11-23T00:01:00Z"));
+    assert_eq!(b.lot, "L26327004", "same period in the new zone: counts on");
+    let c = alloc.next(&t, Reset::Daily, &utc, FIELDS, ms("2026-11-24T00:01:00Z"));
+    assert_eq!(c.lot, "L26328001");
 }
