@@ -113,7 +113,7 @@ async fn a_scan_reaches_the_mes_with_every_contract_field() {
         .unwrap();
     assert!(!scan.retain);
     let v = scan.json();
-    assert_eq!(v["v"], 1);
+    assert_eq!(v["v"], 2);
     assert_eq!(v["gateway"], "gw-test");
     assert_eq!(v["site"], "plant1");
     assert_eq!(v["line"], "line3");

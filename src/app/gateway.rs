@@ -44,7 +44,16 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         stations: &cfg.stations,
         devices: &cfg.devices,
     };
-    let stations = Stations::new(setup, &mut StoreRestore(store.as_ref()));
+    let mut restore = StoreRestore {
+        store: store.as_ref(),
+        failed: None,
+    };
+    let stations = Stations::new(setup, &mut restore);
+    if let Some(err) = restore.failed {
+        // Unknown state is not the same as no state: a fresh lot allocator
+        // could reissue numbers. Stop; the store is checked again at start.
+        return Err(anyhow::Error::new(err).context("cannot read the station state from the store"));
+    }
     let health = HealthRegistry::default();
 
     // One ordered queue for device readings and MES commands.
@@ -157,21 +166,27 @@ fn pipeline_failure(
 
 /// Durable state by key; a read error is logged and treated as "unknown"
 /// (a context starts empty, a counter starts from a new baseline).
-/// The stations' view of the store's durable state at start-up. A read error
-/// is logged and the value treated as absent (unknown, never invented).
-struct StoreRestore<'a>(&'a dyn Store);
+/// The stations' view of the store's durable state at start-up. A read
+/// error is kept and makes the start fail (exit 74): starting with state
+/// missing could repeat lot numbers or forget serials.
+struct StoreRestore<'a> {
+    store: &'a dyn Store,
+    failed: Option<crate::store::StoreError>,
+}
 
 impl Restore for StoreRestore<'_> {
     fn get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.0.state(key).unwrap_or_else(|err| {
-            tracing::error!(key, error = %err, "cannot read persisted state; starting unknown");
+        self.store.state(key).unwrap_or_else(|err| {
+            tracing::error!(key, error = %err, "cannot read persisted state");
+            self.failed.get_or_insert(err);
             None
         })
     }
 
     fn scan(&mut self, prefix: &str) -> Vec<(String, Vec<u8>)> {
-        self.0.state_prefix(prefix).unwrap_or_else(|err| {
-            tracing::error!(prefix, error = %err, "cannot read persisted state; starting unknown");
+        self.store.state_prefix(prefix).unwrap_or_else(|err| {
+            tracing::error!(prefix, error = %err, "cannot read persisted state");
+            self.failed.get_or_insert(err);
             Vec::new()
         })
     }

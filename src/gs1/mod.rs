@@ -315,3 +315,14 @@ fn ean(body: &[u8], base: usize, digits: usize) -> Result<Vec<Element>, Gs1Error
 pub fn known_ai(ai: &str) -> bool {
     ai_spec(ai).is_some_and(|spec| spec.ai == ai)
 }
+
+/// A GTIN-8/12/13/14 as the 14 digits GS1 AI 01 carries, when its check
+/// digit is right.
+pub fn normalize_gtin(text: &str) -> Option<String> {
+    let digits = text.trim();
+    if !matches!(digits.len(), 8 | 12 | 13 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let padded = format!("{digits:0>14}");
+    check_digit_valid(&padded).then_some(padded)
+}

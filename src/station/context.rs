@@ -14,6 +14,10 @@ pub struct Context {
     pub order: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    /// When the operator logged in (shift-end logout spares a login made
+    /// just before the change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_since_ms: Option<u64>,
     /// GTINs the work order may consume, when the MES sent its material
     /// list with the order; `None`: any material is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

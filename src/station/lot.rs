@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::LotConfig;
 use crate::numbering::Allocator;
 use crate::record::{LotTotals, Material, MaterialTally};
 
@@ -27,6 +28,11 @@ pub struct LotState {
     /// Plant-time keys at the last tick, and that tick's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen: Option<Seen>,
+    /// The template that was in use when the numbering state was found
+    /// unreadable: numbers from it are not generated again (they could
+    /// repeat) until the template is changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbering_blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,12 +51,16 @@ pub struct OpenLot {
 }
 
 impl OpenLot {
-    pub fn new(lot: String, number_seq: Option<u64>, ts_ms: u64) -> Self {
+    /// A lot opened at `ts_ms`; its good and scrap totals start at 0 when
+    /// the station has those counters (`None`: not counted).
+    pub fn new(lot: String, number_seq: Option<u64>, ts_ms: u64, cfg: &LotConfig) -> Self {
         OpenLot {
             lot,
             number_seq,
             totals: LotTotals {
                 opened_ms: ts_ms,
+                good: cfg.good.as_ref().map(|_| 0),
+                scrap: cfg.scrap.as_ref().map(|_| 0),
                 ..LotTotals::default()
             },
         }

@@ -28,6 +28,9 @@ use crate::record::{AlarmEvent, Body, CommandOrigin, ContextSource, Record};
 
 /// How many recent command ids are remembered to refuse replays.
 const RECENT_COMMANDS: usize = 256;
+/// Key of the persisted recent command ids: a retry after a crash is still
+/// recognised.
+const RECENT_COMMANDS_KEY: &str = "cmd/recent";
 /// Longest command payload kept in an audit record.
 pub const AUDIT_PAYLOAD_MAX: usize = 1024;
 
@@ -115,6 +118,8 @@ pub enum Rejection {
     NoTemplate(String),
     #[error("no lot is open at station `{0}`")]
     NoLotOpen(String),
+    #[error("{0}")]
+    NumberingBlocked(String),
 }
 
 /// A station's context and open lot, as `linegate lot show` prints it.
@@ -156,10 +161,35 @@ impl Stations {
                     .get(&state_key(id))
                     .and_then(|b| Context::decode(id, &b))
                     .unwrap_or_default();
-                let lot = restore
-                    .get(&lot_key(id))
-                    .and_then(|b| LotState::decode(id, &b))
-                    .unwrap_or_default();
+                let persisted = restore.get(&lot_key(id));
+                let mut lot = match persisted.as_deref().map(|b| LotState::decode(id, b)) {
+                    None => LotState::default(),
+                    Some(Some(lot)) => lot,
+                    Some(None) => LotState {
+                        // Starting the allocator again could repeat numbers.
+                        numbering_blocked: Some(
+                            cfg.lot
+                                .numbering
+                                .as_ref()
+                                .map(|n| n.template_text.clone())
+                                .unwrap_or_default(),
+                        ),
+                        ..LotState::default()
+                    },
+                };
+                // Context and lot state always agree on the open lot. A
+                // context written before lot records existed names a lot with
+                // no lot state: adopt it (opened time set at the first tick).
+                let mut ctx = ctx;
+                match (&ctx.lot, &lot.open) {
+                    (Some(named), None) => {
+                        lot.open = Some(OpenLot::new(named.clone(), None, 0, &cfg.lot));
+                    }
+                    (_, Some(open)) if ctx.lot.as_deref() != Some(open.lot.as_str()) => {
+                        ctx.lot = Some(open.lot.clone());
+                    }
+                    _ => {}
+                }
                 let serials = Serials::restore(
                     id,
                     cfg.lot.duplicate_window,
@@ -171,14 +201,19 @@ impl Stations {
                     lot,
                     serials,
                     last_activity_ms: None,
+                    last_tick_ms: None,
                 };
                 (id.clone(), station)
             })
             .collect();
+        let recent_commands = restore
+            .get(RECENT_COMMANDS_KEY)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Stations {
             stations,
             counters: Counters::new(setup.devices, &mut |k: &str| restore.get(k)),
-            recent_commands: VecDeque::new(),
+            recent_commands,
             calendar: setup.calendar.clone(),
             site: setup.site.to_owned(),
             line: setup.line.to_owned(),
@@ -343,7 +378,10 @@ impl Stations {
         if verdict.is_ok() {
             match &cmd.action {
                 CommandAction::SetLot(Some(lot)) | CommandAction::OpenLot(Some(lot)) => {
-                    station.open_lot(&at, lot.clone(), None, source, &mut out);
+                    // Naming the lot already open (a retry) changes nothing.
+                    if !station.open_lot_is(lot) {
+                        station.open_lot(&at, lot.clone(), None, source, &mut out);
+                    }
                 }
                 CommandAction::OpenLot(None) => {
                     // Checked: the station has a template.
@@ -366,6 +404,10 @@ impl Stations {
                 self.recent_commands.pop_front();
             }
             self.recent_commands.push_back(cmd.id.clone());
+            out.state.push((
+                RECENT_COMMANDS_KEY.to_owned(),
+                Some(serde_json::to_vec(&self.recent_commands).unwrap_or_default()),
+            ));
         }
         if let Some(who) = logged_in {
             self.logout_elsewhere(&who, &cmd.station, &at, &mut out);
@@ -384,6 +426,9 @@ impl Stations {
             CommandAction::OpenLot(None) if station.cfg.lot.numbering.is_none() => {
                 Err(Rejection::NoTemplate(cmd.station.clone()))
             }
+            CommandAction::OpenLot(None) if station.numbering_blocked().is_some() => Err(
+                Rejection::NumberingBlocked(station.numbering_blocked().unwrap_or_default()),
+            ),
             CommandAction::CloseLot | CommandAction::SetLot(None) if station.lot.open.is_none() => {
                 Err(Rejection::NoLotOpen(cmd.station.clone()))
             }

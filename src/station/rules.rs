@@ -17,8 +17,10 @@ pub fn rule_text<'a>(raw: &'a [u8], decoded: &Decoded) -> std::borrow::Cow<'a, s
 /// What a matching rule captured.
 #[derive(Debug, Default)]
 pub struct Captured {
-    /// The named group `value`, else the whole match (pattern rules only).
+    /// The named group `value` (pattern rules only).
     pub value: Option<String>,
+    /// The whole match, when the pattern has no named groups at all.
+    pub whole: Option<String>,
     /// Named groups `gtin`, `lot`, `serial`, `expiry` (materials, products).
     pub gtin: Option<String>,
     pub lot: Option<String>,
@@ -44,10 +46,10 @@ pub fn matches(rule: &ScanRule, text: &str, decoded: &Decoded) -> Option<Capture
     if let Some(pattern) = &rule.pattern {
         let caps = pattern.captures(text)?;
         let group = |name: &str| caps.name(name).map(|m| m.as_str().to_owned());
-        cap.value = caps
-            .name("value")
-            .or_else(|| caps.get(0))
-            .map(|m| m.as_str().to_owned());
+        cap.value = group("value");
+        if pattern.capture_names().all(|n| n.is_none()) {
+            cap.whole = caps.get(0).map(|m| m.as_str().to_owned());
+        }
         cap.gtin = group("gtin");
         cap.lot = group("lot");
         cap.serial = group("serial");
@@ -56,17 +58,18 @@ pub fn matches(rule: &ScanRule, text: &str, decoded: &Decoded) -> Option<Capture
     Some(cap)
 }
 
-/// The single value a rule takes (lot, order, operator, serial): the
-/// configured AI, the regex value, the action's usual AI, or the whole text.
+/// The single value a rule takes (lot, order, operator, serial), first of:
+/// the named group `value`; the action's own named group (`serial` for a
+/// product, `lot` for set-lot); the configured `value_ai`, or the action's
+/// usual AI (21 for a product, 10 for set-lot); the whole match of a pattern
+/// without named groups; the whole text when the scan is not GS1.
 pub fn value_of(rule: &ScanRule, cap: &Captured, text: &str, decoded: &Decoded) -> Option<String> {
-    if let Some(ai) = &rule.value_ai {
-        return decoded.get(ai).map(str::to_owned);
-    }
-    if let Some(v) = cap.value.clone().or_else(|| match rule.action {
+    let own_group = match rule.action {
         RuleAction::Product => cap.serial.clone(),
         RuleAction::SetLot => cap.lot.clone(),
         _ => None,
-    }) {
+    };
+    if let Some(v) = cap.value.clone().or(own_group) {
         return Some(v);
     }
     let usual = match rule.action {
@@ -74,11 +77,23 @@ pub fn value_of(rule: &ScanRule, cap: &Captured, text: &str, decoded: &Decoded) 
         RuleAction::Product => Some("21"),
         _ => None,
     };
-    if let Some(v) = usual.and_then(|ai| decoded.get(ai)) {
+    if let Some(v) = rule
+        .value_ai
+        .as_deref()
+        .or(usual)
+        .and_then(|ai| decoded.get(ai))
+    {
         return Some(v.to_owned());
     }
-    if decoded.gs1.is_some() {
-        // GS1 data without the AI the action needs: no usable value.
+    if rule.value_ai.is_some() {
+        return None;
+    }
+    if let Some(whole) = &cap.whole {
+        return Some(whole.clone());
+    }
+    if decoded.gs1.is_some() || rule.pattern.is_some() {
+        // GS1 data without the AI the action needs, or a pattern whose
+        // named groups did not give the value: no usable value.
         return None;
     }
     Some(text.trim().to_owned())

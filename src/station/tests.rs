@@ -565,9 +565,9 @@ fn operators_are_logged_out_at_shift_end_and_when_idle() {
         logout_at_shift_end: true,
         idle_logout: Some(Duration::from_secs(30 * 60)),
     };
-    let mut rig = Rig::new(vec![cfg], vec![], berlin_shifts());
+    let mut rig = Rig::new(vec![cfg.clone()], vec![], berlin_shifts());
     rig.tick(berlin(12, 0));
-    rig.scan(berlin(13, 50), b"OP0001");
+    rig.scan(berlin(13, 40), b"OP0001");
     assert!(rig.tick(berlin(13, 59)).is_empty());
     let out = rig.tick(berlin(14, 0));
     assert_eq!(kinds(&out), ["context"]);
@@ -575,9 +575,22 @@ fn operators_are_logged_out_at_shift_end_and_when_idle() {
         matches!(&out[0].body, Body::Context { value: None, previous: Some(p), source: ContextSource::Boundary { boundary: Boundary::Shift }, .. } if p == "0001")
     );
 
+    // Badged in 10 minutes before the change: the next shift's operator.
+    let mut early = Rig::new(vec![cfg], vec![], berlin_shifts());
+    early.tick(berlin(12, 0));
+    early.scan(berlin(13, 50), b"OP0003");
+    early.restart();
+    early.tick(berlin(13, 59));
+    assert!(early.tick(berlin(14, 0)).is_empty());
+    assert_eq!(early.ctx().operator.as_deref(), Some("0003"));
+
     rig.scan(berlin(15, 0), b"OP0002");
-    rig.scan(berlin(15, 20), b"random");
-    assert!(rig.tick(berlin(15, 49)).is_empty());
+    for m in 1..=49 {
+        if m == 20 {
+            rig.scan(berlin(15, 20), b"random");
+        }
+        assert!(rig.tick(berlin(15, m)).is_empty(), "15:{m}");
+    }
     let out = rig.tick(berlin(15, 50));
     assert!(matches!(
         &out[0].body,
@@ -587,6 +600,12 @@ fn operators_are_logged_out_at_shift_end_and_when_idle() {
             ..
         }
     ));
+
+    // A clock step forward (NTP after boot) is a gap, not idleness.
+    rig.scan(berlin(16, 0), b"OP0004");
+    rig.tick(berlin(16, 1));
+    assert!(rig.tick(berlin(18, 0)).is_empty());
+    assert_eq!(rig.ctx().operator.as_deref(), Some("0004"));
 }
 
 #[test]
@@ -619,9 +638,46 @@ fn lots_rotate_at_the_shift_boundary_in_plant_time_and_across_a_restart() {
     rig.restart();
     let out = rig.tick(berlin(14, 30));
     assert_eq!(lot_event(&out[1]), (LotEvent::Opened, Some("st10-003")));
-    // The clock going back over the boundary does not rotate again.
-    assert!(rig.tick(berlin(13, 0)).is_empty());
+    // The clock going back a little over the boundary does not rotate again.
+    assert!(rig.tick(berlin(13, 45)).is_empty());
     assert!(rig.tick(berlin(14, 31)).is_empty());
+    // Far back (it had run ahead): re-baselined, with an alarm, so shift
+    // handling does not stop until the clock catches up again.
+    let out = rig.tick(berlin(12, 0));
+    assert!(
+        matches!(&out[..], [r] if matches!(r.body, Body::Alarm { event: AlarmEvent::ClockWentBack, .. }))
+    );
+    let out = rig.tick(berlin(14, 0));
+    assert_eq!(
+        lot_event(out.last().unwrap()),
+        (LotEvent::Opened, Some("st10-004"))
+    );
+}
+
+#[test]
+fn a_day_rotation_with_shifts_follows_the_production_day() {
+    let mut cfg = full_cfg();
+    cfg.lot.rotate = Rotate::Day;
+    let mut rig = Rig::new(vec![cfg], vec![], berlin_shifts());
+    rig.tick(berlin(21, 0));
+    rig.command_ok(berlin(21, 1), CommandAction::OpenLot(None));
+    assert!(
+        rig.tick(berlin(22, 0)).is_empty(),
+        "shift C starts, same day"
+    );
+    // Midnight is inside the night shift: no new day yet.
+    assert!(rig.tick(berlin(24, 0)).is_empty());
+    let out = rig.tick(berlin(24 + 6, 0));
+    assert_eq!(kinds(&out), ["lot", "lot"]);
+    assert!(matches!(
+        &out[1].body,
+        Body::Lot {
+            source: ContextSource::Boundary {
+                boundary: Boundary::Day
+            },
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -1055,4 +1111,160 @@ mod plc {
         let (_, out) = rig.command(13, CommandAction::CloseLot);
         assert_eq!(totals(&out[1]).good, Some(4));
     }
+}
+
+#[test]
+fn named_groups_give_the_serial_and_the_usual_ai_beats_a_narrowing_pattern() {
+    let mut cfg = full_cfg();
+    cfg.scan_rules = vec![
+        rule("p-serial", r"^P(?P<serial>[0-9]+)X$", RuleAction::Product),
+        {
+            // A GS1 part rule narrowed to one GTIN by a pattern.
+            let mut r = gs1_rule("gtin-part", &["01", "21"], RuleAction::Product);
+            r.pattern = Some(regex::Regex::new("^0109506000").unwrap());
+            r
+        },
+        {
+            let mut r = rule(
+                "m",
+                r"^M(?P<gtin>[0-9]{13}):(?P<lot>[A-Z0-9]+)$",
+                RuleAction::ConsumeMaterial,
+            );
+            r.gs1 = vec![];
+            r
+        },
+    ];
+    let mut rig = Rig::new(vec![cfg], vec![], Calendar::utc());
+    rig.command_ok(1, CommandAction::OpenLot(Some("L1".into())));
+    let serial = |r: &Record| match &r.body {
+        Body::Product { serial, .. } => serial.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(serial(&rig.scan(2, b"P123X")[0]), "123");
+    assert_eq!(
+        serial(&rig.scan(3, b"]d20109506000134352\x1d21A1")[0]),
+        "A1"
+    );
+    assert_eq!(
+        serial(&rig.scan(4, b"]d20109506000134352\x1d21A2")[0]),
+        "A2"
+    );
+    // A 13-digit GTIN from a group is padded like the order's list.
+    rig.command_ok(
+        5,
+        CommandAction::SetOrder {
+            order: Some("WO1".into()),
+            materials: Some(vec!["09506000134352".into()]),
+        },
+    );
+    let out = rig.scan(6, b"M9506000134352:B1");
+    assert!(
+        matches!(&out[0].body, Body::Context { material: Some(m), .. } if m.gtin.as_deref() == Some("09506000134352"))
+    );
+}
+
+#[test]
+fn naming_the_open_lot_again_changes_nothing() {
+    let mut rig = Rig::full();
+    rig.command_ok(1, CommandAction::OpenLot(Some("L1".into())));
+    rig.scan(2, b"SN1");
+    let (v, out) = rig.command(3, CommandAction::SetLot(Some("L1".into())));
+    assert_eq!((v, kinds(&out)), (Ok(()), vec!["audit"]));
+    assert_eq!(
+        reject_reason(&rig.scan(4, b"SN1")[0]),
+        RejectReason::DuplicateSerial
+    );
+}
+
+#[test]
+fn the_same_order_again_keeps_its_material_list() {
+    let mut rig = Rig::full();
+    rig.command_ok(1, CommandAction::OpenLot(Some("L1".into())));
+    rig.command_ok(
+        2,
+        CommandAction::SetOrder {
+            order: Some("WO000001".into()),
+            materials: Some(vec!["04150000021126".into()]),
+        },
+    );
+    rig.scan(3, b"WO000001");
+    let out = rig.scan(4, b"]d201095060001343521726123110B7781");
+    assert_eq!(reject_reason(&out[0]), RejectReason::MaterialNotAllowed);
+}
+
+#[test]
+fn good_and_scrap_are_zero_not_null_when_nothing_was_counted() {
+    let mut rig = Rig::full();
+    rig.command_ok(1, CommandAction::OpenLot(None));
+    let (_, out) = rig.command(2, CommandAction::CloseLot);
+    let t = totals(&out[1]);
+    assert_eq!((t.good, t.scrap), (Some(0), Some(0)));
+    let mut plain = Rig::new(vec![station_cfg()], vec![], Calendar::utc());
+    plain.command_ok(1, CommandAction::OpenLot(Some("L".into())));
+    let (_, out) = plain.command(2, CommandAction::CloseLot);
+    assert_eq!((totals(&out[1]).good, totals(&out[1]).scrap), (None, None));
+}
+
+#[test]
+fn a_lot_named_by_an_older_context_is_adopted_at_start() {
+    let mut rig = Rig::full();
+    // What an earlier version left: a context with a lot, no lot state.
+    rig.disk
+        .insert("ctx/st10".into(), br#"{"lot":"OLD-1"}"#.to_vec());
+    rig.restart();
+    assert_eq!(kinds(&rig.scan(1, b"SN1")), ["product"]);
+    assert_eq!(
+        kinds(&rig.scan(2, b"LOT:OLD-1")),
+        ["scan"],
+        "same label: no change"
+    );
+    rig.tick(5_000);
+    let (v, out) = rig.command(6_000, CommandAction::CloseLot);
+    assert_eq!(v, Ok(()));
+    assert_eq!(lot_event(&out[1]), (LotEvent::Closed, Some("OLD-1")));
+    assert_eq!(
+        (totals(&out[1]).opened_ms, totals(&out[1]).products),
+        (5_000, 1)
+    );
+}
+
+#[test]
+fn unreadable_numbering_state_stops_generated_numbers_until_the_template_changes() {
+    let mut rig = Rig::full();
+    rig.command_ok(1, CommandAction::OpenLot(None));
+    rig.disk.insert("lot/st10".into(), b"{damaged".to_vec());
+    rig.restart();
+    let out = rig.tick(2);
+    assert!(out.iter().any(|r| matches!(&r.body, Body::Alarm { event: AlarmEvent::LotNotOpened, message: Some(m) } if m.contains("unreadable"))));
+    let (v, _) = rig.command(3, CommandAction::OpenLot(None));
+    assert!(matches!(v, Err(Rejection::NumberingBlocked(_))), "{v:?}");
+    // Named lots still open; the block survives a restart.
+    rig.command_ok(4, CommandAction::OpenLot(Some("HAND-1".into())));
+    rig.restart();
+    assert!(matches!(
+        rig.command(5, CommandAction::OpenLot(None)).0,
+        Err(Rejection::NumberingBlocked(_))
+    ));
+    // A new template lifts it.
+    rig.stations[0].lot.numbering = Some(LotNumbering {
+        template: Template::parse("N{station}-{seq:3}").unwrap(),
+        template_text: "N{station}-{seq:3}".into(),
+        reset: Reset::Never,
+    });
+    rig.restart();
+    let out = rig.command_ok(6, CommandAction::OpenLot(None));
+    assert_eq!(lot_event(out.last().unwrap()).1, Some("Nst10-001"));
+}
+
+#[test]
+fn command_ids_are_remembered_across_a_restart() {
+    let mut rig = Rig::full();
+    let c = cmd("mes-77", "st10", CommandAction::OpenLot(None));
+    let (v, e) = rig.s.on_command(&c, 1, true);
+    assert_eq!(v, Ok(()));
+    rig.commit(e);
+    rig.restart();
+    let (v, e) = rig.s.on_command(&c, 2, true);
+    assert_eq!(v, Err(Rejection::Duplicate("mes-77".into())));
+    assert_eq!(kinds(&rig.commit(e)), ["audit"], "no second lot number");
 }

@@ -13,11 +13,20 @@ use super::serials::Serials;
 use super::state_key;
 use crate::config::{DuplicateWindow, Rotate, RuleAction, ScanRule, StationConfig};
 use crate::gs1::{self, Decoded};
-use crate::numbering::{Calendar, Fields, Reset};
+use crate::numbering::{Calendar, Fields};
 use crate::record::{
     AlarmEvent, Body, Boundary, ContextField, ContextSource, Gs1Reading, LotEvent, Material,
     Record, RejectReason,
 };
+
+/// Ticks further apart than this are a gap (downtime or a clock step).
+const TICK_GAP_MS: u64 = 60_000;
+/// A clock this far behind the last boundary seen re-baselines the plant
+/// clock instead of waiting for it to catch up.
+const CLOCK_BACK_REBASE_MS: u64 = 3_600_000;
+/// An operator who badged in this shortly before a shift change belongs to
+/// the new shift and is not logged out by it.
+pub const EARLY_LOGIN_GRACE_MS: u64 = 15 * 60_000;
 
 /// When and where an event happened.
 #[derive(Debug, Clone, Copy)]
@@ -39,9 +48,11 @@ pub struct Station {
     pub ctx: Context,
     pub lot: LotState,
     pub serials: Serials,
-    /// Last scan or login at the station (idle logout); not persisted: after
-    /// a restart the idle time counts from the first tick.
+    /// Last scan, login or counted unit at the station (idle logout); not
+    /// persisted: after a restart the idle time counts from the first tick.
     pub last_activity_ms: Option<u64>,
+    /// Time of the last tick (to tell a gap from idleness).
+    pub last_tick_ms: Option<u64>,
 }
 
 /// A scanned code: its bytes and its GS1 reading.
@@ -100,6 +111,27 @@ impl Station {
 
     // ----- lots -------------------------------------------------------------
 
+    /// Why lot numbers cannot be generated now: the numbering state was
+    /// found unreadable while this template was in use, so its numbers could
+    /// repeat. A changed template (e.g. a new prefix) lifts the block.
+    pub fn numbering_blocked(&self) -> Option<String> {
+        let blocked = self.lot.numbering_blocked.as_deref()?;
+        let current = self.cfg.lot.numbering.as_ref()?.template_text.as_str();
+        (blocked == current).then(|| {
+            format!(
+                "the lot numbering state of station {} was unreadable, so numbers from template \
+                 {current} could repeat; change the template (e.g. a new prefix) to number lots again \
+                 (named lots still open)",
+                self.cfg.id
+            )
+        })
+    }
+
+    /// Whether `lot` is the lot open now.
+    pub fn open_lot_is(&self, lot: &str) -> bool {
+        self.lot.open.as_ref().is_some_and(|o| o.lot == lot)
+    }
+
     /// Close the open lot, if any: a `closed` record carrying its totals.
     pub fn close_lot(&mut self, at: &At<'_>, source: ContextSource, out: &mut Emitted) -> bool {
         let Some(open) = self.lot.open.take() else {
@@ -135,7 +167,7 @@ impl Station {
         out: &mut Emitted,
     ) {
         self.close_lot(at, source.clone(), out);
-        let mut open = OpenLot::new(lot.clone(), number_seq, at.ts_ms);
+        let mut open = OpenLot::new(lot.clone(), number_seq, at.ts_ms, &self.cfg.lot);
         if let Some(op) = &self.ctx.operator {
             open.operator(op);
         }
@@ -172,6 +204,9 @@ impl Station {
                 self.cfg.id
             ));
         };
+        if let Some(why) = self.numbering_blocked() {
+            return Err(why);
+        }
         let fields = Fields {
             site: env.site,
             line: env.line,
@@ -234,7 +269,11 @@ impl Station {
         out: &mut Emitted,
     ) {
         let previous = self.ctx.set(ContextField::Order, order.clone());
-        self.ctx.materials = materials;
+        // The same order again (its sheet scanned twice, a retry) keeps the
+        // material list the MES sent with it, unless a new list comes along.
+        if materials.is_some() || previous != order {
+            self.ctx.materials = materials;
+        }
         if let (Some(open), Some(o)) = (&mut self.lot.open, &order) {
             open.order(o);
             self.persist_lot(out);
@@ -260,6 +299,7 @@ impl Station {
         out: &mut Emitted,
     ) {
         let previous = self.ctx.set(ContextField::Operator, operator.clone());
+        self.ctx.operator_since_ms = operator.as_ref().map(|_| at.ts_ms);
         if let Some(who) = &operator {
             self.last_activity_ms = Some(at.ts_ms);
             if let Some(open) = &mut self.lot.open {
@@ -413,7 +453,7 @@ impl Station {
                 };
                 match action {
                     RuleAction::SetLot => {
-                        if self.ctx.lot.as_deref() == Some(value.as_str()) {
+                        if self.open_lot_is(&value) {
                             // The open lot's label scanned again: nothing
                             // changes; the scan is still recorded.
                             out.records.push(self.record(
@@ -530,7 +570,9 @@ impl Station {
                 .filter(|v| rules::valid_value(v))
         };
         let material = Material {
-            gtin: pick("01", &cap.gtin),
+            // A GTIN from a pattern group is padded to the 14 digits of AI
+            // 01 (as the order's material list is), when it is one.
+            gtin: pick("01", &cap.gtin).map(|g| gs1::normalize_gtin(&g).unwrap_or(g)),
             lot: pick("10", &cap.lot),
             serial: pick("21", &cap.serial),
             expiry: pick("17", &cap.expiry),
@@ -616,12 +658,14 @@ impl Station {
         delta: u64,
         out: &mut Emitted,
     ) {
-        let Some(open) = &mut self.lot.open else {
-            return;
-        };
         if delta == 0 {
             return;
         }
+        // The machine counting is the operator working.
+        self.last_activity_ms = Some(at.ts_ms);
+        let Some(open) = &mut self.lot.open else {
+            return;
+        };
         let lot_cfg = &self.cfg.lot;
         open.count(
             name,
@@ -634,7 +678,7 @@ impl Station {
             _ => false,
         };
         self.persist_lot(out);
-        if reached {
+        if reached && self.numbering_blocked().is_none() {
             let source = ContextSource::Target {
                 counter: lot_cfg.good.clone().unwrap_or_default(),
                 target: lot_cfg.target.unwrap_or_default(),
@@ -649,31 +693,85 @@ impl Station {
     /// end), idle logout, auto-open, expiry of old serials.
     pub fn on_tick(&mut self, at: &At<'_>, env: &Env<'_>, out: &mut Emitted) {
         let now = at.ts_ms;
-        let moment = env.calendar.at(now);
-        let day = moment.period(Reset::Daily);
-        let shift = moment.shift_key.clone();
-        match &self.lot.seen {
-            None => {
-                self.lot.seen = Some(Seen {
-                    shift,
-                    day,
-                    ts_ms: now,
-                });
+        if self.last_tick_ms.is_none() {
+            if let Some(why) = self.numbering_blocked() {
+                self.alarm(at, AlarmEvent::LotNotOpened, why, out);
+            }
+        }
+        // A gap between ticks (downtime, or the clock stepped forward, e.g.
+        // NTP after boot): idle time counts from now, not across the gap.
+        if self
+            .last_tick_ms
+            .is_some_and(|t| now.saturating_sub(t) > TICK_GAP_MS)
+        {
+            self.last_activity_ms = Some(self.last_activity_ms.map_or(now, |a| a.max(now)));
+        }
+        self.last_tick_ms = Some(now);
+        if let Some(open) = &mut self.lot.open {
+            if open.totals.opened_ms == 0 {
+                // A lot adopted from an older context: opened time unknown
+                // until now.
+                open.totals.opened_ms = now;
                 self.persist_lot(out);
             }
-            // The clock went back behind the last boundary seen: wait until
-            // it has passed it again rather than see the boundary twice.
+        }
+        let moment = env.calendar.at(now);
+        // With shifts, a day is a production day: it changes when the first
+        // shift of the day starts, so a night shift stays one day.
+        let day = if env.calendar.has_shifts() {
+            moment.shift_day.key()
+        } else {
+            moment.day_key()
+        };
+        let shift = moment.shift_key.clone();
+        let fresh = Seen {
+            shift,
+            day,
+            ts_ms: now,
+        };
+        match &self.lot.seen {
+            None => {
+                self.lot.seen = Some(fresh);
+                self.persist_lot(out);
+            }
+            // The clock went far back (it had run ahead, or an RTC reset):
+            // start again from the time it shows now, and say so.
+            Some(seen) if now.saturating_add(CLOCK_BACK_REBASE_MS) < seen.ts_ms => {
+                let message = format!(
+                    "the clock went back from {} to {}; shift and day boundaries count from now",
+                    crate::clock::rfc3339_ms(seen.ts_ms),
+                    crate::clock::rfc3339_ms(now)
+                );
+                self.lot.seen = Some(fresh);
+                self.persist_lot(out);
+                self.alarm(at, AlarmEvent::ClockWentBack, message, out);
+            }
+            // The clock went back a little behind the last boundary seen:
+            // wait until it has passed it again rather than see it twice.
             Some(seen) if now < seen.ts_ms => {}
             Some(seen) => {
-                let shift_changed = env.calendar.has_shifts() && seen.shift != shift;
-                let day_changed = seen.day != day;
+                let shift_changed = env.calendar.has_shifts() && seen.shift != fresh.shift;
+                let day_changed = seen.day != fresh.day;
                 if shift_changed || day_changed {
-                    self.lot.seen = Some(Seen {
-                        shift,
-                        day,
-                        ts_ms: now,
-                    });
+                    self.lot.seen = Some(fresh);
                     self.persist_lot(out);
+                    // The leaving operator is logged out first, so the next
+                    // shift's lot is not stamped with them. Someone who
+                    // badged in just before the change is the next shift's.
+                    let logged_in_early = self
+                        .ctx
+                        .operator_since_ms
+                        .is_some_and(|t| now.saturating_sub(t) <= EARLY_LOGIN_GRACE_MS);
+                    if shift_changed
+                        && self.cfg.operator.logout_at_shift_end
+                        && self.ctx.operator.is_some()
+                        && !logged_in_early
+                    {
+                        let source = ContextSource::Boundary {
+                            boundary: Boundary::Shift,
+                        };
+                        self.set_operator(at, None, source, out);
+                    }
                     let rotate = match self.cfg.lot.rotate {
                         Rotate::Never => None,
                         Rotate::Shift => shift_changed.then_some(Boundary::Shift),
@@ -681,15 +779,6 @@ impl Station {
                     };
                     if let (Some(boundary), true) = (rotate, self.lot.open.is_some()) {
                         self.open_or_alarm(at, env, ContextSource::Boundary { boundary }, out);
-                    }
-                    if shift_changed
-                        && self.cfg.operator.logout_at_shift_end
-                        && self.ctx.operator.is_some()
-                    {
-                        let source = ContextSource::Boundary {
-                            boundary: Boundary::Shift,
-                        };
-                        self.set_operator(at, None, source, out);
                     }
                 }
             }
@@ -700,7 +789,7 @@ impl Station {
                 self.set_operator(at, None, ContextSource::Idle, out);
             }
         }
-        if self.cfg.lot.auto_open && self.lot.open.is_none() {
+        if self.cfg.lot.auto_open && self.lot.open.is_none() && self.numbering_blocked().is_none() {
             self.open_or_alarm(at, env, ContextSource::Auto, out);
         }
         self.serials.expire(now, &mut out.state);

@@ -34,6 +34,8 @@ pub struct Refused {
 struct SetLot {
     id: String,
     station: String,
+    /// Required, `null` closes the lot: a missing field must not close it.
+    #[serde(deserialize_with = "nullable")]
     lot: Option<String>,
 }
 
@@ -42,6 +44,7 @@ struct SetLot {
 struct SetOrder {
     id: String,
     station: String,
+    #[serde(deserialize_with = "nullable")]
     order: Option<String>,
     /// GTINs the order may consume (8, 12, 13 or 14 digits).
     #[serde(default)]
@@ -69,11 +72,19 @@ struct CloseLot {
 struct SetOperator {
     id: String,
     station: String,
+    #[serde(deserialize_with = "nullable")]
     operator: Option<String>,
 }
 
 /// Most GTINs one order's material list may hold.
 pub const MAX_MATERIALS: usize = 200;
+
+/// A field that must be present but may be `null` (serde treats a missing
+/// `Option` field as `None`; a field with `deserialize_with` and no default
+/// is required).
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
 
 /// Only used to recover the id of a command that failed validation, so the
 /// result can be correlated.
@@ -192,7 +203,7 @@ pub fn validate(
             return Err(format!("invalid materials: at most {MAX_MATERIALS} GTINs"));
         }
         for gtin in list.iter_mut() {
-            match normalize_gtin(gtin) {
+            match crate::gs1::normalize_gtin(gtin) {
                 Some(g) => *gtin = g,
                 None => {
                     return Err(format!(
@@ -211,17 +222,6 @@ pub fn validate(
         payload,
         origin,
     })
-}
-
-/// A GTIN-8/12/13/14 as the 14 digits GS1 AI 01 carries, when its check
-/// digit is right.
-pub fn normalize_gtin(text: &str) -> Option<String> {
-    let digits = text.trim();
-    if !matches!(digits.len(), 8 | 12 | 13 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let padded = format!("{digits:0>14}");
-    crate::gs1::check_digit_valid(&padded).then_some(padded)
 }
 
 /// A command name as it may appear in records: at most 64 characters,
@@ -334,6 +334,24 @@ mod tests {
                 r#"{"id":"c1","station":"st10","lot":"L1"}"#,
                 true,
                 Err("retained"),
+            ),
+            (
+                "set-lot",
+                r#"{"id":"c1","station":"st10"}"#,
+                false,
+                Err("missing field `lot`"),
+            ),
+            (
+                "set-order",
+                r#"{"id":"c1","station":"st10","materials":["09506000134352"]}"#,
+                false,
+                Err("missing field `order`"),
+            ),
+            (
+                "set-operator",
+                r#"{"id":"c1","station":"st10"}"#,
+                false,
+                Err("missing field `operator`"),
             ),
             (
                 "set-lot",

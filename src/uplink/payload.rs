@@ -16,7 +16,7 @@ use crate::record::{Body, ContextSource, Gs1Reading, LotTotals, Record};
 use crate::store::StoreStats;
 
 /// Version of the payload contract.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The JSON payload of one record.
 pub fn record(gw: &GatewayConfig, r: &Record) -> Vec<u8> {

@@ -302,6 +302,21 @@ impl Validator<'_> {
                         "the template uses {shift} but no [[shift]] is defined",
                     ));
                 }
+                // Ids may hold `_` and `.`, which lot numbers must not (ZPL,
+                // file names): check what the template takes from them.
+                let sample = template.render(fields, &calendar.at(0), 1);
+                if let Some(c) = sample
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+                {
+                    return Err(self.err_plain(
+                        t.span(),
+                        &k("template"),
+                        format!(
+                            "makes lot numbers such as \"{sample}\" with the character {c:?} (from the site, line or station id); lot numbers use only letters, digits and -"
+                        ),
+                    ));
+                }
                 let longest = template.max_len(fields, calendar);
                 if longest > GS1_LOT_MAX {
                     return Err(self.err(
@@ -497,7 +512,8 @@ impl Validator<'_> {
 /// `"HH:MM"` → minutes after midnight.
 fn parse_hhmm(text: &str) -> Option<u16> {
     let (h, m) = text.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
         return None;
     }
     let h: u16 = h.parse().ok()?;
