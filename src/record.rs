@@ -363,6 +363,9 @@ pub enum AlarmEvent {
     ClockWentBack,
     /// A lot could not be opened (no template, …); the message says why.
     LotNotOpened,
+    /// More serials than the station holds: the oldest are no longer
+    /// checked for duplicates.
+    SerialCheckTruncated,
 }
 
 impl AlarmEvent {
@@ -372,6 +375,7 @@ impl AlarmEvent {
             AlarmEvent::DeviceOnline => "device-online",
             AlarmEvent::ClockWentBack => "clock-went-back",
             AlarmEvent::LotNotOpened => "lot-not-opened",
+            AlarmEvent::SerialCheckTruncated => "serial-check-truncated",
         }
     }
 }

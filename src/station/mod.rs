@@ -202,6 +202,7 @@ impl Stations {
                     serials,
                     last_activity_ms: None,
                     last_tick_ms: None,
+                    serials_truncated: false,
                 };
                 (id.clone(), station)
             })

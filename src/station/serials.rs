@@ -4,13 +4,18 @@
 //! Each serial is persisted under `ser/<station>/<serial>` in the commit of
 //! its `product` record, so the check survives restarts; entries are deleted
 //! when their lot closes (lot window) or when they age out (time window).
-//! Memory: about 100 bytes per serial held.
+//! Memory: about 100 bytes per serial held, at most [`MAX_SERIALS`] per
+//! station; beyond that the oldest serials are dropped from the check (and
+//! the caller raises an alarm).
 
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::DuplicateWindow;
+
+/// Most serials one station holds for the duplicate check (about 20 MiB).
+pub const MAX_SERIALS: usize = 200_000;
 
 /// Prefix of a station's serial entries.
 pub fn serial_prefix(station: &str) -> String {
@@ -31,8 +36,9 @@ pub struct Serials {
     prefix: String,
     window: DuplicateWindow,
     seen: HashMap<String, Seen>,
-    /// Time window only: serials by the time they were seen, oldest first.
+    /// Serials in the order they were seen, oldest first.
     by_time: VecDeque<(u64, String)>,
+    cap: usize,
 }
 
 impl Serials {
@@ -48,6 +54,7 @@ impl Serials {
             window,
             seen: HashMap::new(),
             by_time: VecDeque::new(),
+            cap: MAX_SERIALS,
         };
         let mut restored: Vec<(String, Seen)> = entries
             .into_iter()
@@ -64,12 +71,17 @@ impl Serials {
             .collect();
         restored.sort_by_key(|(_, seen)| seen.ts_ms);
         for (serial, seen) in restored {
-            if matches!(s.window, DuplicateWindow::Time(_)) {
-                s.by_time.push_back((seen.ts_ms, serial.clone()));
-            }
+            s.by_time.push_back((seen.ts_ms, serial.clone()));
             s.seen.insert(serial, seen);
         }
         s
+    }
+
+    /// The same with another bound (tests).
+    #[cfg(test)]
+    pub fn with_cap(mut self, cap: usize) -> Self {
+        self.cap = cap.max(1);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -88,7 +100,9 @@ impl Serials {
         }
     }
 
-    pub fn insert(&mut self, serial: &str, lot: &str, now_ms: u64, writes: &mut Writes) {
+    /// Remember `serial`; returns whether older serials had to be dropped
+    /// from the check to stay within the bound.
+    pub fn insert(&mut self, serial: &str, lot: &str, now_ms: u64, writes: &mut Writes) -> bool {
         let seen = Seen {
             lot: lot.to_owned(),
             ts_ms: now_ms,
@@ -97,10 +111,20 @@ impl Serials {
             format!("{}{serial}", self.prefix),
             Some(serde_json::to_vec(&seen).unwrap_or_default()),
         ));
-        if matches!(self.window, DuplicateWindow::Time(_)) {
-            self.by_time.push_back((now_ms, serial.to_owned()));
-        }
+        self.by_time.push_back((now_ms, serial.to_owned()));
         self.seen.insert(serial.to_owned(), seen);
+        let mut dropped = false;
+        while self.seen.len() > self.cap {
+            let Some((ts, old)) = self.by_time.pop_front() else {
+                break;
+            };
+            if self.seen.get(&old).is_some_and(|s| s.ts_ms == ts) {
+                self.seen.remove(&old);
+                writes.push((format!("{}{old}", self.prefix), None));
+                dropped = true;
+            }
+        }
+        dropped
     }
 
     /// The lot closed: with the lot window, forget (and delete) its serials.
@@ -111,6 +135,7 @@ impl Serials {
         for (serial, _) in self.seen.drain() {
             writes.push((format!("{}{serial}", self.prefix), None));
         }
+        self.by_time.clear();
     }
 
     /// With the time window, forget (and delete) serials older than it.
@@ -132,5 +157,32 @@ impl Serials {
                 writes.push((format!("{}{serial}", self.prefix), None));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_serials_leave_the_check_at_the_bound() {
+        let mut s = Serials::restore("st", DuplicateWindow::Lot, vec![]).with_cap(2);
+        let mut writes = Writes::new();
+        assert!(!s.insert("A", "L1", 1, &mut writes));
+        assert!(!s.insert("B", "L1", 2, &mut writes));
+        assert!(s.insert("C", "L1", 3, &mut writes));
+        assert_eq!(s.len(), 2);
+        assert!(!s.is_duplicate("A", "L1", 4), "dropped from the check");
+        assert!(s.is_duplicate("B", "L1", 4) && s.is_duplicate("C", "L1", 4));
+        assert_eq!(writes.last(), Some(&("ser/st/A".to_owned(), None)));
+        // Restored in time order, the bound holds the newest.
+        let entries = vec![
+            ("ser/st/X".to_owned(), br#"{"lot":"L1","ts_ms":9}"#.to_vec()),
+            ("ser/st/Y".to_owned(), br#"{"lot":"L1","ts_ms":8}"#.to_vec()),
+            ("ser/st/Z".to_owned(), b"damaged".to_vec()),
+        ];
+        let s = Serials::restore("st", DuplicateWindow::Lot, entries);
+        assert_eq!(s.len(), 2);
+        assert!(s.is_duplicate("X", "L1", 10) && !s.is_duplicate("X", "L2", 10));
     }
 }

@@ -53,6 +53,8 @@ pub struct Station {
     pub last_activity_ms: Option<u64>,
     /// Time of the last tick (to tell a gap from idleness).
     pub last_tick_ms: Option<u64>,
+    /// The serial bound was hit (alarm raised once until the lot closes).
+    pub serials_truncated: bool,
 }
 
 /// A scanned code: its bytes and its GS1 reading.
@@ -152,6 +154,7 @@ impl Station {
         out.records.push(rec);
         self.ctx.lot = None;
         self.serials.lot_closed(&mut out.state);
+        self.serials_truncated = false;
         self.persist_ctx(out);
         self.persist_lot(out);
         true
@@ -535,7 +538,15 @@ impl Station {
             return;
         }
         self.serials.expire(at.ts_ms, &mut out.state);
-        self.serials.insert(&serial, &lot, at.ts_ms, &mut out.state);
+        if self.serials.insert(&serial, &lot, at.ts_ms, &mut out.state) && !self.serials_truncated {
+            self.serials_truncated = true;
+            let message = format!(
+                "more than {} serials held at station {}: the oldest are no longer checked for duplicates",
+                self.serials.len(),
+                self.cfg.id
+            );
+            self.alarm(at, AlarmEvent::SerialCheckTruncated, message, out);
+        }
         if let Some(open) = &mut self.lot.open {
             open.totals.products = open.totals.products.saturating_add(1);
         }
