@@ -331,7 +331,7 @@ pub enum ContextSource {
     Boundary { boundary: Boundary },
     /// The operator was idle longer than the configured timeout.
     Idle,
-    /// The station opened a lot by itself (`auto_open`) at start-up.
+    /// The station opened a lot by itself (`auto_open`: none was open).
     Auto,
     /// The same operator logged in at another station.
     Moved { station: String },

@@ -155,7 +155,8 @@ pub struct LotConfig {
     pub scrap: Option<String>,
     /// Where a product serial must be unique.
     pub duplicate_window: DuplicateWindow,
-    /// Open a generated lot at start-up when none is open.
+    /// Keep a lot open: open a generated lot whenever none is (at start-up,
+    /// and at once when one is closed on request).
     pub auto_open: bool,
 }
 
@@ -196,9 +197,8 @@ pub struct OperatorConfig {
 #[derive(Debug, Clone)]
 pub struct ScanRule {
     pub name: String,
-    /// Matched against the scan as text (lossy UTF-8, AIM identifier
-    /// included). The value taken is the named group `value` when present,
-    /// otherwise the whole match.
+    /// Matched against the scan as text (lossy UTF-8), without its AIM
+    /// identifier. The value taken is described at `station::rules::value_of`.
     pub pattern: Option<regex::Regex>,
     /// AIM symbology identifiers (`]d2`); the scan must carry one of them.
     pub symbology: Vec<String>,
