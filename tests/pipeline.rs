@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use base64::Engine as _;
+use common::ledger::{Input, Ledger};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 use serde_json::Value;
@@ -281,14 +282,22 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
     })
     .await;
 
-    let burst: Vec<u8> = (0..3000)
-        .flat_map(|i| format!("K-{i:05}\r\n").into_bytes())
-        .collect();
+    let codes: Vec<String> = (0..3000).map(|i| format!("K-{i:05}")).collect();
+    let mut inputs: Vec<Input> = Vec::new();
     let writer = {
-        let pty = &pty;
+        let (pty, codes, inputs) = (&pty, &codes, &mut inputs);
         async move {
-            for chunk in burst.chunks(600) {
-                pty.write(chunk).await.unwrap();
+            for chunk in codes.chunks(60) {
+                let sent = std::time::SystemTime::now();
+                let bytes: Vec<u8> = chunk
+                    .iter()
+                    .flat_map(|c| format!("{c}\r\n").into_bytes())
+                    .collect();
+                pty.write(&bytes).await.unwrap();
+                inputs.extend(chunk.iter().map(|c| Input {
+                    code: c.clone(),
+                    sent,
+                }));
             }
         }
     };
@@ -334,6 +343,17 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
         after["lot"], "LK-1",
         "station context restored after SIGKILL"
     );
+    // Everything logged as committed by now must arrive.
+    let last = gw.last_committed();
+    rec.wait_for("the last committed record", |m| {
+        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
+    })
+    .await;
+    let report = Ledger::check(&gw.commits(), &rec.snapshot(), &inputs);
+    eprintln!("ledger after SIGKILL mid-burst: {report}");
+    report.assert_nothing_lost();
+    assert!(report.accepted > accepted, "{report}");
+    assert!(report.max_window_ms.is_some(), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,11 +13,15 @@
 //! - [`GatewayConfig`] / [`config_toml`]: the generated gateway config.
 //! - [`Gateway`]: the `linegate` binary as a child process, killable with
 //!   SIGKILL, with its pid and the group commits it logged ([`Commit`]).
+//! - [`ledger::Ledger`]: accepted (committed) against delivered, the check
+//!   every fault test ends with.
 //!
 //! Every wait is bounded, and event-driven where there is an event to wait for
 //! (the exceptions poll: a port coming up, a commit showing in the log).
 
 #![allow(dead_code)]
+
+pub mod ledger;
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;

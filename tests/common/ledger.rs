@@ -1,0 +1,167 @@
+//! The ledger: what the gateway accepted against what the MES received.
+//!
+//! The gateway makes its durability point observable in its log: every group
+//! commit logs `committed first_seq=… last_seq=…` right after the commit
+//! returned ([`Commit`]), so the seqs in those lines are exactly the records
+//! it accepted. The [`Recorder`](super::Recorder) keeps every message the MES
+//! side received. [`Ledger::check`] compares the two:
+//!
+//! - **accepted**: seqs the gateway logged as committed;
+//! - **delivered**: accepted seqs received at least once;
+//! - **lost**: accepted − delivered (must be empty);
+//! - **duplicates**: copies beyond the first of a seq (allowed: QoS 1);
+//! - **conflicts**: a seq received twice with different content (never
+//!   allowed: it would be two records under one seq);
+//! - **order violations**: per station, a first arrival whose seq is lower
+//!   than an earlier first arrival (replays come in seq order);
+//! - **corrupt**: record-topic payloads that are not a JSON record with a seq;
+//! - **largest acceptance window**: for inputs the test sent (scan codes
+//!   with their send time), the longest time from sending to the commit that
+//!   made the input's record durable; inputs never delivered are listed.
+//!
+//! Every fault test ends with [`Report::assert_nothing_lost`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::{Commit, Message};
+
+/// One input the test fed the gateway: a scan code and when it was written.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub code: String,
+    pub sent: SystemTime,
+}
+
+/// The accounting of one run.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub accepted: u64,
+    pub delivered: u64,
+    /// Accepted seqs never received (at most 20 listed; `lost_count` has all).
+    pub lost: Vec<u64>,
+    pub lost_count: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub order_violations: u64,
+    pub corrupt: u64,
+    /// Longest time from sending an input to the commit of its record.
+    pub max_window_ms: Option<f64>,
+    /// Inputs whose record was never received (at most 20 listed).
+    pub undelivered_inputs: Vec<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} lost of {} accepted ({} delivered); duplicates {}; conflicts {}; \
+             order violations {}; corrupt {}; largest acceptance window {}",
+            self.lost_count,
+            self.accepted,
+            self.delivered,
+            self.duplicates,
+            self.conflicts,
+            self.order_violations,
+            self.corrupt,
+            self.max_window_ms
+                .map_or("n/a".to_owned(), |w| format!("{w:.1} ms")),
+        )
+    }
+}
+
+impl Report {
+    /// Nothing accepted lost, no seq with two contents, no payload broken,
+    /// replays in order.
+    pub fn assert_nothing_lost(&self) {
+        assert!(
+            self.lost_count == 0
+                && self.conflicts == 0
+                && self.corrupt == 0
+                && self.order_violations == 0,
+            "ledger: {self}; first lost seqs {:?}",
+            self.lost
+        );
+    }
+}
+
+pub struct Ledger;
+
+impl Ledger {
+    /// Compare the commits the gateway logged with what the recorder
+    /// received. Messages on gateway topics (`…/gateway/…`: status, command
+    /// results) are not records and are ignored.
+    pub fn check(commits: &[Commit], received: &[Message], inputs: &[Input]) -> Report {
+        let mut report = Report::default();
+        let accepted: BTreeSet<u64> = commits
+            .iter()
+            .flat_map(|c| c.first_seq..=c.last_seq)
+            .collect();
+        report.accepted = accepted.len() as u64;
+
+        let mut first: BTreeMap<u64, Value> = BTreeMap::new();
+        let mut last_first_by_station: BTreeMap<String, u64> = BTreeMap::new();
+        for m in received.iter().filter(|m| !m.topic.contains("/gateway/")) {
+            let Some(v) = serde_json::from_slice::<Value>(&m.payload)
+                .ok()
+                .filter(|v| v["seq"].is_u64())
+            else {
+                report.corrupt += 1;
+                continue;
+            };
+            let seq = v["seq"].as_u64().unwrap_or_default();
+            match first.get(&seq) {
+                Some(earlier) => {
+                    report.duplicates += 1;
+                    if *earlier != v {
+                        report.conflicts += 1;
+                    }
+                }
+                None => {
+                    let station = v["station"].as_str().unwrap_or("").to_owned();
+                    let last = last_first_by_station.entry(station).or_insert(0);
+                    if seq < *last {
+                        report.order_violations += 1;
+                    }
+                    *last = (*last).max(seq);
+                    first.insert(seq, v);
+                }
+            }
+        }
+        let lost: Vec<u64> = accepted
+            .iter()
+            .filter(|s| !first.contains_key(s))
+            .copied()
+            .collect();
+        report.lost_count = lost.len() as u64;
+        report.lost = lost.into_iter().take(20).collect();
+        report.delivered = report.accepted - report.lost_count;
+
+        let seq_of_code: BTreeMap<&str, u64> = first
+            .iter()
+            .filter_map(|(seq, v)| Some((v["data"]["code"].as_str()?, *seq)))
+            .collect();
+        for input in inputs {
+            let committed = seq_of_code
+                .get(input.code.as_str())
+                .and_then(|seq| Commit::holding(commits, *seq));
+            match committed {
+                Some(c) => {
+                    let window =
+                        c.at.duration_since(input.sent)
+                            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                    report.max_window_ms =
+                        Some(report.max_window_ms.map_or(window, |w: f64| w.max(window)));
+                }
+                None if report.undelivered_inputs.len() < 20 => {
+                    report.undelivered_inputs.push(input.code.clone());
+                }
+                None => {}
+            }
+        }
+        report
+    }
+}
