@@ -213,7 +213,7 @@ async fn broker_killed_mid_burst_loses_nothing() {
     let proxy = Proxy::start(broker.port).await;
     let rec = Recorder::start(broker.port, FILTER).await;
     let pty = VirtualSerial::open().unwrap();
-    let _gw = start(dir.path(), proxy.port, pty.slave_path());
+    let gw = start(dir.path(), proxy.port, pty.slave_path());
     wait_online(&rec).await;
 
     let first: Vec<u8> = (0..300)
@@ -264,6 +264,14 @@ async fn broker_killed_mid_burst_loses_nothing() {
         assert!(!scans_with_code(&records, &format!("A-{i:04}")).is_empty());
         assert!(!scans_with_code(&records, &format!("B-{i:04}")).is_empty());
     }
+    let last = gw.last_committed();
+    rec.wait_for("the last committed record", |m| {
+        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
+    })
+    .await;
+    let report = Ledger::check(&gw.commits(), &rec.snapshot(), &[]);
+    eprintln!("ledger after a broker SIGKILL: {report}");
+    report.assert_nothing_lost();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
