@@ -539,6 +539,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the process (e.g. libfaketime).
+    pub env: Vec<(String, String)>,
 }
 
 /// [`Gateway::terminate`]: the gateway did not exit in time after SIGTERM
@@ -549,12 +551,19 @@ pub struct StopTimeout;
 impl Gateway {
     /// Write `toml` into `dir/linegate.toml` and start `linegate run` on it.
     pub fn start(dir: &Path, toml: &str) -> Gateway {
+        Self::start_with_env(dir, toml, Vec::new())
+    }
+
+    /// [`Gateway::start`] with extra environment variables, kept for every
+    /// [`Gateway::spawn`].
+    pub fn start_with_env(dir: &Path, toml: &str, env: Vec<(String, String)>) -> Gateway {
         let config = dir.join("linegate.toml");
         std::fs::write(&config, toml).unwrap();
         let mut g = Gateway {
             child: None,
             config,
             log: dir.join("gateway.log"),
+            env,
         };
         g.spawn();
         g
@@ -573,6 +582,7 @@ impl Gateway {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("LINEGATE_LOG", "info,linegate::app::pipeline=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
