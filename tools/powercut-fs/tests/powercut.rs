@@ -656,3 +656,36 @@ fn mmap_writes_are_durable_after_msync() {
     let got = read(&fx.p("m"));
     assert_eq!(&got[4096..4102], b"mapped");
 }
+
+#[test]
+fn o_sync_writes_are_durable_and_sync_file_range_is_not() {
+    let fx = Fixture::new();
+    write_file(&fx.p("osync"), b"", true);
+    write_file(&fx.p("sfr"), b"", true);
+    fsync_dir(&fx.mnt);
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_SYNC)
+        .open(fx.p("osync"))
+        .unwrap();
+    f.write_all(b"synced by O_SYNC").unwrap();
+    drop(f);
+
+    let mut f = OpenOptions::new().write(true).open(fx.p("sfr")).unwrap();
+    f.write_all(b"only sync_file_range").unwrap();
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a valid descriptor.
+    assert_eq!(
+        unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) },
+        0
+    );
+    drop(f);
+
+    fx.cut();
+    assert_eq!(read(&fx.p("osync")), b"synced by O_SYNC");
+    assert_eq!(read(&fx.p("sfr")), b"");
+}
