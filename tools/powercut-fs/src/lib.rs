@@ -11,10 +11,9 @@
 //! use std::path::Path;
 //! let mount = powercut_fs::Mount::start(Path::new("/tmp/backing"), Path::new("/tmp/mnt"))?;
 //! // ... run the program under test on /tmp/mnt, SIGKILL it, wait for it ...
-//! let report = mount.cut();
-//! mount.unmount()?;
-//! // Only what was synced is left in /tmp/backing; mount again to restart.
-//! # let _ = report;
+//! let (report, mount) = mount.power_cycle()?; // cut, unmount, mount again
+//! // Only what was synced is left in /tmp/backing and visible in /tmp/mnt.
+//! # let _ = (report, mount);
 //! # Ok(())
 //! # }
 //! ```
@@ -107,6 +106,7 @@ pub struct Mount {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     backing: PathBuf,
+    options: Options,
 }
 
 impl fmt::Debug for Mount {
@@ -184,6 +184,7 @@ impl Mount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
             backing: backing.to_path_buf(),
+            options,
         })
     }
 
@@ -213,6 +214,20 @@ impl Mount {
             fs::invalidate(notifier, &inos);
         }
         report
+    }
+
+    /// The power cut and the reboot of a test cycle: cuts, unmounts and
+    /// mounts again with the same options. The new mount starts from the
+    /// backing directory alone, with fresh kernel caches.
+    pub fn power_cycle(self) -> Result<(CutReport, Mount), Error> {
+        let report = self.cut();
+        let (backing, mountpoint, options) = (
+            self.backing.clone(),
+            self.mountpoint.clone(),
+            self.options.clone(),
+        );
+        self.unmount()?;
+        Ok((report, Mount::start_with(&backing, &mountpoint, options)?))
     }
 
     /// Makes everything durable (a clean `sync`; `syncfs(2)` does not reach
