@@ -169,7 +169,13 @@ impl Mount {
             if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
                 || e.kind() == io::ErrorKind::NotFound
             {
-                Error::FuseUnavailable(format!("mounting on {} failed: {e}", mountpoint.display()))
+                // mount(2) needs CAP_SYS_ADMIN; without it fuser falls back
+                // to the fusermount3 helper, whose absence reads ENOENT.
+                Error::FuseUnavailable(format!(
+                    "mounting on {} failed: {e} (mount(2) needs CAP_SYS_ADMIN; \
+                     without it the fusermount3 helper is tried)",
+                    mountpoint.display()
+                ))
             } else {
                 io_error(format!("mounting on {}", mountpoint.display()))(e)
             }
