@@ -1551,12 +1551,12 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown store engine",
         edits: &[],
-        append: "[store]\nengine = \"redb\"\n",
+        append: "[store]\nengine = \"rocksdb\"\n",
         line: 16,
         column: 10,
         key: "store.engine",
-        message: "unknown value \"redb\"",
-        expected: "\"sled\"",
+        message: "unknown value \"rocksdb\"",
+        expected: "\"sled\" or \"redb\"",
     },
     Case {
         name: "port out of range",

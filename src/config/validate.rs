@@ -391,7 +391,7 @@ impl Validator<'_> {
             s.engine.as_ref(),
             "store.engine",
             StoreEngine::Sled,
-            &[("sled", StoreEngine::Sled)],
+            &[("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)],
         )?;
         let commit_interval = self.duration(
             s.commit_interval.as_ref(),
