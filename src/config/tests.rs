@@ -1889,6 +1889,21 @@ fn full_config_round_trip() {
 }
 
 #[test]
+fn both_store_engines_are_accepted() {
+    for (name, engine) in [("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)] {
+        let text = format!("{BASE}\n[store]\nengine = \"{name}\"\n");
+        let cfg = parse(Path::new("linegate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.store.engine, engine);
+        assert_eq!(engine.name(), name);
+        assert!(
+            summary(&cfg).contains(&format!("store:    {name} (")),
+            "{}",
+            summary(&cfg)
+        );
+    }
+}
+
+#[test]
 fn defaults_when_optional_tables_are_absent() {
     let cfg =
         parse(Path::new("/etc/linegate/linegate.toml"), BASE).unwrap_or_else(|e| panic!("{e}"));

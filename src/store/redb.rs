@@ -81,7 +81,9 @@ enum Removal {
 enum Oldest {
     /// Must be looked up: the cached record left the queue. Every record
     /// older than it left before, so the search starts after `after`.
-    Unknown { after: u64 },
+    Unknown {
+        after: u64,
+    },
     /// The queue is empty.
     Empty,
     At {
