@@ -208,3 +208,27 @@ fn switching_the_engine_of_an_existing_store_exits_74() {
         );
     }
 }
+
+#[test]
+fn a_damaged_redb_store_exits_74_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_on(dir.path(), "ok.toml", "redb");
+    let mut first = run_until_store_opened(&cfg, &dir.path().join("first.log"));
+    let _ = first.kill();
+    let _ = first.wait();
+    // `data_dir = "data"` is relative to the config file.
+    let file = dir.path().join("data/store/linegate.redb");
+    let mut bytes = std::fs::read(&file).expect("the store file");
+    for b in bytes.iter_mut().take(64) {
+        *b ^= 0xFF;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, stderr) = run_to_exit(&cfg);
+    assert_eq!(code, Some(74), "{stderr}");
+    assert!(stderr.contains("cannot open the store"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Not a redb database").count(),
+        1,
+        "the cause once, not repeated: {stderr}"
+    );
+}

@@ -28,8 +28,10 @@ pub use self::sled::SledStore;
 pub enum StoreError {
     #[error("store engine error (sled): {0}")]
     Engine(#[from] ::sled::Error),
+    /// Not marked as the source: its text is already in this message, and
+    /// `{:#}` would print it twice.
     #[error("store engine error (redb): {0}")]
-    Redb(#[from] ::redb::Error),
+    Redb(::redb::Error),
     /// The engine failed inside while opening a damaged file.
     #[error("store file {} is damaged: {reason}", path.display())]
     Damaged { path: PathBuf, reason: String },
@@ -62,6 +64,7 @@ macro_rules! from_redb {
     )*};
 }
 from_redb!(
+    Error,
     DatabaseError,
     TransactionError,
     TableError,

@@ -126,6 +126,9 @@ pub struct RedbStore {
     db: Database,
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Held through a whole `commit`, so seqs are assigned once even if two
+    /// callers ever committed at the same time (the contract has one).
+    committing: Mutex<()>,
 }
 
 impl RedbStore {
@@ -209,6 +212,7 @@ impl RedbStore {
             db,
             dir: dir.to_owned(),
             inner: Mutex::new(inner),
+            committing: Mutex::new(()),
         })
     }
 
@@ -315,6 +319,10 @@ fn apply_removals(
 
 impl Store for RedbStore {
     fn commit(&self, batch: Batch) -> Result<Vec<Record>, StoreError> {
+        let _one_at_a_time = self
+            .committing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let first = self.inner().last_seq + 1;
         let mut records = batch.records;
         let mut encoded = Vec::with_capacity(records.len());
