@@ -28,7 +28,9 @@
 //! `LINEGATE_BENCH_SCALE` multiplies every size (1000 latency scans, 50,000
 //! burst scans, 100,000 backlog records); `LINEGATE_BENCH_RATE` sets the
 //! latency scan rate (default 20/s); `LINEGATE_BENCH_ROUNDS` the number of
-//! extra bursts run to watch memory and store size (default 3). Needs `mosquitto` on the PATH (or in
+//! extra bursts run to watch memory and store size (default 3);
+//! `LINEGATE_BENCH_ENGINE` the store engine (`sled` or `redb`; default: the
+//! config default). Needs `mosquitto` on the PATH (or in
 //! /usr/sbin). Without `--bench` on the command line (e.g. under
 //! `cargo test --all-targets`) it does nothing. Every wait is bounded.
 //!
@@ -342,14 +344,27 @@ fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
         max_inflight: Some(32),
         scan_rules: false,
         max_frame_len: None,
-        extra: r#"
-[store]
-commit_interval = "10ms"
+        engine: bench_engine(),
+        store: r#"commit_interval = "10ms"
 commit_max_records = 256
 cache_size = "8MiB"
 "#,
+        extra: "",
     };
     Gateway::start(dir, &config.toml(&dir.join("data"), port, scanner))
+}
+
+/// The store engine under test: `LINEGATE_BENCH_ENGINE` (`sled` or `redb`),
+/// else the default engine.
+fn bench_engine() -> Option<&'static str> {
+    match std::env::var("LINEGATE_BENCH_ENGINE").ok()?.as_str() {
+        "sled" => Some("sled"),
+        "redb" => Some("redb"),
+        other => {
+            eprintln!("LINEGATE_BENCH_ENGINE={other:?} is not sled or redb; using the default");
+            None
+        }
+    }
 }
 
 /// SIGTERM the gateway and wait (bounded) for its exit code; SIGKILL if it hangs.
@@ -792,6 +807,10 @@ fn main() -> ExitCode {
         sizes.scale, sizes.latency_scans, sizes.latency_rate, sizes.burst, sizes.backlog
     );
     println!("binary: {BIN}");
+    println!(
+        "store engine: {}",
+        bench_engine().unwrap_or("the default (sled)")
+    );
     println!("temp dir: {}", describe_fs(&std::env::temp_dir()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::BIN;
@@ -119,18 +120,31 @@ fn missing_config_file_exits_64() {
 
 #[test]
 fn a_second_gateway_on_the_same_store_exits_74() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = VALID.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nport = 9");
-    let cfg = write(dir.path(), "ok.toml", &text);
-    let log = dir.path().join("first.log");
-    let mut first = Command::new(BIN)
+    second_gateway_on_the_same_store_exits_74("sled");
+}
+
+#[test]
+fn a_second_gateway_on_the_same_redb_store_exits_74() {
+    second_gateway_on_the_same_store_exits_74("redb");
+}
+
+/// The config `VALID` with an unreachable broker and the store on `engine`.
+fn config_on(dir: &Path, name: &str, engine: &str) -> PathBuf {
+    let text = VALID.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nport = 9")
+        + &format!("\n[store]\nengine = \"{engine}\"\n");
+    write(dir, name, &text)
+}
+
+/// `linegate run` on `cfg`, returned once its log says the store is open.
+fn run_until_store_opened(cfg: &Path, log: &Path) -> std::process::Child {
+    let mut child = Command::new(BIN)
         .args(["run", "--config"])
-        .arg(&cfg)
-        .stderr(std::fs::File::create(&log).unwrap())
+        .arg(cfg)
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     let opened = (0..500).any(|_| {
-        let done = std::fs::read_to_string(&log)
+        let done = std::fs::read_to_string(log)
             .unwrap_or_default()
             .contains("store opened");
         if !done {
@@ -138,25 +152,83 @@ fn a_second_gateway_on_the_same_store_exits_74() {
         }
         done
     });
-    assert!(opened, "first gateway never opened its store");
-    let mut second = Command::new(BIN)
+    if !opened {
+        let _ = child.kill();
+        panic!("the gateway never opened its store");
+    }
+    child
+}
+
+/// `linegate run` on `cfg`, expected to exit on its own within 5 s: its exit
+/// code and stderr.
+fn run_to_exit(cfg: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
         .args(["run", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let status = (0..500).find_map(|_| {
-        let s = second.try_wait().unwrap();
+        let s = child.try_wait().unwrap();
         if s.is_none() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         s
     });
-    let _ = second.kill();
+    let _ = child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.and_then(|s| s.code()), stderr)
+}
+
+fn second_gateway_on_the_same_store_exits_74(engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_on(dir.path(), "ok.toml", engine);
+    let mut first = run_until_store_opened(&cfg, &dir.path().join("first.log"));
+    let (code, stderr) = run_to_exit(&cfg);
     let _ = first.kill();
     let _ = first.wait();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.and_then(|s| s.code()), Some(74), "{stderr}");
+    assert_eq!(code, Some(74), "{stderr}");
     assert!(stderr.contains("store"), "{stderr}");
+}
+
+#[test]
+fn switching_the_engine_of_an_existing_store_exits_74() {
+    for (from, to) in [("sled", "redb"), ("redb", "sled")] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_on(dir.path(), "from.toml", from);
+        let mut first = run_until_store_opened(&cfg, &dir.path().join("first.log"));
+        let _ = first.kill();
+        let _ = first.wait();
+        let (code, stderr) = run_to_exit(&config_on(dir.path(), "to.toml", to));
+        assert_eq!(code, Some(74), "{from} → {to}: {stderr}");
+        assert!(
+            stderr.contains(&format!("holds a {from} store")),
+            "{from} → {to}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_redb_store_exits_74_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_on(dir.path(), "ok.toml", "redb");
+    let mut first = run_until_store_opened(&cfg, &dir.path().join("first.log"));
+    let _ = first.kill();
+    let _ = first.wait();
+    // `data_dir = "data"` is relative to the config file.
+    let file = dir.path().join("data/store/linegate.redb");
+    let mut bytes = std::fs::read(&file).expect("the store file");
+    for b in bytes.iter_mut().take(64) {
+        *b ^= 0xFF;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, stderr) = run_to_exit(&cfg);
+    assert_eq!(code, Some(74), "{stderr}");
+    assert!(stderr.contains("cannot open the store"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Not a redb database").count(),
+        1,
+        "the cause once, not repeated: {stderr}"
+    );
 }

@@ -259,10 +259,8 @@ impl Drop for ControlSocket {
     fn drop(&mut self) {
         let ours = std::fs::symlink_metadata(&self.path)
             .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.file);
-        if ours {
-            if let Err(err) = std::fs::remove_file(&self.path) {
-                tracing::warn!(socket = %self.path.display(), error = %err, "cannot remove the control socket");
-            }
+        if ours && let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::warn!(socket = %self.path.display(), error = %err, "cannot remove the control socket");
         }
     }
 }

@@ -33,9 +33,23 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
 }
 
+/// The engine behind the durable store (`[store] engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreEngine {
+    /// sled 0.34, with linegate's own fdatasync after each flush (the default).
     Sled,
+    /// redb: each commit is one write transaction, fsynced by redb.
+    Redb,
+}
+
+impl StoreEngine {
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreEngine::Sled => "sled",
+            StoreEngine::Redb => "redb",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -585,7 +585,7 @@ pub fn expected_for(key: &str) -> Option<String> {
         "shift.name" => "a shift name of 1 to 8 letters or digits, unique, such as \"A\"",
         "shift.start" => "a local start time \"HH:MM\" such as \"06:00\", unique among shifts",
         "store" => "a [store] table",
-        "store.engine" => "\"sled\"",
+        "store.engine" => "\"sled\" or \"redb\"",
         "store.commit_interval" => "a duration from 0ms to 1s such as \"10ms\"",
         "store.commit_max_records" => "an integer from 1 to 10000",
         "store.cache_size" => {

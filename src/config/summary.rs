@@ -26,9 +26,7 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(
         out,
         "store:    {} (group commit every {} or {} records, cache {})",
-        match s.engine {
-            StoreEngine::Sled => "sled",
-        },
+        s.engine.name(),
         fmt_duration(s.commit_interval),
         s.commit_max_records,
         fmt_size(s.cache_bytes)

@@ -1551,12 +1551,12 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown store engine",
         edits: &[],
-        append: "[store]\nengine = \"redb\"\n",
+        append: "[store]\nengine = \"rocksdb\"\n",
         line: 16,
         column: 10,
         key: "store.engine",
-        message: "unknown value \"redb\"",
-        expected: "\"sled\"",
+        message: "unknown value \"rocksdb\"",
+        expected: "\"sled\" or \"redb\"",
     },
     Case {
         name: "port out of range",
@@ -1885,6 +1885,21 @@ fn full_config_round_trip() {
         "st20 (0 scan rules)",
     ] {
         assert!(text.contains(want), "summary lacks {want:?}:\n{text}");
+    }
+}
+
+#[test]
+fn both_store_engines_are_accepted() {
+    for (name, engine) in [("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)] {
+        let text = format!("{BASE}\n[store]\nengine = \"{name}\"\n");
+        let cfg = parse(Path::new("linegate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.store.engine, engine);
+        assert_eq!(engine.name(), name);
+        assert!(
+            summary(&cfg).contains(&format!("store:    {name} (")),
+            "{}",
+            summary(&cfg)
+        );
     }
 }
 

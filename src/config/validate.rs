@@ -391,7 +391,7 @@ impl Validator<'_> {
             s.engine.as_ref(),
             "store.engine",
             StoreEngine::Sled,
-            &[("sled", StoreEngine::Sled)],
+            &[("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)],
         )?;
         let commit_interval = self.duration(
             s.commit_interval.as_ref(),
@@ -1439,7 +1439,7 @@ pub fn fmt_duration(d: Duration) -> String {
 /// Formats a byte count the way it is written in the config (`"8MiB"`).
 pub fn fmt_size(n: u64) -> String {
     for (unit, size) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }
@@ -1490,7 +1490,7 @@ pub fn parse_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
         if digits.is_empty() {
             return Err(format!("\"{text}\" has no bytes after hex:"));
         }
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(format!("\"{text}\" has an odd number of hex digits"));
         }
         return digits

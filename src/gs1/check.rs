@@ -54,7 +54,7 @@ fn bad_char(cset: Cset, part: &[u8]) -> Option<usize> {
     let mut body = part;
     if cset == Cset::Cset64 {
         let pads = part.iter().rev().take_while(|&&b| b == b'=').count();
-        if pads > 2 || (pads > 0 && part.len() % 3 != 0) {
+        if pads > 2 || (pads > 0 && !part.len().is_multiple_of(3)) {
             return Some(part.len() - pads);
         }
         body = &part[..part.len() - pads];

@@ -211,13 +211,13 @@ impl Allocator {
                 self.marks.pop_front();
             }
         }
-        if let Some(i) = self.marks.iter().position(|m| m.template == template) {
-            if let Some(m) = self.marks.remove(i) {
-                self.reset = m.reset;
-                self.period = m.period;
-                self.seq = m.seq;
-                self.dated = m.dated;
-            }
+        if let Some(i) = self.marks.iter().position(|m| m.template == template)
+            && let Some(m) = self.marks.remove(i)
+        {
+            self.reset = m.reset;
+            self.period = m.period;
+            self.seq = m.seq;
+            self.dated = m.dated;
         }
         self.template = template.to_owned();
     }

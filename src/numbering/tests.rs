@@ -84,7 +84,7 @@ fn gs1_by_search(digits: &str) -> char {
                 .enumerate()
                 .map(|(i, c)| c.to_digit(10).unwrap() * if i % 2 == 1 { 3 } else { 1 })
                 .sum();
-            sum % 10 == 0
+            sum.is_multiple_of(10)
         })
         .collect();
     assert_eq!(found.len(), 1);

@@ -620,23 +620,23 @@ impl Station {
             );
             return;
         }
-        if let Some(allowed) = &self.ctx.materials {
-            if !material.gtin.as_ref().is_some_and(|g| allowed.contains(g)) {
-                let message = format!(
-                    "material {} is not on the material list of order {}",
-                    material.gtin.as_deref().unwrap_or("without GTIN"),
-                    self.ctx.order.as_deref().unwrap_or("(none)")
-                );
-                self.reject(
-                    at,
-                    Code { raw, decoded },
-                    RejectReason::MaterialNotAllowed,
-                    message,
-                    name,
-                    out,
-                );
-                return;
-            }
+        if let Some(allowed) = &self.ctx.materials
+            && !material.gtin.as_ref().is_some_and(|g| allowed.contains(g))
+        {
+            let message = format!(
+                "material {} is not on the material list of order {}",
+                material.gtin.as_deref().unwrap_or("without GTIN"),
+                self.ctx.order.as_deref().unwrap_or("(none)")
+            );
+            self.reject(
+                at,
+                Code { raw, decoded },
+                RejectReason::MaterialNotAllowed,
+                message,
+                name,
+                out,
+            );
+            return;
         }
         if let Some(open) = &mut self.lot.open {
             open.material(&material);
@@ -704,10 +704,10 @@ impl Station {
     /// end), idle logout, auto-open, expiry of old serials.
     pub fn on_tick(&mut self, at: &At<'_>, env: &Env<'_>, out: &mut Emitted) {
         let now = at.ts_ms;
-        if self.last_tick_ms.is_none() {
-            if let Some(why) = self.numbering_blocked() {
-                self.alarm(at, AlarmEvent::LotNotOpened, why, out);
-            }
+        if self.last_tick_ms.is_none()
+            && let Some(why) = self.numbering_blocked()
+        {
+            self.alarm(at, AlarmEvent::LotNotOpened, why, out);
         }
         // A gap between ticks (downtime, or the clock stepped forward, e.g.
         // NTP after boot): idle time counts from now, not across the gap.
@@ -718,13 +718,13 @@ impl Station {
             self.last_activity_ms = Some(self.last_activity_ms.map_or(now, |a| a.max(now)));
         }
         self.last_tick_ms = Some(now);
-        if let Some(open) = &mut self.lot.open {
-            if open.totals.opened_ms == 0 {
-                // A lot adopted from an older context: opened time unknown
-                // until now.
-                open.totals.opened_ms = now;
-                self.persist_lot(out);
-            }
+        if let Some(open) = &mut self.lot.open
+            && open.totals.opened_ms == 0
+        {
+            // A lot adopted from an older context: opened time unknown
+            // until now.
+            open.totals.opened_ms = now;
+            self.persist_lot(out);
         }
         let moment = env.calendar.at(now);
         // With shifts, a day is a production day: it changes when the first

@@ -2,33 +2,76 @@
 //! acknowledged it, together with the small durable state (sequence counter,
 //! station context) that must change atomically with the records.
 //!
-//! [`Store`] is the engine-neutral contract; `sled` is the first engine. The
-//! group-commit loop that batches station output lives in `app::pipeline`; this
+//! [`Store`] is the engine-neutral contract, with two engines: `sled` (the
+//! default) and `redb`, chosen by `[store] engine`. The group-commit loop that batches station output lives in `app::pipeline`; this
 //! module only promises that [`Store::commit`] is a real durability point: when
 //! it returns `Ok`, the batch survives `kill -9` and power loss.
 
 mod codec;
+mod redb;
 mod sled;
+#[cfg(test)]
+mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{StoreConfig, StoreEngine};
 use crate::record::Record;
 
 pub use self::codec::CodecError;
+pub use self::redb::RedbStore;
 pub use self::sled::SledStore;
 
 /// Errors of the durable store. Every one of them means "not committed".
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store engine error: {0}")]
+    #[error("store engine error (sled): {0}")]
     Engine(#[from] ::sled::Error),
+    /// Not marked as the source: its text is already in this message, and
+    /// `{:#}` would print it twice.
+    #[error("store engine error (redb): {0}")]
+    Redb(::redb::Error),
+    /// The engine failed inside while opening a damaged file.
+    #[error("store file {} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    /// The directory holds the other engine's store. Opening an empty store
+    /// next to it would strand its unsent records and start `seq` at 1 again.
+    #[error(
+        "{} holds a {found} store but [store] engine is \"{configured}\": switching engines \
+         would strand its unsent records and reuse seqs; drain it with engine = \"{found}\", \
+         then stop linegate and move the directory away",
+        dir.display()
+    )]
+    OtherEngine {
+        dir: PathBuf,
+        found: &'static str,
+        configured: &'static str,
+    },
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("store record could not be encoded: {0}")]
     Codec(#[from] CodecError),
 }
+
+macro_rules! from_redb {
+    ($($ty:ident),*) => {$(
+        impl From<::redb::$ty> for StoreError {
+            fn from(err: ::redb::$ty) -> Self {
+                StoreError::Redb(err.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    Error,
+    DatabaseError,
+    TransactionError,
+    TableError,
+    StorageError,
+    CommitError,
+    SetDurabilityError
+);
 
 /// One group commit: records to append (their `seq` is assigned by the store)
 /// and durable state entries to write in the same atomic commit.
@@ -111,5 +154,23 @@ pub trait Store: Send + Sync + 'static {
 pub fn open(cfg: &StoreConfig, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     match cfg.engine {
         StoreEngine::Sled => Ok(Arc::new(SledStore::open(dir, cfg.cache_bytes)?)),
+        StoreEngine::Redb => Ok(Arc::new(RedbStore::open(dir, cfg.cache_bytes)?)),
     }
+}
+
+/// Fail if `dir` holds a store written by the other engine than `engine`.
+fn refuse_other_engine(dir: &Path, engine: StoreEngine) -> Result<(), StoreError> {
+    let (found, marker) = match engine {
+        // sled's files in its directory: `conf` and the log `db`.
+        StoreEngine::Redb => (StoreEngine::Sled, ["conf", "db"].as_slice()),
+        StoreEngine::Sled => (StoreEngine::Redb, [redb::FILE_NAME].as_slice()),
+    };
+    if marker.iter().any(|name| dir.join(name).exists()) {
+        return Err(StoreError::OtherEngine {
+            dir: dir.to_owned(),
+            found: found.name(),
+            configured: engine.name(),
+        });
+    }
+    Ok(())
 }

@@ -23,6 +23,7 @@ use std::sync::{Mutex, PoisonError};
 
 use super::codec::{decode, encode};
 use super::{Batch, Store, StoreError, StoreStats};
+use crate::config::StoreEngine;
 use crate::record::Record;
 
 const RECORD: u8 = b'r';
@@ -68,6 +69,7 @@ pub struct SledStore {
 impl SledStore {
     /// Open (or create) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        super::refuse_other_engine(dir, StoreEngine::Sled)?;
         std::fs::create_dir_all(dir)?;
         let db = ::sled::Config::new()
             .path(dir)
@@ -101,6 +103,7 @@ impl SledStore {
         counters.corrupt = db.scan_prefix([QUARANTINE]).count() as u64;
         tracing::info!(
             dir = %dir.display(),
+            engine = "sled",
             depth = counters.depth,
             last_seq = counters.last_seq,
             corrupt = counters.corrupt,
@@ -122,6 +125,13 @@ impl SledStore {
     /// The directory the store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Write an entry as it is, bypassing the codec (tests of damaged entries).
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.db.insert(record_key(RECORD, seq), bytes)?;
+        Ok(())
     }
 }
 
@@ -257,181 +267,5 @@ impl Store for SledStore {
             self.sync()?;
         }
         Ok(dirty)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::Body;
-
-    fn rec(i: u8) -> Record {
-        Record {
-            seq: 0,
-            ts_ms: 1000 + u64::from(i),
-            clock_synced: false,
-            station: Some("st".into()),
-            device: None,
-            lot: None,
-            order: None,
-            operator: None,
-            body: Body::Scan {
-                raw: vec![i],
-                gs1: None,
-            },
-        }
-    }
-
-    fn open(dir: &Path) -> SledStore {
-        SledStore::open(dir, 1 << 20).unwrap()
-    }
-
-    #[test]
-    fn assigns_gap_free_seqs_and_reads_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let a = store
-            .commit(Batch {
-                records: vec![rec(1), rec(2)],
-                state: vec![],
-            })
-            .unwrap();
-        let b = store
-            .commit(Batch {
-                records: vec![rec(3)],
-                state: vec![],
-            })
-            .unwrap();
-        let seqs: Vec<u64> = a.iter().chain(&b).map(|r| r.seq).collect();
-        assert_eq!(seqs, [1, 2, 3]);
-        let read = store.read_range(0, u64::MAX, 10).unwrap();
-        assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(store.read_range(1, u64::MAX, 1).unwrap()[0].seq, 2);
-        let stats = store.stats();
-        assert_eq!(
-            (stats.depth, stats.last_seq, stats.oldest_ts_ms),
-            (3, 3, Some(1001))
-        );
-    }
-
-    #[test]
-    fn ack_deletes_and_seq_is_never_reused_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = open(dir.path());
-            store
-                .commit(Batch {
-                    records: vec![rec(1), rec(2)],
-                    state: vec![],
-                })
-                .unwrap();
-            store.ack(1).unwrap();
-            store.ack(2).unwrap();
-            assert_eq!(store.stats().depth, 0);
-            assert_eq!(store.stats().bytes, 0);
-            store.close().unwrap();
-        }
-        let store = open(dir.path());
-        assert_eq!(store.stats().depth, 0);
-        let next = store
-            .commit(Batch {
-                records: vec![rec(3)],
-                state: vec![],
-            })
-            .unwrap();
-        assert_eq!(next[0].seq, 3, "seq continues after all records were acked");
-    }
-
-    #[test]
-    fn state_commits_with_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store
-            .commit(Batch {
-                records: vec![rec(1)],
-                state: vec![("ctx/st".into(), Some(b"{}".to_vec()))],
-            })
-            .unwrap();
-        assert_eq!(store.state("ctx/st").unwrap().as_deref(), Some(&b"{}"[..]));
-        store
-            .commit(Batch {
-                records: vec![],
-                state: vec![("ctx/st".into(), None)],
-            })
-            .unwrap();
-        assert_eq!(store.state("ctx/st").unwrap(), None);
-        store
-            .commit(Batch {
-                records: vec![],
-                state: vec![
-                    ("ser/st/A".into(), Some(b"1".to_vec())),
-                    ("ser/st/B".into(), Some(b"2".to_vec())),
-                    ("ser/st2/C".into(), Some(b"3".to_vec())),
-                    ("set".into(), Some(b"4".to_vec())),
-                ],
-            })
-            .unwrap();
-        assert_eq!(
-            store.state_prefix("ser/st/").unwrap(),
-            vec![
-                ("ser/st/A".to_owned(), b"1".to_vec()),
-                ("ser/st/B".to_owned(), b"2".to_vec())
-            ]
-        );
-    }
-
-    #[test]
-    fn read_range_stops_at_its_upper_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store
-            .commit(Batch {
-                records: (1..=5).map(rec).collect(),
-                state: vec![],
-            })
-            .unwrap();
-        let seqs = |v: Vec<Record>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(store.read_range(1, 3, 10).unwrap()), [2, 3]);
-        assert_eq!(seqs(store.read_range(3, 3, 10).unwrap()), Vec::<u64>::new());
-        assert_eq!(seqs(store.read_range(0, 5, 2).unwrap()), [1, 2]);
-    }
-
-    #[test]
-    fn set_aside_removes_from_the_queue_and_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store
-            .commit(Batch {
-                records: vec![rec(1), rec(2)],
-                state: vec![],
-            })
-            .unwrap();
-        store.set_aside(1).unwrap();
-        let stats = store.stats();
-        assert_eq!(
-            (stats.depth, stats.corrupt, stats.oldest_ts_ms),
-            (1, 1, Some(1002))
-        );
-        assert_eq!(store.read_range(0, 9, 9).unwrap()[0].seq, 2);
-    }
-
-    #[test]
-    fn corrupt_entries_are_set_aside_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        store
-            .commit(Batch {
-                records: vec![rec(1), rec(2), rec(3)],
-                state: vec![],
-            })
-            .unwrap();
-        store
-            .db
-            .insert(record_key(RECORD, 2), &b"\x01{not json"[..])
-            .unwrap();
-        let read = store.read_range(0, u64::MAX, 10).unwrap();
-        assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
-        let stats = store.stats();
-        assert_eq!((stats.depth, stats.corrupt), (2, 1));
     }
 }

@@ -186,12 +186,12 @@ pub fn validate(
         ("station", Some(station.as_str())),
         ("value", value),
     ] {
-        if let Some(text) = text {
-            if !valid_text(text) {
-                return Err(format!(
-                    "invalid {field}: 1 to {MAX_FIELD} printable characters expected"
-                ));
-            }
+        if let Some(text) = text
+            && !valid_text(text)
+        {
+            return Err(format!(
+                "invalid {field}: 1 to {MAX_FIELD} printable characters expected"
+            ));
         }
     }
     if let CommandAction::SetOrder {

@@ -52,13 +52,14 @@ fn code_fields(raw: &[u8], m: &mut Map<String, Value>) {
     m.insert("code".into(), json!(String::from_utf8_lossy(raw)));
     m.insert("utf8".into(), json!(text.is_ok()));
     m.insert("raw_b64".into(), json!(STANDARD.encode(raw)));
-    if let [b']', c, d, ..] = raw {
-        if c.is_ascii_alphabetic() && d.is_ascii_alphanumeric() {
-            m.insert(
-                "symbology".into(),
-                json!(format!("]{}{}", *c as char, *d as char)),
-            );
-        }
+    if let [b']', c, d, ..] = raw
+        && c.is_ascii_alphabetic()
+        && d.is_ascii_alphanumeric()
+    {
+        m.insert(
+            "symbology".into(),
+            json!(format!("]{}{}", *c as char, *d as char)),
+        );
     }
 }
 

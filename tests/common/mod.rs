@@ -439,8 +439,14 @@ pub struct GatewayConfig {
     pub scan_rules: bool,
     /// The scanner's `max_frame_len`; `None` leaves it out (the default applies).
     pub max_frame_len: Option<u32>,
-    /// More TOML appended at the end: whole tables only (e.g. a `[store]`
-    /// section), since the tables above are closed by then.
+    /// `[store] engine` (`"sled"` or `"redb"`). `None` leaves it out, so the
+    /// default engine runs, unless `LINEGATE_TEST_ENGINE` names one: that
+    /// runs every test built on this config on that engine.
+    pub engine: Option<&'static str>,
+    /// More keys for the `[store]` table, one per line.
+    pub store: &'static str,
+    /// More TOML appended at the end: whole tables only, since the tables
+    /// above are closed by then (use `store` for `[store]` keys).
     pub extra: &'static str,
 }
 
@@ -455,6 +461,8 @@ impl Default for GatewayConfig {
             max_inflight: None,
             scan_rules: true,
             max_frame_len: Some(64),
+            engine: None,
+            store: "",
             extra: "",
         }
     }
@@ -473,8 +481,20 @@ impl GatewayConfig {
             max_inflight,
             scan_rules,
             max_frame_len,
+            engine,
+            store,
             extra,
         } = self;
+        let engine = engine
+            .map(str::to_owned)
+            .or_else(|| std::env::var("LINEGATE_TEST_ENGINE").ok());
+        let store = match (engine, *store) {
+            (None, "") => String::new(),
+            (engine, keys) => format!(
+                "\n[store]\n{}{keys}",
+                engine.map_or(String::new(), |e| format!("engine = \"{e}\"\n"))
+            ),
+        };
         let max_inflight = max_inflight.map_or(String::new(), |n| format!("max_inflight = {n}\n"));
         let scan_rules = if *scan_rules {
             r#"
@@ -499,7 +519,7 @@ id = "{id}"
 site = "{site}"
 line = "{line}"
 data_dir = "{data}"
-
+{store}
 [mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}

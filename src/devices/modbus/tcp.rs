@@ -199,10 +199,10 @@ pub(crate) async fn read_block(
 /// temporarily unavailable (os error 11)". tokio never lets a real
 /// `WouldBlock` escape, so that (or errno 0) means "closed by the peer".
 fn link_error(e: &tokio_modbus::Error) -> String {
-    if let tokio_modbus::Error::Transport(io) = e {
-        if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(0) {
-            return "connection closed by the PLC".to_owned();
-        }
+    if let tokio_modbus::Error::Transport(io) = e
+        && (io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(0))
+    {
+        return "connection closed by the PLC".to_owned();
     }
     e.to_string()
 }
