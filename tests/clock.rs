@@ -10,9 +10,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use common::ledger::{Input, Ledger};
+use common::ledger::{scan_all, settle_and_check};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 
@@ -36,21 +35,6 @@ fn libfaketime() -> PathBuf {
 
 fn set_offset(file: &Path, offset: &str) {
     std::fs::write(file, offset).unwrap();
-}
-
-async fn scan_all(pty: &VirtualSerial, codes: &[String], inputs: &mut Vec<Input>) {
-    for chunk in codes.chunks(50) {
-        let sent = SystemTime::now();
-        let bytes: Vec<u8> = chunk
-            .iter()
-            .flat_map(|c| format!("{c}\r\n").into_bytes())
-            .collect();
-        pty.write(&bytes).await.unwrap();
-        inputs.extend(chunk.iter().map(|c| Input {
-            code: c.clone(),
-            sent,
-        }));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,12 +79,7 @@ async fn wall_clock_jumps_do_not_disturb_seq_order_or_timers() {
     scan_all(&pty, &phase("AGAIN"), &mut inputs).await;
     seen("AGAIN-099").await;
 
-    let last = gw.last_committed();
-    rec.wait_for("the last committed record", |m| {
-        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
-    })
-    .await;
-    let report = Ledger::check(&gw.commits(), &rec.snapshot(), &inputs);
+    let report = settle_and_check(&gw, &rec, &inputs).await;
     eprintln!("ledger across clock jumps: {report}");
     report.assert_nothing_lost();
 

@@ -5,29 +5,13 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::ledger::{Input, Ledger};
+use common::ledger::{scan_all, settle_and_check};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 
 const FILTER: &str = "plant1/line3/#";
-
-/// Write `codes` as scans, recording when each was sent.
-async fn scan_all(pty: &VirtualSerial, codes: &[String], inputs: &mut Vec<Input>) {
-    for chunk in codes.chunks(50) {
-        let sent = SystemTime::now();
-        let bytes: Vec<u8> = chunk
-            .iter()
-            .flat_map(|c| format!("{c}\r\n").into_bytes())
-            .collect();
-        pty.write(&bytes).await.unwrap();
-        inputs.extend(chunk.iter().map(|c| Input {
-            code: c.clone(),
-            sent,
-        }));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_frozen_with_sigstop_then_resumed_loses_nothing() {
@@ -67,12 +51,7 @@ async fn a_broker_frozen_with_sigstop_then_resumed_loses_nothing() {
         m.iter().any(|m| m.json()["data"]["code"] == "H-0099")
     })
     .await;
-    let last = gw.last_committed();
-    rec.wait_for("the last committed record", |m| {
-        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
-    })
-    .await;
-    let report = Ledger::check(&gw.commits(), &rec.snapshot(), &inputs);
+    let report = settle_and_check(&gw, &rec, &inputs).await;
     eprintln!("ledger after a frozen broker: {report}");
     report.assert_nothing_lost();
     assert!(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use base64::Engine as _;
-use common::ledger::{Input, Ledger};
+use common::ledger::{Input, scan_all, settle_and_check};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 use serde_json::Value;
@@ -299,12 +299,7 @@ async fn broker_killed_mid_burst(engine: Option<&'static str>) {
         assert!(!scans_with_code(&records, &format!("A-{i:04}")).is_empty());
         assert!(!scans_with_code(&records, &format!("B-{i:04}")).is_empty());
     }
-    let last = gw.last_committed();
-    rec.wait_for("the last committed record", |m| {
-        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
-    })
-    .await;
-    let report = Ledger::check(&gw.commits(), &rec.snapshot(), &[]);
+    let report = settle_and_check(&gw, &rec, &[]).await;
     eprintln!("ledger after a broker SIGKILL: {report}");
     report.assert_nothing_lost();
 }
@@ -339,23 +334,7 @@ async fn gateway_sigkill_mid_burst(engine: Option<&'static str>) {
 
     let codes: Vec<String> = (0..3000).map(|i| format!("K-{i:05}")).collect();
     let mut inputs: Vec<Input> = Vec::new();
-    let writer = {
-        let (pty, codes, inputs) = (&pty, &codes, &mut inputs);
-        async move {
-            for chunk in codes.chunks(60) {
-                let sent = std::time::SystemTime::now();
-                let bytes: Vec<u8> = chunk
-                    .iter()
-                    .flat_map(|c| format!("{c}\r\n").into_bytes())
-                    .collect();
-                pty.write(&bytes).await.unwrap();
-                inputs.extend(chunk.iter().map(|c| Input {
-                    code: c.clone(),
-                    sent,
-                }));
-            }
-        }
-    };
+    let writer = scan_all(&pty, &codes, &mut inputs);
     // Kill and restart while the writer may still be blocked on a full pty
     // buffer: only the restarted gateway drains it.
     let kill_and_restart = async {
@@ -399,12 +378,7 @@ async fn gateway_sigkill_mid_burst(engine: Option<&'static str>) {
         "station context restored after SIGKILL"
     );
     // Everything logged as committed by now must arrive.
-    let last = gw.last_committed();
-    rec.wait_for("the last committed record", |m| {
-        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
-    })
-    .await;
-    let report = Ledger::check(&gw.commits(), &rec.snapshot(), &inputs);
+    let report = settle_and_check(&gw, &rec, &inputs).await;
     eprintln!("ledger after SIGKILL mid-burst: {report}");
     report.assert_nothing_lost();
     assert!(report.accepted > accepted, "{report}");

@@ -239,14 +239,15 @@ impl Stations {
             .collect()
     }
 
-    /// Split borrow: one station, and the environment of the lot engine.
-    fn station_env(&mut self, id: &str) -> Option<(&mut Station, Env<'_>)> {
+    /// Split borrow: the stations, the counters, and the environment of
+    /// the lot engine.
+    fn parts(&mut self) -> (&mut BTreeMap<String, Station>, &mut Counters, Env<'_>) {
         let env = Env {
             calendar: &self.calendar,
             site: &self.site,
             line: &self.line,
         };
-        self.stations.get_mut(id).map(|s| (s, env))
+        (&mut self.stations, &mut self.counters, env)
     }
 
     /// Apply one device reading.
@@ -257,13 +258,8 @@ impl Stations {
             synced: clock_synced,
             device: Some(&reading.device),
         };
-        let counters = &mut self.counters;
-        let env = Env {
-            calendar: &self.calendar,
-            site: &self.site,
-            line: &self.line,
-        };
-        let Some(station) = self.stations.get_mut(&*reading.station) else {
+        let (stations, counters, env) = self.parts();
+        let Some(station) = stations.get_mut(&*reading.station) else {
             // Config validation makes this unreachable; never panic on it.
             tracing::error!(station = %reading.station, "reading for unknown station dropped");
             return out;
@@ -332,12 +328,8 @@ impl Stations {
             synced: clock_synced,
             device: None,
         };
-        let env = Env {
-            calendar: &self.calendar,
-            site: &self.site,
-            line: &self.line,
-        };
-        for station in self.stations.values_mut() {
+        let (stations, _, env) = self.parts();
+        for station in stations.values_mut() {
             station.on_tick(&at, &env, &mut out);
         }
         out
@@ -370,7 +362,8 @@ impl Stations {
             CommandOrigin::Mes => ContextSource::Command { id: cmd.id.clone() },
             CommandOrigin::Local => ContextSource::Local { id: cmd.id.clone() },
         };
-        let Some((station, env)) = self.station_env(&cmd.station) else {
+        let (stations, _, env) = self.parts();
+        let Some(station) = stations.get_mut(&cmd.station) else {
             out.records.push(gateway_record(ts_ms, clock_synced, audit));
             return (verdict, out);
         };

@@ -392,14 +392,13 @@ impl Station {
             return None;
         };
         let rule = self.cfg.scan_rules[i].clone();
-        self.apply_rule(at, env, &rule, &cap, &text, raw, &decoded, out)
+        self.apply_rule(at, &rule, &cap, &text, raw, &decoded, out)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn apply_rule(
         &mut self,
         at: &At<'_>,
-        env: &Env<'_>,
         rule: &ScanRule,
         cap: &Captured,
         text: &str,
@@ -486,7 +485,6 @@ impl Station {
                         }
                     }
                     _ => {
-                        let _ = env;
                         self.product(at, rule, value, raw, decoded, out);
                         None
                     }

@@ -165,3 +165,39 @@ impl Ledger {
         report
     }
 }
+
+/// Write `codes` as scans (CR LF framed, 50 per write), recording when each
+/// was sent: the inputs [`Ledger::check`] measures acceptance windows with.
+pub async fn scan_all(
+    pty: &linegate::devices::pty::VirtualSerial,
+    codes: &[String],
+    inputs: &mut Vec<Input>,
+) {
+    for chunk in codes.chunks(50) {
+        let sent = SystemTime::now();
+        let bytes: Vec<u8> = chunk
+            .iter()
+            .flat_map(|c| format!("{c}\r\n").into_bytes())
+            .collect();
+        pty.write(&bytes).await.unwrap();
+        inputs.extend(chunk.iter().map(|c| Input {
+            code: c.clone(),
+            sent,
+        }));
+    }
+}
+
+/// Wait until the last record `gw` logged as committed has reached `rec`,
+/// then check the ledger (the end of every fault test).
+pub async fn settle_and_check(
+    gw: &super::Gateway,
+    rec: &super::Recorder,
+    inputs: &[Input],
+) -> Report {
+    let last = gw.last_committed();
+    rec.wait_for("the last committed record", |m| {
+        m.iter().any(|m| m.json()["seq"].as_u64() == Some(last))
+    })
+    .await;
+    Ledger::check(&gw.commits(), &rec.snapshot(), inputs)
+}
