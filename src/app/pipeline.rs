@@ -190,7 +190,8 @@ impl Pipeline {
     async fn commit(&mut self, pending: Pending) -> Result<(), StoreError> {
         let started = Instant::now();
         let store = Arc::clone(&self.store);
-        let batch = pending.batch;
+        let mut batch = pending.batch;
+        batch.coalesce_state();
         let records = match tokio::task::spawn_blocking(move || store.commit(batch)).await {
             Ok(Ok(records)) => records,
             Ok(Err(err)) => {

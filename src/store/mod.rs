@@ -86,6 +86,48 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.state.is_empty()
     }
+
+    /// Keep only the last write of each state key (the one that wins
+    /// anyway): a station rewrites its lot state with every record of a
+    /// group commit, and only the final value needs to reach the disk.
+    pub fn coalesce_state(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<_> = std::mem::take(&mut self.state)
+            .into_iter()
+            .rev()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect();
+        kept.reverse();
+        self.state = kept;
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::Batch;
+
+    #[test]
+    fn coalescing_keeps_the_last_write_of_each_key_in_order() {
+        let mut b = Batch {
+            records: vec![],
+            state: vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("b".into(), Some(b"1".to_vec())),
+                ("a".into(), Some(b"2".to_vec())),
+                ("b".into(), None),
+                ("c".into(), Some(b"1".to_vec())),
+            ],
+        };
+        b.coalesce_state();
+        assert_eq!(
+            b.state,
+            vec![
+                ("a".to_owned(), Some(b"2".to_vec())),
+                ("b".to_owned(), None),
+                ("c".to_owned(), Some(b"1".to_vec())),
+            ]
+        );
+    }
 }
 
 /// Queue figures for the status message and for alarms.
