@@ -200,6 +200,31 @@ pub fn open(cfg: &StoreConfig, dir: &Path) -> Result<Arc<dyn Store>, StoreError>
     }
 }
 
+/// Create `dir` and any missing ancestors so that their entries survive a
+/// power cut: each directory created here is made durable by an fsync of
+/// its parent, and `dir` itself is fsynced (its own entries, for a store
+/// that already existed). `create_dir_all` alone leaves new entries in the
+/// page cache; on a fresh install a power cut right after the first commit
+/// would then lose the whole store with it.
+pub(crate) fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_owned());
+        match at.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Fail if `dir` holds a store written by the other engine than `engine`.
 fn refuse_other_engine(dir: &Path, engine: StoreEngine) -> Result<(), StoreError> {
     let (found, marker) = match engine {

@@ -135,8 +135,7 @@ impl RedbStore {
     /// Open (or create) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         super::refuse_other_engine(dir, StoreEngine::Redb)?;
-        let new_dir = !dir.exists();
-        std::fs::create_dir_all(dir)?;
+        super::create_dir_durable(dir)?;
         let path = dir.join(FILE_NAME);
         let cache = usize::try_from(cache_bytes).unwrap_or(usize::MAX);
         let opened = std::panic::catch_unwind(|| {
@@ -156,12 +155,8 @@ impl RedbStore {
                 return Err(StoreError::Damaged { path, reason: what });
             }
         };
-        // The file's directory entry must survive a power cut too; and the
-        // directory's own entry, if we just created it.
+        // The file's directory entry must survive a power cut too.
         File::open(dir)?.sync_all()?;
-        if new_dir && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            File::open(parent)?.sync_all()?;
-        }
 
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;

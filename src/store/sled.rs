@@ -70,7 +70,7 @@ impl SledStore {
     /// Open (or create) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         super::refuse_other_engine(dir, StoreEngine::Sled)?;
-        std::fs::create_dir_all(dir)?;
+        super::create_dir_durable(dir)?;
         let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
