@@ -201,3 +201,43 @@ pub async fn settle_and_check(
     .await;
     Ledger::check(&gw.commits(), &rec.snapshot(), inputs)
 }
+
+/// Faults a test injected, for its summary line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    pub sigkills: u64,
+    pub power_cuts: u64,
+    pub connection_faults: u64,
+    pub disk_faults: u64,
+}
+
+impl Report {
+    /// Print the one-line summary `.ci/soak` and docs/reliability.md add up:
+    /// `ledger-summary test=<name> sigkills=… power_cuts=… connection_faults=…
+    /// disk_faults=… accepted=… lost=… duplicates=… max_window_ms=…`.
+    /// Run the tests with `--nocapture` to see them.
+    pub fn summary(&self, test: &str, faults: Faults) {
+        eprintln!(
+            "ledger-summary test={test} sigkills={} power_cuts={} connection_faults={} \
+             disk_faults={} accepted={} lost={} duplicates={} max_window_ms={}",
+            faults.sigkills,
+            faults.power_cuts,
+            faults.connection_faults,
+            faults.disk_faults,
+            self.accepted,
+            self.lost_count,
+            self.duplicates,
+            self.max_window_ms.map_or("n/a".to_owned(), |w| format!("{w:.1}")),
+        );
+    }
+}
+
+/// How many cycles a fault loop runs: `ci` normally, `soak` when the
+/// environment has `LINEGATE_SOAK=1` (`bash .ci/soak`, the release check).
+pub fn cycles(ci: u64, soak: u64) -> u64 {
+    if std::env::var("LINEGATE_SOAK").is_ok_and(|v| v == "1") {
+        soak
+    } else {
+        ci
+    }
+}
