@@ -366,6 +366,9 @@ pub enum AlarmEvent {
     /// More serials than the station holds: the oldest are no longer
     /// checked for duplicates.
     SerialCheckTruncated,
+    /// The store was found damaged at start and rebuilt from what could be
+    /// read; the message gives the counts and where the damaged copy is.
+    StoreDamaged,
 }
 
 impl AlarmEvent {
@@ -376,6 +379,7 @@ impl AlarmEvent {
             AlarmEvent::ClockWentBack => "clock-went-back",
             AlarmEvent::LotNotOpened => "lot-not-opened",
             AlarmEvent::SerialCheckTruncated => "serial-check-truncated",
+            AlarmEvent::StoreDamaged => "store-damaged",
         }
     }
 }

@@ -34,8 +34,8 @@ const INPUT_QUEUE: usize = 4096;
 
 /// Run the gateway until `stop` completes, then shut down cleanly.
 pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let store_dir = cfg.gateway.data_dir.join("store");
-    let store = store::open(&cfg.store, &store_dir)
+    let store_dir = cfg.gateway.data_dir.join(store::STORE_DIR);
+    let store = store::open(&cfg.store, &cfg.gateway.data_dir)
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
     let setup = Setup {
         site: &cfg.gateway.site,

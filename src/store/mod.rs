@@ -8,7 +8,9 @@
 //! it returns `Ok`, the batch survives `kill -9` and power loss.
 
 mod codec;
+mod floor;
 mod redb;
+mod salvage;
 mod sled;
 #[cfg(test)]
 mod tests;
@@ -20,7 +22,9 @@ use crate::config::{StoreConfig, StoreEngine};
 use crate::record::Record;
 
 pub use self::codec::CodecError;
+pub use self::floor::FILE_NAME as FLOOR_FILE;
 pub use self::redb::RedbStore;
+pub use self::salvage::{DAMAGED_PREFIX, KEEP_DAMAGED, STORE_DIR};
 pub use self::sled::SledStore;
 
 /// Errors of the durable store. Every one of them means "not committed".
@@ -192,12 +196,11 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Open the configured engine in `dir`.
-pub fn open(cfg: &StoreConfig, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    match cfg.engine {
-        StoreEngine::Sled => Ok(Arc::new(SledStore::open(dir, cfg.cache_bytes)?)),
-        StoreEngine::Redb => Ok(Arc::new(RedbStore::open(dir, cfg.cache_bytes)?)),
-    }
+/// Open the configured engine in `data_dir/store`, with the seq floor of
+/// `data_dir` (`seq.floor`). A damaged store is salvaged first (see
+/// `salvage`): it does not stop the start. Environmental errors do.
+pub fn open(cfg: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    salvage::open(cfg, data_dir)
 }
 
 /// Create `dir` and any missing ancestors so that their entries survive a

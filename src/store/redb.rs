@@ -46,7 +46,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ::redb::{
     Database, Durability, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
@@ -54,6 +54,7 @@ use ::redb::{
 };
 
 use super::codec::{decode, encode};
+use super::floor::SeqFloor;
 use super::{Batch, Store, StoreError, StoreStats};
 use crate::config::StoreEngine;
 use crate::record::Record;
@@ -61,11 +62,11 @@ use crate::record::Record;
 /// The database file inside the store directory.
 pub const FILE_NAME: &str = "linegate.redb";
 
-const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-const ASIDE: TableDefinition<u64, &[u8]> = TableDefinition::new("aside");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
-const LAST_SEQ: &str = "last_seq";
+pub(super) const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+pub(super) const ASIDE: TableDefinition<u64, &[u8]> = TableDefinition::new("aside");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+pub(super) const LAST_SEQ: &str = "last_seq";
 
 /// A removal decided in memory and not yet written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,12 +124,14 @@ impl Inner {
 
 /// The redb-backed durable queue.
 pub struct RedbStore {
-    db: Database,
+    pub(super) db: Database,
     dir: PathBuf,
     inner: Mutex<Inner>,
     /// Held through a whole `commit`, so seqs are assigned once even if two
     /// callers ever committed at the same time (the contract has one).
     committing: Mutex<()>,
+    /// Reserves seqs before they are handed out (`store::open` sets it).
+    floor: Option<Arc<SeqFloor>>,
 }
 
 impl RedbStore {
@@ -208,7 +211,14 @@ impl RedbStore {
             dir: dir.to_owned(),
             inner: Mutex::new(inner),
             committing: Mutex::new(()),
+            floor: None,
         })
+    }
+
+    /// Reserve seqs in `floor` before handing them out, and mark it at a
+    /// clean close.
+    pub(super) fn set_floor(&mut self, floor: Arc<SeqFloor>) {
+        self.floor = Some(floor);
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -329,6 +339,9 @@ impl Store for RedbStore {
             encoded.push(value);
         }
         let last = first - 1 + records.len() as u64;
+        if let Some(floor) = &self.floor {
+            floor.cover(last)?;
+        }
         let removals = self.pending();
 
         let mut txn = self.db.begin_write()?;
@@ -479,5 +492,13 @@ impl Store for RedbStore {
         txn.commit()?;
         Self::applied(&mut self.inner(), &removals);
         Ok(true)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.sync()?;
+        if let Some(floor) = &self.floor {
+            floor.mark_clean(self.inner().last_seq)?;
+        }
+        Ok(())
     }
 }

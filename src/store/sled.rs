@@ -19,31 +19,32 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::codec::{decode, encode};
+use super::floor::SeqFloor;
 use super::{Batch, Store, StoreError, StoreStats};
 use crate::config::StoreEngine;
 use crate::record::Record;
 
-const RECORD: u8 = b'r';
-const QUARANTINE: u8 = b'q';
-const META_SEQ: &[u8] = b"m:seq";
-const STATE: &[u8] = b"s:";
+pub(super) const RECORD: u8 = b'r';
+pub(super) const QUARANTINE: u8 = b'q';
+pub(super) const META_SEQ: &[u8] = b"m:seq";
+pub(super) const STATE: &[u8] = b"s:";
 
-fn record_key(prefix: u8, seq: u64) -> [u8; 9] {
+pub(super) fn record_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = prefix;
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
 }
 
-fn seq_of(key: &[u8]) -> Option<u64> {
+pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
 
-fn state_key(key: &str) -> Vec<u8> {
+pub(super) fn state_key(key: &str) -> Vec<u8> {
     [STATE, key.as_bytes()].concat()
 }
 
@@ -57,13 +58,15 @@ struct Counters {
 
 /// The sled-backed durable queue.
 pub struct SledStore {
-    db: ::sled::Db,
+    pub(super) db: ::sled::Db,
     /// sled's log file, opened a second time so we can `fdatasync` it.
     log: File,
     dir: PathBuf,
     counters: Mutex<Counters>,
     /// Acks (deletes) applied since the last sync.
     acks_dirty: AtomicBool,
+    /// Reserves seqs before they are handed out (`store::open` sets it).
+    floor: Option<Arc<SeqFloor>>,
 }
 
 impl SledStore {
@@ -101,6 +104,11 @@ impl SledStore {
             counters.last_seq = counters.last_seq.max(seq_of(&k).unwrap_or(0));
         }
         counters.corrupt = db.scan_prefix([QUARANTINE]).count() as u64;
+        // Read every state entry once: damage found here is found at open,
+        // where it can be salvaged, not by the first reader after start.
+        for entry in db.scan_prefix(STATE) {
+            entry?;
+        }
         tracing::info!(
             dir = %dir.display(),
             engine = "sled",
@@ -115,7 +123,14 @@ impl SledStore {
             dir: dir.to_owned(),
             counters: Mutex::new(counters),
             acks_dirty: AtomicBool::new(false),
+            floor: None,
         })
+    }
+
+    /// Reserve seqs in `floor` before handing them out, and mark it at a
+    /// clean close.
+    pub(super) fn set_floor(&mut self, floor: Arc<SeqFloor>) {
+        self.floor = Some(floor);
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -148,6 +163,9 @@ impl Store for SledStore {
             let value = encode(record)?;
             bytes += value.len() as u64;
             sled_batch.insert(&record_key(RECORD, seq), value);
+        }
+        if let Some(floor) = &self.floor {
+            floor.cover(seq)?;
         }
         sled_batch.insert(META_SEQ, &seq.to_be_bytes());
         for (key, value) in batch.state {
@@ -267,5 +285,13 @@ impl Store for SledStore {
             self.sync()?;
         }
         Ok(dirty)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.sync()?;
+        if let Some(floor) = &self.floor {
+            floor.mark_clean(self.counters().last_seq)?;
+        }
+        Ok(())
     }
 }

@@ -617,122 +617,720 @@ mod redb_only {
         assert!(acking.as_secs() < 5, "5000 acks took {acking:?}");
     }
 
-    /// What a damaged file did: refused at open, opened with every record
-    /// and state entry intact, opened with content changed, or a panic.
-    #[derive(Default, Debug)]
-    struct Outcomes {
-        refused: usize,
-        intact: usize,
-        changed: Vec<String>,
-        panicked: Vec<String>,
-    }
-
-    /// Records and state entries.
-    type Content = (Vec<Record>, Vec<(String, Vec<u8>)>);
-
-    /// The content of a store.
-    fn content(store: &RedbStore) -> Result<Content, StoreError> {
-        Ok((
-            store.read_range(0, u64::MAX, usize::MAX)?,
-            store.state_prefix("")?,
-        ))
-    }
-
-    impl Outcomes {
-        /// Open the damaged store in `dir`, compare it with `good`, and use it.
-        fn try_open(&mut self, what: &str, dir: &Path, good: &Content) {
-            let r = std::panic::catch_unwind(|| {
-                let store = RedbStore::open_in(dir).map_err(|e| e.to_string())?;
-                let same = content(&store).is_ok_and(|c| &c == good) && store.stats().corrupt == 0;
-                let _ = store.commit(records(1..=3));
-                let _ = store.sync();
-                Ok::<bool, String>(same)
-            });
-            match r {
-                Ok(Ok(true)) => self.intact += 1,
-                Ok(Ok(false)) => self.changed.push(what.to_owned()),
-                Ok(Err(_)) => self.refused += 1,
-                Err(p) => self.panicked.push(format!(
-                    "{what}: {}",
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default()
-                )),
-            }
-        }
-    }
-
-    /// A store with some content, closed cleanly; returns its file and content.
-    fn filled(dir: &Path) -> (std::path::PathBuf, Content) {
-        let store = open::<RedbStore>(dir);
-        for i in 0..40u8 {
-            store
-                .commit(Batch {
-                    records: (0..25).map(|_| rec(i)).collect(),
-                    state: vec![(format!("ctx/{i}"), Some(vec![i; 100]))],
-                })
-                .unwrap();
-        }
-        for seq in 1..=300 {
-            store.ack(seq).unwrap();
-        }
-        store.close().unwrap();
-        let good = content(&store).unwrap();
-        assert_eq!((good.0.len(), good.1.len()), (700, 40));
-        (dir.join(REDB_FILE), good)
-    }
-
+    /// The engine itself still refuses a file that is not a database with
+    /// a typed error (which `store::open` then takes for damage).
     #[test]
-    fn a_truncated_file_fails_to_open_and_never_panics() {
-        let dir = tempfile::tempdir().unwrap();
-        let (file, good) = filled(dir.path());
-        let bytes = std::fs::read(&file).unwrap();
-        let mut outcomes = Outcomes::default();
-        let mut cut = 1;
-        while cut < bytes.len() {
-            std::fs::write(&file, &bytes[..cut]).unwrap();
-            outcomes.try_open(&format!("truncated to {cut}"), dir.path(), &good);
-            cut = cut * 2 + 777;
-        }
-        eprintln!("truncated redb file ({} bytes): {outcomes:?}", bytes.len());
-        assert!(outcomes.panicked.is_empty(), "{:?}", outcomes.panicked);
-        assert!(outcomes.changed.is_empty(), "{:?}", outcomes.changed);
-    }
-
-    #[test]
-    fn flipped_bytes_fail_to_open_or_are_survived_and_never_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let (file, good) = filled(dir.path());
-        let bytes = std::fs::read(&file).unwrap();
-        let mut rng = fastrand::Rng::with_seed(5);
-        let mut outcomes = Outcomes::default();
-        for round in 0..150 {
-            let mut damaged = bytes.clone();
-            // The header and the first pages hold the most structure.
-            let span = if round % 2 == 0 { 8192 } else { damaged.len() };
-            let at = rng.usize(0..span.min(damaged.len()));
-            for i in 0..rng.usize(1..=8) {
-                if let Some(b) = damaged.get_mut(at + i * 7) {
-                    *b ^= 1 << rng.u8(0..8);
-                }
-            }
-            std::fs::write(&file, &damaged).unwrap();
-            outcomes.try_open(&format!("round {round} at {at}"), dir.path(), &good);
-        }
-        eprintln!(
-            "flipped bytes in a redb file ({} bytes): {outcomes:?}",
-            bytes.len()
-        );
-        assert!(outcomes.panicked.is_empty(), "{:?}", outcomes.panicked);
-        assert!(outcomes.changed.is_empty(), "{:?}", outcomes.changed);
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_database_is_refused() {
+    fn a_file_that_is_not_a_database_is_refused_as_damage() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(REDB_FILE), vec![0xA5u8; 20_000]).unwrap();
         let err = RedbStore::open_in(dir.path()).err().expect("must not open");
-        eprintln!("garbage file: {err}");
+        assert!(super::super::salvage::is_damage(&err), "{err}");
     }
 }
+
+// ------------------------------------------------------------ damaged stores (both engines)
+
+/// Damaged store files, on both engines, through `store::open`'s path (the
+/// seq floor and the salvage): the open always succeeds, what was intact
+/// comes back under its own seq, the damage is reported, new seqs continue
+/// above everything handed out before, and the next open is clean.
+mod salvage_suite {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::super::floor;
+    use super::super::salvage::{self, Report};
+    use super::*;
+    use crate::config::StoreEngine;
+    use crate::record::AlarmEvent;
+
+    /// The floor's block in these tests (small, so the fill crosses it).
+    const BLOCK: u64 = 1000;
+
+    fn open_data(engine: StoreEngine, data: &Path) -> (Arc<dyn Store>, Option<Report>) {
+        salvage::open_reporting(engine, 1 << 20, data, Some(BLOCK))
+            .unwrap_or_else(|e| panic!("the open must succeed: {e}"))
+    }
+
+    fn store_dir(data: &Path) -> std::path::PathBuf {
+        data.join(STORE_DIR)
+    }
+
+    fn main_file(engine: StoreEngine, data: &Path) -> std::path::PathBuf {
+        store_dir(data).join(match engine {
+            StoreEngine::Sled => "db",
+            StoreEngine::Redb => REDB_FILE,
+        })
+    }
+
+    /// Everything ever committed by [`fill`], by seq, and the state at the end.
+    struct Good {
+        committed: BTreeMap<u64, Record>,
+        state: BTreeMap<String, Vec<u8>>,
+        /// The floor's reserved mark after the fill.
+        reserved: u64,
+    }
+
+    /// 1000 records in 40 commits with station state (a context per commit,
+    /// lot state rewritten by every commit), 300 acked, closed cleanly.
+    fn fill(engine: StoreEngine, data: &Path, commits: u64, per_commit: u8) -> Good {
+        let (store, report) = open_data(engine, data);
+        assert!(report.is_none(), "a new store is not damaged");
+        let mut committed = BTreeMap::new();
+        for i in 0..commits {
+            let batch = Batch {
+                records: (0..per_commit).map(|j| rec(j ^ (i as u8))).collect(),
+                state: vec![
+                    (format!("ctx/s{}", i % 40), Some(vec![i as u8; 100])),
+                    ("lot/st".into(), Some(format!("{{\"n\":{i}}}").into_bytes())),
+                ],
+            };
+            for r in store.commit(batch).unwrap() {
+                committed.insert(r.seq, r);
+            }
+        }
+        let acked = committed.len() as u64 * 3 / 10;
+        for seq in 1..=acked {
+            store.ack(seq).unwrap();
+        }
+        store.close().unwrap();
+        let state = store.state_prefix("").unwrap().into_iter().collect();
+        drop(store);
+        let text = std::fs::read_to_string(data.join(floor::FILE_NAME)).unwrap();
+        let reserved = text
+            .lines()
+            .find_map(|l| l.strip_prefix("reserved "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            reserved >= committed.len() as u64,
+            "the floor covers every seq"
+        );
+        Good {
+            committed,
+            state,
+            reserved,
+        }
+    }
+
+    /// What one damaged open gave.
+    #[derive(Debug)]
+    struct Outcome {
+        records: usize,
+        report: Option<Report>,
+    }
+
+    /// Open the damaged store and check every promise; returns the figures.
+    fn check_open(engine: StoreEngine, data: &Path, good: &Good, what: &str) -> Outcome {
+        let highest_before = good.committed.keys().max().copied().unwrap_or(0);
+        let (store, report) = open_data(engine, data);
+        let read = all_of(&*store);
+        let (alarms, records): (Vec<_>, Vec<_>) = read.into_iter().partition(|r| {
+            matches!(
+                r.body,
+                Body::Alarm {
+                    event: AlarmEvent::StoreDamaged,
+                    ..
+                }
+            )
+        });
+        for r in &records {
+            assert_eq!(
+                Some(r),
+                good.committed.get(&r.seq),
+                "{what}: seq {} came back changed (or was never committed)",
+                r.seq
+            );
+        }
+        let state = store.state_prefix("").unwrap();
+        for (k, v) in &state {
+            if k.starts_with("lot/")
+                && report
+                    .as_ref()
+                    .is_some_and(|r| !r.numbering_blocked.is_empty())
+            {
+                assert!(
+                    v.starts_with(b"salvaged-unverified:"),
+                    "{what}: {k} not marked"
+                );
+                continue;
+            }
+            assert_eq!(Some(v), good.state.get(k), "{what}: state {k} changed");
+        }
+        let unacked: Vec<u64> = good
+            .committed
+            .keys()
+            .copied()
+            .filter(|s| *s > good.committed.len() as u64 * 3 / 10)
+            .collect();
+        let complete = unacked.iter().all(|s| records.iter().any(|r| r.seq == *s))
+            && state.len() == good.state.len();
+        let stats = store.stats();
+        match &report {
+            None => {
+                assert!(complete, "{what}: records or state lost without a report");
+                assert!(alarms.is_empty(), "{what}");
+                assert_eq!(
+                    stats.last_seq, highest_before,
+                    "{what}: no gap without damage"
+                );
+            }
+            Some(report) => {
+                assert_eq!(report.records as usize, records.len(), "{what}: {report:?}");
+                assert_eq!(alarms.len(), 1, "{what}: one alarm");
+                assert_eq!(alarms[0].seq, report.first_new, "{what}");
+                assert!(alarms[0].station.is_none(), "a gateway-level record");
+                assert!(
+                    report.first_new > highest_before.max(good.reserved),
+                    "{what}: seq continues above everything handed out: {report:?}"
+                );
+                assert_eq!(stats.last_seq, report.first_new, "{what}");
+                let Body::Alarm { message, .. } = &alarms[0].body else {
+                    unreachable!()
+                };
+                let message = message.as_deref().unwrap_or_default();
+                assert!(
+                    message.contains(&format!("{} records salvaged", report.records)),
+                    "{what}: {message}"
+                );
+                if store_dir_existed(report) {
+                    assert!(
+                        report.moved_to.as_ref().is_some_and(|d| d.is_dir()),
+                        "{what}: damaged copy kept: {report:?}"
+                    );
+                }
+            }
+        }
+        // New commits continue above everything, and above the floor.
+        let next = store.commit(records_batch(3)).unwrap();
+        assert_eq!(next[0].seq, stats.last_seq + 1, "{what}");
+        store.close().unwrap();
+        let outcome = Outcome {
+            records: records.len(),
+            report,
+        };
+        drop(store);
+        // A second open is clean, with the same content.
+        let (again, second) = open_data(engine, data);
+        assert!(second.is_none(), "{what}: a second salvage: {second:?}");
+        assert_eq!(
+            all_of(&*again).len(),
+            outcome.records + alarms.len() + 3,
+            "{what}"
+        );
+        assert_eq!(again.stats().last_seq, next[2].seq, "{what}");
+        outcome
+    }
+
+    fn store_dir_existed(report: &Report) -> bool {
+        !report.reason.contains("missing") || report.moved_to.is_some()
+    }
+
+    fn records_batch(n: u8) -> Batch {
+        Batch {
+            records: (0..n).map(rec).collect(),
+            state: vec![],
+        }
+    }
+
+    fn all_of(store: &dyn Store) -> Vec<Record> {
+        store.read_range(0, u64::MAX, usize::MAX).unwrap()
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+
+    /// Every damage class for `engine`, by name: what it does to a data dir.
+    fn damages(engine: StoreEngine, seeds: u64) -> Vec<(String, Damage<'static>)> {
+        let mut out: Vec<(String, Damage<'static>)> = Vec::new();
+        for k in [1u64, 100, 1000, 4095, 4096, 5000, 65_536] {
+            out.push((
+                format!("tail truncated by {k} bytes"),
+                Box::new(move |data: &Path| {
+                    let file = main_file(engine, data);
+                    let len = std::fs::metadata(&file).unwrap().len();
+                    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+                    f.set_len(len.saturating_sub(k)).unwrap();
+                }),
+            ));
+        }
+        out.push((
+            "truncated to half".into(),
+            Box::new(move |data: &Path| {
+                let file = main_file(engine, data);
+                let len = std::fs::metadata(&file).unwrap().len();
+                let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+                f.set_len(len / 2).unwrap();
+            }),
+        ));
+        out.push((
+            "last 4 KiB zeroed".into(),
+            Box::new(move |data: &Path| {
+                let file = main_file(engine, data);
+                let mut b = std::fs::read(&file).unwrap();
+                let from = b.len().saturating_sub(4096);
+                b[from..].fill(0);
+                std::fs::write(&file, b).unwrap();
+            }),
+        ));
+        for seed in 0..seeds {
+            out.push((
+                format!("bits flipped (seed {seed})"),
+                Box::new(move |data: &Path| {
+                    let file = main_file(engine, data);
+                    let mut b = std::fs::read(&file).unwrap();
+                    let mut rng = fastrand::Rng::with_seed(seed);
+                    // Half the rounds in the first 8 KiB (header, first pages).
+                    let span = if seed % 2 == 0 {
+                        8192.min(b.len())
+                    } else {
+                        b.len()
+                    };
+                    let at = rng.usize(0..span);
+                    for i in 0..rng.usize(1..=8) {
+                        if let Some(x) = b.get_mut(at + i * 7) {
+                            *x ^= 1 << rng.u8(0..8);
+                        }
+                    }
+                    std::fs::write(&file, b).unwrap();
+                }),
+            ));
+        }
+        out.push((
+            "main file missing".into(),
+            Box::new(move |data: &Path| std::fs::remove_file(main_file(engine, data)).unwrap()),
+        ));
+        out.push((
+            "main file empty".into(),
+            Box::new(move |data: &Path| std::fs::write(main_file(engine, data), b"").unwrap()),
+        ));
+        out.push((
+            "store directory empty".into(),
+            Box::new(|data: &Path| {
+                std::fs::remove_dir_all(store_dir(data)).unwrap();
+                std::fs::create_dir(store_dir(data)).unwrap();
+            }),
+        ));
+        out.push((
+            "store directory missing".into(),
+            Box::new(|data: &Path| std::fs::remove_dir_all(store_dir(data)).unwrap()),
+        ));
+        if engine == StoreEngine::Sled {
+            let each_snapshot = |f: fn(&Path)| {
+                move |data: &Path| {
+                    for e in std::fs::read_dir(store_dir(data)).unwrap() {
+                        let e = e.unwrap();
+                        if e.file_name().to_string_lossy().starts_with("snap.") {
+                            f(&e.path());
+                        }
+                    }
+                }
+            };
+            out.push((
+                "sled conf missing".into(),
+                Box::new(|data: &Path| std::fs::remove_file(store_dir(data).join("conf")).unwrap()),
+            ));
+            out.push((
+                "sled conf flipped".into(),
+                Box::new(|data: &Path| {
+                    let path = store_dir(data).join("conf");
+                    let mut b = std::fs::read(&path).unwrap();
+                    b[3] ^= 0x10;
+                    std::fs::write(&path, b).unwrap();
+                }),
+            ));
+            out.push((
+                "sled snapshot missing".into(),
+                Box::new(each_snapshot(|p| std::fs::remove_file(p).unwrap())),
+            ));
+            out.push((
+                "sled snapshot flipped".into(),
+                Box::new(each_snapshot(|p| {
+                    let mut b = std::fs::read(p).unwrap();
+                    let mid = b.len() / 2;
+                    b[mid] ^= 0x04;
+                    std::fs::write(p, b).unwrap();
+                })),
+            ));
+            out.push((
+                "sled snapshot truncated".into(),
+                Box::new(each_snapshot(|p| {
+                    let b = std::fs::read(p).unwrap();
+                    std::fs::write(p, &b[..b.len() / 2]).unwrap();
+                })),
+            ));
+        }
+        out
+    }
+
+    /// Every damage class on a store of 1000 records: the promises of
+    /// [`check_open`] hold for each, and the figures are printed (run with
+    /// `--nocapture`; docs/storage.md quotes them).
+    pub(super) fn every_damage_class_is_survived(engine: StoreEngine) {
+        let base = tempfile::tempdir().unwrap();
+        let template = base.path().join("template");
+        let good = fill(engine, &template, 40, 25);
+        // A sled store writes its snapshot at the open after a clean stop.
+        drop(open_data(engine, &template));
+        let mut salvaged = 0;
+        let mut full = 0;
+        for (i, (what, damage)) in damages(engine, 30).into_iter().enumerate() {
+            let data = base.path().join(format!("case{i}"));
+            copy_tree(&template, &data);
+            damage(&data);
+            let out = check_open(engine, &data, &good, &what);
+            let unacked = good.committed.len() - good.committed.len() * 3 / 10;
+            match &out.report {
+                None => {
+                    full += 1;
+                    eprintln!(
+                        "{engine:?} {what}: no damage found; {unacked} of {unacked} records, all state"
+                    );
+                }
+                Some(r) => {
+                    salvaged += 1;
+                    eprintln!(
+                        "{engine:?} {what}: salvaged {} records ({} of {unacked} unacked), {} state entries of {}, {} undecodable, {} unreadable regions, skipped {} seqs; {}; {}",
+                        r.records,
+                        out.records.min(unacked),
+                        r.state,
+                        good.state.len(),
+                        r.undecodable,
+                        r.read_errors,
+                        r.skipped(),
+                        r.how,
+                        r.reason
+                    );
+                }
+            }
+        }
+        eprintln!("{engine:?}: {salvaged} salvaged, {full} opened whole");
+        assert!(salvaged > 0);
+    }
+
+    /// The floor file missing as well: seq continues a whole block past
+    /// the highest seq found, and the report says so.
+    pub(super) fn a_damaged_store_without_its_floor_file_skips_a_whole_block(engine: StoreEngine) {
+        let data = tempfile::tempdir().unwrap();
+        let good = fill(engine, data.path(), 40, 25);
+        std::fs::remove_file(data.path().join(floor::FILE_NAME)).unwrap();
+        // Damage each engine reports (a tail cut from a sled log can open
+        // without an error: only the floor's clean mark finds that).
+        match engine {
+            StoreEngine::Sled => {
+                let conf = store_dir(data.path()).join("conf");
+                let mut b = std::fs::read(&conf).unwrap();
+                b[3] ^= 0x10;
+                std::fs::write(&conf, b).unwrap();
+            }
+            StoreEngine::Redb => {
+                let file = main_file(engine, data.path());
+                let len = std::fs::metadata(&file).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .unwrap()
+                    .set_len(len - 100)
+                    .unwrap();
+            }
+        }
+        let (store, report) = open_data(engine, data.path());
+        let report = report.expect("damage reported");
+        assert_eq!(report.floor, None);
+        assert_eq!(
+            report.first_new,
+            report.highest_seen + floor::BLOCK + 1,
+            "{report:?}"
+        );
+        assert_eq!(report.highest_seen, good.committed.len() as u64);
+        assert_eq!(report.records, 700, "{report:?}");
+        assert!(
+            report
+                .message()
+                .contains("seq floor file was missing or unreadable too")
+        );
+        assert_eq!(store.stats().last_seq, report.first_new);
+    }
+
+    /// An intact store with a damaged floor file: the store is used, no
+    /// gap, and the file is written again.
+    pub(super) fn an_intact_store_with_a_damaged_floor_file_is_used_as_is(engine: StoreEngine) {
+        let data = tempfile::tempdir().unwrap();
+        fill(engine, data.path(), 10, 10);
+        std::fs::write(data.path().join(floor::FILE_NAME), b"reserved 5\ncheck 0\n").unwrap();
+        let (store, report) = open_data(engine, data.path());
+        assert!(report.is_none());
+        assert_eq!(store.commit(records_batch(1)).unwrap()[0].seq, 101);
+        store.close().unwrap();
+        drop(store);
+        let text = std::fs::read_to_string(data.path().join(floor::FILE_NAME)).unwrap();
+        assert!(text.contains("clean 101"), "{text}");
+        std::fs::remove_file(data.path().join(floor::FILE_NAME)).unwrap();
+        let (store, report) = open_data(engine, data.path());
+        assert!(
+            report.is_none(),
+            "a missing floor with an intact store is no damage"
+        );
+        assert_eq!(store.commit(records_batch(1)).unwrap()[0].seq, 102);
+    }
+
+    /// A store that opens without error but ends before the seq it held at
+    /// the last clean stop (an older copy put back, an engine rolling back)
+    /// is damage: seq continues above the floor, not after its last seq.
+    pub(super) fn a_store_that_lost_its_tail_silently_is_found(engine: StoreEngine) {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("data");
+        let old = base.path().join("old");
+        fill(engine, &data, 20, 25);
+        copy_tree(&store_dir(&data), &old);
+        let (store, _) = open_data(engine, &data);
+        store.commit(records_batch(50)).unwrap();
+        store.close().unwrap();
+        drop(store);
+        std::fs::remove_dir_all(store_dir(&data)).unwrap();
+        copy_tree(&old, &store_dir(&data));
+        let (store, report) = open_data(engine, &data);
+        let report = report.expect("the lost tail is damage");
+        assert!(report.reason.contains("held seq 550"), "{}", report.reason);
+        assert_eq!(report.records, 350, "the older copy's unacked records");
+        assert!(report.first_new > 550);
+        assert_eq!(store.stats().last_seq, report.first_new);
+    }
+
+    /// Errors that are not damage still fail the open, and nothing is
+    /// moved or salvaged: the data directory held by another process, and
+    /// a store path that is not a directory.
+    pub(super) fn environmental_errors_fail_loudly(engine: StoreEngine) {
+        let data = tempfile::tempdir().unwrap();
+        let (first, _) = open_data(engine, data.path());
+        first.commit(records_batch(2)).unwrap();
+        let err = salvage::open_reporting(engine, 1 << 20, data.path(), Some(BLOCK))
+            .err()
+            .expect("a second open must fail");
+        assert!(!salvage::is_damage(&err), "{err}");
+        assert!(
+            err.to_string().contains("in use by another linegate"),
+            "{err}"
+        );
+        assert_eq!(seqs(&all_of(&*first)), [1, 2], "the first is unharmed");
+        drop(first);
+
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(STORE_DIR), b"not a directory").unwrap();
+        let err = salvage::open_reporting(engine, 1 << 20, other.path(), Some(BLOCK))
+            .err()
+            .expect("must fail");
+        assert!(!salvage::is_damage(&err), "{err}");
+        let names: Vec<_> = std::fs::read_dir(data.path())
+            .unwrap()
+            .chain(std::fs::read_dir(other.path()).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("store.")),
+            "nothing salvaged or moved: {names:?}"
+        );
+    }
+
+    /// Damaged copies are bounded: repeated damage keeps the newest few.
+    pub(super) fn damaged_copies_are_bounded(engine: StoreEngine) {
+        let data = tempfile::tempdir().unwrap();
+        fill(engine, data.path(), 4, 5);
+        let mut last = 0;
+        for _ in 0..KEEP_DAMAGED + 2 {
+            std::fs::write(main_file(engine, data.path()), b"").unwrap();
+            let (store, report) = open_data(engine, data.path());
+            let report = report.expect("damage");
+            assert!(report.first_new > last);
+            last = report.first_new;
+            store.close().unwrap();
+        }
+        let copies = std::fs::read_dir(data.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(DAMAGED_PREFIX)
+            })
+            .count();
+        assert_eq!(copies, KEEP_DAMAGED);
+    }
+
+    pub(super) const SALVAGE_CHILD_DIR: &str = "LINEGATE_SALVAGE_CHILD_DIR";
+
+    /// The child of [`a_salvage_killed_midway_recovers_on_the_next_open`]:
+    /// open (and so salvage) the data dir it is given, then wait to be
+    /// killed.
+    pub(super) fn salvage_until_killed(engine: StoreEngine) {
+        let Some(dir) = std::env::var_os(SALVAGE_CHILD_DIR) else {
+            return;
+        };
+        let (store, _) = open_data(engine, Path::new(&dir));
+        store.close().unwrap();
+        std::fs::write(Path::new(&dir).join("child-done"), b"").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+
+    /// A salvage killed at each of its steps (after reading, once built,
+    /// after the damaged store was moved aside) and at a random moment:
+    /// the next open finishes or redoes it, with every salvageable record,
+    /// exactly one alarm, and no seq reused.
+    pub(super) fn a_salvage_killed_midway_recovers_on_the_next_open(
+        engine: StoreEngine,
+        child_test: &str,
+    ) {
+        let base = tempfile::tempdir().unwrap();
+        let template = base.path().join("template");
+        let good = fill(engine, &template, 100, 100);
+        // Damage that keeps most records readable: the redb integrity check
+        // fails on a flipped byte, sled loses its snapshot.
+        match engine {
+            StoreEngine::Sled => {
+                drop(open_data(engine, &template));
+                for e in std::fs::read_dir(store_dir(&template)).unwrap() {
+                    let e = e.unwrap();
+                    if e.file_name().to_string_lossy().starts_with("snap.") {
+                        let mut b = std::fs::read(e.path()).unwrap();
+                        let mid = b.len() / 2;
+                        b[mid] ^= 0x04;
+                        std::fs::write(e.path(), b).unwrap();
+                    }
+                }
+            }
+            StoreEngine::Redb => {
+                let file = main_file(engine, &template);
+                let len = std::fs::metadata(&file).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .unwrap()
+                    .set_len(len - 100)
+                    .unwrap();
+            }
+        }
+        let reference = {
+            let data = base.path().join("reference");
+            copy_tree(&template, &data);
+            let (store, report) = open_data(engine, &data);
+            let report = report.expect("damage");
+            assert!(report.records > 1000, "{report:?}");
+            (seqs(&all_of(&*store)), report.first_new)
+        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        for (round, at) in ["read", "built", "moved", "random"].into_iter().enumerate() {
+            let data = base.path().join(format!("round{round}"));
+            copy_tree(&template, &data);
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", child_test, "--ignored", "--test-threads=1"])
+                .env(SALVAGE_CHILD_DIR, &data)
+                .env("LINEGATE_SALVAGE_CRASH_AT", at)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            if at == "random" {
+                // Kill it while the salvage runs (or just after it).
+                let started = std::time::Instant::now();
+                while !data.join("store.scratch").exists() && !data.join("child-done").exists() {
+                    assert!(
+                        started.elapsed().as_secs() < 30,
+                        "the salvage never started"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(rng.u64(0..40)));
+                child.kill().unwrap();
+            }
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "round {at}: the child died");
+            let (store, report) = open_data(engine, &data);
+            let read = all_of(&*store);
+            let alarms: Vec<_> = read
+                .iter()
+                .filter(|r| matches!(r.body, Body::Alarm { .. }))
+                .collect();
+            assert_eq!(alarms.len(), 1, "round {at}: exactly one alarm; {report:?}");
+            assert_eq!(seqs(&read), reference.0, "round {at}");
+            assert_eq!(alarms[0].seq, reference.1, "round {at}");
+            for r in read.iter().filter(|r| r.seq != reference.1) {
+                assert_eq!(Some(r), good.committed.get(&r.seq), "round {at}");
+            }
+            eprintln!(
+                "{engine:?} salvage killed at {at}: recovered, {}",
+                if report.is_some() {
+                    "salvaged again"
+                } else {
+                    "finished the interrupted salvage"
+                }
+            );
+            assert!(!data.join("store.salvage").exists() && !data.join("store.scratch").exists());
+        }
+    }
+}
+
+macro_rules! salvage_suite {
+    ($($engine:ident: $value:expr),*) => {$(
+        mod $engine {
+            use super::salvage_suite as s;
+            use crate::config::StoreEngine;
+
+            const ENGINE: StoreEngine = $value;
+
+            #[test]
+            fn every_damage_class_is_survived() {
+                s::every_damage_class_is_survived(ENGINE);
+            }
+            #[test]
+            fn a_damaged_store_without_its_floor_file_skips_a_whole_block() {
+                s::a_damaged_store_without_its_floor_file_skips_a_whole_block(ENGINE);
+            }
+            #[test]
+            fn an_intact_store_with_a_damaged_floor_file_is_used_as_is() {
+                s::an_intact_store_with_a_damaged_floor_file_is_used_as_is(ENGINE);
+            }
+            #[test]
+            fn a_store_that_lost_its_tail_silently_is_found() {
+                s::a_store_that_lost_its_tail_silently_is_found(ENGINE);
+            }
+            #[test]
+            fn environmental_errors_fail_loudly() {
+                s::environmental_errors_fail_loudly(ENGINE);
+            }
+            #[test]
+            fn damaged_copies_are_bounded() {
+                s::damaged_copies_are_bounded(ENGINE);
+            }
+            #[test]
+            fn a_salvage_killed_midway_recovers_on_the_next_open() {
+                let path = module_path!().split_once("::").unwrap().1;
+                s::a_salvage_killed_midway_recovers_on_the_next_open(
+                    ENGINE,
+                    &format!("{path}::salvage_until_killed"),
+                );
+            }
+            /// Not a test: the child process of
+            /// `a_salvage_killed_midway_recovers_on_the_next_open`.
+            #[test]
+            #[ignore]
+            fn salvage_until_killed() {
+                s::salvage_until_killed(ENGINE);
+            }
+        }
+    )*};
+}
+
+salvage_suite!(salvage_sled: StoreEngine::Sled, salvage_redb: StoreEngine::Redb);

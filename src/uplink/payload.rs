@@ -580,6 +580,10 @@ mod schema_tests {
                 event: AlarmEvent::LotNotOpened,
                 message: Some("no template".into()),
             },
+            Body::Alarm {
+                event: AlarmEvent::StoreDamaged,
+                message: Some("the store was damaged …".into()),
+            },
             Body::Audit {
                 command: "set-lot".into(),
                 id: None,
