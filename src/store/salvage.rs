@@ -474,18 +474,16 @@ fn salvage(
     let building = data_dir.join(BUILDING);
     let time = fresh_time(data_dir);
 
-    if store_dir.exists() {
-        copy_tree(&store_dir, &scratch)?;
-    }
     let target = match open_engine(engine, &building, cache)? {
         Opened::Sled(s) => Target::Sled(s),
         Opened::Redb(s) => Target::Redb(s),
     };
     let mut import = Importer::new(&target);
-    let read = if scratch.exists() {
+    let clean = found.mark().and_then(|m| m.clean);
+    let read = if store_dir.exists() {
         match engine {
-            StoreEngine::Sled => read_sled(&scratch, cache, &mut import)?,
-            StoreEngine::Redb => read_redb(&scratch, &mut import)?,
+            StoreEngine::Sled => read_sled(&store_dir, &scratch, cache, clean, &mut import)?,
+            StoreEngine::Redb => read_redb(&store_dir, &scratch, &mut import)?,
         }
     } else {
         Read {
@@ -504,7 +502,10 @@ fn salvage(
         Some(reserved) => reserved.max(highest_seen),
         None => highest_seen.saturating_add(floor::BLOCK),
     };
-    let numbering_blocked = if read.verified && read.errors == 0 {
+    // What was read is older than the store at its last clean stop (it lost
+    // its newest part and opened as an older state): its lot state is stale.
+    let stale = clean.is_some_and(|c| highest_seen < c);
+    let numbering_blocked = if read.verified && read.errors == 0 && !stale {
         Vec::new()
     } else {
         import.block_numbering()?
@@ -784,8 +785,78 @@ fn guarded<T>(step: impl FnOnce() -> Result<T, Stop>) -> Result<T, Stop> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or(Err(Stop::Read))
 }
 
-/// Read a damaged sled store (a scratch copy) into `import`.
-fn read_sled(dir: &Path, cache: u64, import: &mut Importer<'_>) -> Result<Read, StoreError> {
+/// Open sled in `dir`: `Ok(None)` (with the reason pushed to `why`) when it
+/// refuses the files as damaged or panics.
+fn open_sled(
+    dir: &Path,
+    cache: u64,
+    why: &mut Vec<String>,
+) -> Result<Option<::sled::Db>, StoreError> {
+    let opened = std::panic::catch_unwind(|| {
+        ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache)
+            .mode(::sled::Mode::LowSpace)
+            .flush_every_ms(None)
+            .open()
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(Some(db)),
+        Ok(Err(err)) if !sled_damage(&err) => Err(err.into()),
+        Ok(Err(err)) => {
+            why.push(err.to_string());
+            Ok(None)
+        }
+        Err(panic) => {
+            why.push(panic_text(&*panic));
+            Ok(None)
+        }
+    }
+}
+
+/// The highest seq an opened sled store knows (its `last_seq`, its newest
+/// record); 0 when unreadable.
+fn sled_last_seq(db: &::sled::Db) -> u64 {
+    let meta = guarded(|| db.get(sled::META_SEQ).map_err(|_| Stop::Read))
+        .ok()
+        .flatten()
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    let newest = guarded(|| {
+        db.scan_prefix([sled::RECORD])
+            .next_back()
+            .transpose()
+            .map_err(|_| Stop::Read)
+    })
+    .ok()
+    .flatten()
+    .and_then(|(k, _)| sled::seq_of(&k))
+    .unwrap_or(0);
+    meta.max(newest)
+}
+
+/// A fresh copy of the damaged store to read.
+fn fresh_scratch(store_dir: &Path, scratch: &Path) -> std::io::Result<()> {
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch)?;
+    }
+    copy_tree(store_dir, scratch)
+}
+
+/// Read a damaged sled store into `import`, through a scratch copy (sled
+/// writes while it recovers). Three ways to open it, each on a fresh copy:
+/// as it was; without its config file (sled writes a new one); without its
+/// snapshot files (sled replays its log, up to the first damaged entry).
+/// The first that opens is used, unless it ends before `clean` (the seq
+/// the store held at the last clean stop: it opened as an older state):
+/// then the one that reaches furthest is.
+fn read_sled(
+    store_dir: &Path,
+    scratch: &Path,
+    cache: u64,
+    clean: Option<u64>,
+    import: &mut Importer<'_>,
+) -> Result<Read, StoreError> {
     type Prepare = fn(&Path) -> std::io::Result<()>;
     let attempts: [(&str, Prepare, bool); 3] = [
         ("sled opened it as it was", |_| Ok(()), true),
@@ -808,91 +879,101 @@ fn read_sled(dir: &Path, cache: u64, import: &mut Importer<'_>) -> Result<Read, 
             false,
         ),
     ];
+    let prepare = |upto: usize| -> Result<(), StoreError> {
+        fresh_scratch(store_dir, scratch)?;
+        for (_, prepare, _) in &attempts[..=upto] {
+            prepare(scratch)?;
+        }
+        Ok(())
+    };
     let mut why = Vec::new();
-    for (how, prepare, verified) in attempts {
-        prepare(dir)?;
-        let opened = std::panic::catch_unwind(|| {
-            ::sled::Config::new()
-                .path(dir)
-                .cache_capacity(cache)
-                .mode(::sled::Mode::LowSpace)
-                .flush_every_ms(None)
-                .open()
-        });
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(err)) if !sled_damage(&err) => return Err(err.into()),
-            Ok(Err(err)) => {
-                why.push(err.to_string());
-                continue;
-            }
-            Err(panic) => {
-                why.push(panic_text(&*panic));
-                continue;
-            }
+    let mut best: Option<(usize, u64)> = None;
+    for i in 0..attempts.len() {
+        prepare(i)?;
+        let Some(db) = open_sled(scratch, cache, &mut why)? else {
+            continue;
         };
-        let mut read = Read {
-            how: how.to_owned(),
-            verified,
-            ..Read::default()
-        };
-        if let Ok(Some(v)) = guarded(|| db.get(sled::META_SEQ).map_err(|_| Stop::Read)) {
-            read.last_seq = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        let last = sled_last_seq(&db);
+        drop(db);
+        if best.is_none_or(|(_, b)| last > b) {
+            best = Some((i, last));
         }
-        let mut emit = |key: &[u8], value: &[u8]| -> Result<(), Stop> {
-            let entry = match key.first() {
-                Some(&sled::RECORD) => sled::seq_of(key).map(|seq| Entry::Record(seq, value)),
-                Some(&sled::QUARANTINE) => sled::seq_of(key).map(|seq| Entry::Aside(seq, value)),
-                _ => key
-                    .strip_prefix(sled::STATE)
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .map(|k| Entry::State(k, value)),
-            };
-            match entry {
-                Some(entry) => import.add(entry).map_err(Stop::Write),
-                None => Ok(()),
-            }
-        };
-        // Forward until an error, then backward from the end down to the
-        // last key read.
-        let mut last: Option<::sled::IVec> = None;
-        let forward = guarded(|| {
-            for item in db.iter() {
-                let (k, v) = item.map_err(|_| Stop::Read)?;
-                emit(&k, &v)?;
-                last = Some(k);
-            }
-            Ok(())
-        });
-        match forward {
-            Ok(()) => {}
-            Err(Stop::Write(err)) => return Err(err),
-            Err(Stop::Read) => {
-                read.errors += 1;
-                let backward = guarded(|| {
-                    for item in db.iter().rev() {
-                        let (k, v) = item.map_err(|_| Stop::Read)?;
-                        if last.as_ref().is_some_and(|l| k <= *l) {
-                            break;
-                        }
-                        emit(&k, &v)?;
-                    }
-                    Ok(())
-                });
-                match backward {
-                    Ok(()) => {}
-                    Err(Stop::Write(err)) => return Err(err),
-                    Err(Stop::Read) => read.errors += 1,
-                }
-            }
+        if clean.is_none_or(|c| last >= c) {
+            break;
         }
-        return Ok(read);
     }
-    Ok(Read {
-        how: format!("sled could not open it: {}", why.join("; ")),
-        errors: 1,
+    let Some((chosen, _)) = best else {
+        return Ok(Read {
+            how: format!("sled could not open it: {}", why.join("; ")),
+            errors: 1,
+            ..Read::default()
+        });
+    };
+    prepare(chosen)?;
+    let (how, _, verified) = attempts[chosen];
+    let Some(db) = open_sled(scratch, cache, &mut why)? else {
+        return Ok(Read {
+            how: format!("sled could not open it again: {}", why.join("; ")),
+            errors: 1,
+            ..Read::default()
+        });
+    };
+    let mut read = Read {
+        how: how.to_owned(),
+        verified,
         ..Read::default()
-    })
+    };
+    if let Ok(Some(v)) = guarded(|| db.get(sled::META_SEQ).map_err(|_| Stop::Read)) {
+        read.last_seq = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+    }
+    let mut emit = |key: &[u8], value: &[u8]| -> Result<(), Stop> {
+        let entry = match key.first() {
+            Some(&sled::RECORD) => sled::seq_of(key).map(|seq| Entry::Record(seq, value)),
+            Some(&sled::QUARANTINE) => sled::seq_of(key).map(|seq| Entry::Aside(seq, value)),
+            _ => key
+                .strip_prefix(sled::STATE)
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(|k| Entry::State(k, value)),
+        };
+        match entry {
+            Some(entry) => import.add(entry).map_err(Stop::Write),
+            None => Ok(()),
+        }
+    };
+    // Forward until an error, then backward from the end down to the
+    // last key read.
+    let mut last: Option<::sled::IVec> = None;
+    let forward = guarded(|| {
+        for item in db.iter() {
+            let (k, v) = item.map_err(|_| Stop::Read)?;
+            emit(&k, &v)?;
+            last = Some(k);
+        }
+        Ok(())
+    });
+    match forward {
+        Ok(()) => {}
+        Err(Stop::Write(err)) => return Err(err),
+        Err(Stop::Read) => {
+            read.errors += 1;
+            let backward = guarded(|| {
+                for item in db.iter().rev() {
+                    let (k, v) = item.map_err(|_| Stop::Read)?;
+                    if last.as_ref().is_some_and(|l| k <= *l) {
+                        break;
+                    }
+                    emit(&k, &v)?;
+                }
+                Ok(())
+            });
+            match backward {
+                Ok(()) => {}
+                Err(Stop::Write(err)) => return Err(err),
+                Err(Stop::Read) => read.errors += 1,
+            }
+        }
+    }
+    Ok(read)
 }
 
 /// The length redb expects, from its "File truncated below stored layout:
@@ -913,44 +994,84 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Read a damaged redb store (a scratch copy) into `import`.
-fn read_redb(dir: &Path, import: &mut Importer<'_>) -> Result<Read, StoreError> {
+/// The offset of redb's "god byte" in its header (after the 9-byte magic
+/// number): bit 0 names the primary commit slot, bit 1 asks for recovery.
+const REDB_GOD_BYTE: u64 = 9;
+
+/// Make the other commit slot (the commit before the last) the primary one,
+/// and ask redb to verify it as after a crash. `false` when the file is too
+/// short to have a header.
+fn redb_use_previous_commit(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    if file.metadata()?.len() <= REDB_GOD_BYTE {
+        return Ok(false);
+    }
+    let mut god = [0u8; 1];
+    file.seek(SeekFrom::Start(REDB_GOD_BYTE))?;
+    file.read_exact(&mut god)?;
+    file.seek(SeekFrom::Start(REDB_GOD_BYTE))?;
+    file.write_all(&[(god[0] ^ 1) | 2])?;
+    Ok(true)
+}
+
+/// Read a damaged redb store into `import`, through a scratch copy (redb
+/// writes while it checks and repairs). Each way to open it gets a fresh
+/// copy; the first that opens is used: with the integrity check; its
+/// previous commit (the other commit slot) with the check; without the
+/// check; its previous commit without the check. A file shorter than the
+/// layout redb recorded (a cut tail) is zero-filled back to that length
+/// first: redb refuses it otherwise, even without the check.
+fn read_redb(
+    store_dir: &Path,
+    scratch: &Path,
+    import: &mut Importer<'_>,
+) -> Result<Read, StoreError> {
     use ::redb::{ReadableDatabase as _, ReadableTable as _};
 
-    let path = dir.join(redb::FILE_NAME);
-    if !path.exists() {
+    if !store_dir.join(redb::FILE_NAME).exists() {
         return Ok(Read {
             how: "no database file".into(),
             ..Read::default()
         });
     }
-    let mut why = Vec::new();
-    for (check, pad, how) in [
-        (true, false, "redb opened it with its integrity check"),
+    let path = scratch.join(redb::FILE_NAME);
+    let mut why: Vec<String> = Vec::new();
+    for (previous, check, how) in [
+        (false, true, "redb opened it with its integrity check"),
+        (
+            true,
+            true,
+            "redb opened its previous commit (the other commit slot) with its integrity check",
+        ),
         (
             false,
             false,
             "redb opened it without its integrity check (content unverified)",
         ),
         (
-            false,
             true,
-            "redb opened it without its integrity check after its truncated tail was \
-             zero-filled back to its length (content unverified)",
+            false,
+            "redb opened its previous commit without its integrity check (content unverified)",
         ),
     ] {
-        if pad {
-            // redb refuses a file shorter than its recorded layout, even
-            // without the check: give it its length back (the lost tail
-            // reads as zeros, i.e. as damaged pages).
-            let Some(len) = why.iter().find_map(|w: &String| layout_len(w)) else {
-                continue;
-            };
-            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
-            if file.metadata()?.len() >= len {
-                continue;
+        fresh_scratch(store_dir, scratch)?;
+        let padded = match why.iter().find_map(|w| layout_len(w)) {
+            Some(len) => {
+                let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                let short = file.metadata()?.len() < len;
+                if short {
+                    file.set_len(len)?;
+                }
+                short
             }
-            file.set_len(len)?;
+            None => false,
+        };
+        if previous && !redb_use_previous_commit(&path)? {
+            continue;
         }
         let opened = std::panic::catch_unwind(|| {
             ::redb::Builder::new()
@@ -972,8 +1093,13 @@ fn read_redb(dir: &Path, import: &mut Importer<'_>) -> Result<Read, StoreError> 
                 continue;
             }
         };
+        let how = if padded {
+            format!("{how}, its cut tail zero-filled")
+        } else {
+            how.to_owned()
+        };
         let mut read = Read {
-            how: how.to_owned(),
+            how,
             verified: check,
             ..Read::default()
         };

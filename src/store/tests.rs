@@ -1105,6 +1105,24 @@ mod salvage_suite {
         let report = report.expect("the lost tail is damage");
         assert!(report.reason.contains("held seq 550"), "{}", report.reason);
         assert_eq!(report.records, 350, "the older copy's unacked records");
+        assert_eq!(
+            report.numbering_blocked,
+            [
+                "s0", "s1", "s10", "s11", "s12", "s13", "s14", "s15", "s16", "s17", "s18", "s19",
+                "s2"
+            ]
+            .iter()
+            .chain(&["s3", "s4", "s5", "s6", "s7", "s8", "s9", "st"])
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>(),
+            "the older lot state could repeat numbers"
+        );
+        assert!(
+            store
+                .state("lot/st")
+                .unwrap()
+                .is_some_and(|v| v.starts_with(b"salvaged-unverified:{"))
+        );
         assert!(report.first_new > 550);
         assert_eq!(store.stats().last_seq, report.first_new);
     }
