@@ -137,6 +137,11 @@ fn config_on(dir: &Path, name: &str, engine: &str) -> PathBuf {
 
 /// `linegate run` on `cfg`, returned once its log says the store is open.
 fn run_until_store_opened(cfg: &Path, log: &Path) -> std::process::Child {
+    run_until_logged(cfg, log, "store opened")
+}
+
+/// `linegate run` on `cfg`, returned once its log contains `needle` (bounded).
+fn run_until_logged(cfg: &Path, log: &Path, needle: &str) -> std::process::Child {
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(cfg)
@@ -146,7 +151,7 @@ fn run_until_store_opened(cfg: &Path, log: &Path) -> std::process::Child {
     let opened = (0..500).any(|_| {
         let done = std::fs::read_to_string(log)
             .unwrap_or_default()
-            .contains("store opened");
+            .contains(needle);
         if !done {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -154,7 +159,7 @@ fn run_until_store_opened(cfg: &Path, log: &Path) -> std::process::Child {
     });
     if !opened {
         let _ = child.kill();
-        panic!("the gateway never opened its store");
+        panic!("the gateway never logged {needle:?}");
     }
     child
 }
@@ -209,8 +214,11 @@ fn switching_the_engine_of_an_existing_store_exits_74() {
     }
 }
 
+/// A damaged store is no reason to exit (under systemd that would be a
+/// crash loop): the gateway salvages it, says why once, and runs on
+/// (tests/corrupt_store.rs has the whole story, with a broker).
 #[test]
-fn a_damaged_redb_store_exits_74_and_says_so() {
+fn a_damaged_redb_store_is_salvaged_and_the_gateway_runs() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_on(dir.path(), "ok.toml", "redb");
     let mut first = run_until_store_opened(&cfg, &dir.path().join("first.log"));
@@ -223,12 +231,29 @@ fn a_damaged_redb_store_exits_74_and_says_so() {
         *b ^= 0xFF;
     }
     std::fs::write(&file, &bytes).unwrap();
-    let (code, stderr) = run_to_exit(&cfg);
-    assert_eq!(code, Some(74), "{stderr}");
-    assert!(stderr.contains("cannot open the store"), "{stderr}");
+    let log = dir.path().join("second.log");
+    let mut second = run_until_logged(&cfg, &log, "linegate running");
+    let running = second.try_wait().unwrap().is_none();
+    let _ = second.kill();
+    let _ = second.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(running, "the gateway exited: {text}");
+    assert!(text.contains("store salvaged"), "{text}");
+    let salvaged = text.lines().find(|l| l.contains("store salvaged")).unwrap();
     assert_eq!(
-        stderr.matches("Not a redb database").count(),
+        salvaged.matches("Not a redb database").count(),
         1,
-        "the cause once, not repeated: {stderr}"
+        "the cause once, not repeated: {salvaged}"
+    );
+    assert!(dir.path().join("data/seq.floor").exists());
+    assert!(
+        std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("store.damaged-")),
+        "the damaged copy is kept"
     );
 }

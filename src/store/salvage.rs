@@ -181,17 +181,35 @@ impl Opened {
 }
 
 /// Open an engine, a panic inside it reported as damage.
+///
+/// sled's lock on its log is held by its background writer threads until
+/// they finish, a moment after its last handle is dropped: reopening a
+/// store this process has just closed (after a salvage built it) can find
+/// it still locked. With the data directory locked by this process no
+/// other linegate can hold it, so that error is retried, for at most 2 s.
 fn open_engine(engine: StoreEngine, dir: &Path, cache: u64) -> Result<Opened, StoreError> {
-    let opened = std::panic::catch_unwind(|| match engine {
-        StoreEngine::Sled => SledStore::open(dir, cache).map(Opened::Sled),
-        StoreEngine::Redb => RedbStore::open(dir, cache).map(Opened::Redb),
-    });
-    opened.unwrap_or_else(|panic| {
-        Err(StoreError::Damaged {
-            path: dir.to_owned(),
-            reason: panic_text(&*panic),
-        })
-    })
+    let mut tries = 0;
+    loop {
+        let opened = std::panic::catch_unwind(|| match engine {
+            StoreEngine::Sled => SledStore::open(dir, cache).map(Opened::Sled),
+            StoreEngine::Redb => RedbStore::open(dir, cache).map(Opened::Redb),
+        });
+        match opened {
+            Err(panic) => {
+                return Err(StoreError::Damaged {
+                    path: dir.to_owned(),
+                    reason: panic_text(&*panic),
+                });
+            }
+            Ok(Err(StoreError::Engine(::sled::Error::Io(e))))
+                if tries < 100 && e.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(result) => return result,
+        }
+    }
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -280,6 +298,9 @@ pub(super) fn open_reporting(
     }
     finish_interrupted(data_dir)?;
     let store_dir = data_dir.join(STORE_DIR);
+    // The other engine's store is no missing store: refuse it as the
+    // engine would, before looking for this engine's files.
+    super::refuse_other_engine(&store_dir, engine)?;
 
     let reason = if is_fresh(engine, &store_dir) && found != Found::Missing {
         format!(
@@ -510,9 +531,21 @@ fn salvage(
     } else {
         import.block_numbering()?
     };
+    // Each cause once, and not again when the reason says it already.
+    let mut why: Vec<String> = Vec::new();
+    for w in read.why {
+        if !reason.contains(w.as_str()) && !why.contains(&w) {
+            why.push(w);
+        }
+    }
+    let how = if why.is_empty() {
+        read.how
+    } else {
+        format!("{}: {}", read.how, why.join("; "))
+    };
     let mut report = Report {
         reason,
-        how: read.how,
+        how,
         records: import.records,
         undecodable: import.undecodable,
         aside: import.aside,
@@ -764,6 +797,8 @@ impl<'a> Importer<'a> {
 #[derive(Debug, Default)]
 struct Read {
     how: String,
+    /// Why the ways that failed did (each engine error or panic once).
+    why: Vec<String>,
     /// Everything read was verified by the engine (checksums), and is its
     /// latest state.
     verified: bool,
@@ -904,7 +939,8 @@ fn read_sled(
     }
     let Some((chosen, _)) = best else {
         return Ok(Read {
-            how: format!("sled could not open it: {}", why.join("; ")),
+            how: "sled could not open it".into(),
+            why,
             errors: 1,
             ..Read::default()
         });
@@ -913,7 +949,8 @@ fn read_sled(
     let (how, _, verified) = attempts[chosen];
     let Some(db) = open_sled(scratch, cache, &mut why)? else {
         return Ok(Read {
-            how: format!("sled could not open it again: {}", why.join("; ")),
+            how: "sled could not open it again".into(),
+            why,
             errors: 1,
             ..Read::default()
         });
@@ -1198,10 +1235,8 @@ fn read_redb(
         return Ok(read);
     }
     Ok(Read {
-        how: format!("redb could not open it: {}", {
-            why.dedup();
-            why.join("; ")
-        }),
+        how: "redb could not open it".into(),
+        why,
         errors: 1,
         ..Read::default()
     })

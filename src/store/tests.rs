@@ -1145,6 +1145,23 @@ mod salvage_suite {
         assert_eq!(seqs(&all_of(&*first)), [1, 2], "the first is unharmed");
         drop(first);
 
+        // The other engine's store, after this engine's floor was written.
+        let switched = tempfile::tempdir().unwrap();
+        let (store, _) = open_data(engine, switched.path());
+        store.commit(records_batch(2)).unwrap();
+        store.close().unwrap();
+        drop(store);
+        std::fs::remove_dir_all(store_dir(switched.path())).unwrap();
+        let other_engine = match engine {
+            StoreEngine::Sled => StoreEngine::Redb,
+            StoreEngine::Redb => StoreEngine::Sled,
+        };
+        drop(salvage::open_reporting(other_engine, 1 << 20, switched.path(), None).unwrap());
+        let err = salvage::open_reporting(engine, 1 << 20, switched.path(), Some(BLOCK))
+            .err()
+            .expect("the other engine's store is refused");
+        assert!(matches!(err, StoreError::OtherEngine { .. }), "{err}");
+
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join(STORE_DIR), b"not a directory").unwrap();
         let err = salvage::open_reporting(engine, 1 << 20, other.path(), Some(BLOCK))
