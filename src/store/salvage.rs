@@ -60,6 +60,11 @@ pub const DAMAGED_PREFIX: &str = "store.damaged-";
 pub const KEEP_DAMAGED: usize = 3;
 /// Entries written to the new store per write.
 const IMPORT_BATCH: usize = 2000;
+/// No seq handed out can be above this (2^53: 285 years at a million
+/// records a second, and the largest integer a JSON number keeps exactly).
+/// A larger one read from a damaged store is garbage: its entry is kept
+/// aside and it does not move seq.
+const MAX_SANE_SEQ: u64 = 1 << 53;
 /// The value written for a station's lot state that the salvage could not
 /// verify (`lot/<station>`): it does not decode, so the station refuses
 /// generated lot numbers until its template changes (docs/mqtt.md,
@@ -102,7 +107,8 @@ pub struct Report {
 impl Report {
     /// Seqs skipped: never handed out, or lost with the damaged part.
     pub fn skipped(&self) -> u64 {
-        self.first_new.saturating_sub(self.highest_seen + 1)
+        self.first_new
+            .saturating_sub(self.highest_seen.saturating_add(1))
     }
 
     /// The alarm's message (its wording is documented in docs/mqtt.md).
@@ -273,7 +279,12 @@ fn is_fresh(engine: StoreEngine, dir: &Path) -> bool {
         StoreEngine::Sled => dir.join("db"),
         StoreEngine::Redb => dir.join(redb::FILE_NAME),
     };
-    std::fs::metadata(main).map_or(true, |m| m.len() == 0)
+    match std::fs::metadata(main) {
+        Ok(m) => m.len() == 0,
+        // Only a file that is not there is missing; a file that cannot be
+        // looked at is the engine's open to fail on (an environmental error).
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 /// [`open`], also returning the salvage's report when there was one. `block`
@@ -355,7 +366,7 @@ pub(super) fn open_reporting(
 fn finish_interrupted(data_dir: &Path) -> Result<(), StoreError> {
     for leftover in [BUILDING, SCRATCH] {
         let dir = data_dir.join(leftover);
-        if dir.exists() {
+        if dir.try_exists()? {
             tracing::warn!(dir = %dir.display(), "removing what an interrupted salvage left");
             std::fs::remove_dir_all(&dir)?;
             sync_dir(data_dir)?;
@@ -386,7 +397,7 @@ fn finish_interrupted(data_dir: &Path) -> Result<(), StoreError> {
 fn put_in_place(data_dir: &Path, time: &str) -> Result<Option<PathBuf>, StoreError> {
     let store_dir = data_dir.join(STORE_DIR);
     let moved_to = data_dir.join(format!("{DAMAGED_PREFIX}{time}"));
-    let moved = if store_dir.exists() {
+    let moved = if store_dir.try_exists()? {
         std::fs::rename(&store_dir, &moved_to)?;
         sync_dir(data_dir)?;
         crash_point("moved");
@@ -501,7 +512,8 @@ fn salvage(
     };
     let mut import = Importer::new(&target);
     let clean = found.mark().and_then(|m| m.clean);
-    let read = if store_dir.exists() {
+    let had_store = store_dir.try_exists()?;
+    let read = if had_store {
         match engine {
             StoreEngine::Sled => read_sled(&store_dir, &scratch, cache, clean, &mut import)?,
             StoreEngine::Redb => read_redb(&store_dir, &scratch, &mut import)?,
@@ -513,11 +525,15 @@ fn salvage(
         }
     };
     crash_point("read");
-    if scratch.exists() {
+    if scratch.try_exists()? {
         std::fs::remove_dir_all(&scratch)?;
     }
 
-    let highest_seen = import.highest.max(read.last_seq);
+    let highest_seen = import.highest.max(
+        Some(read.last_seq)
+            .filter(|s| *s <= MAX_SANE_SEQ)
+            .unwrap_or(0),
+    );
     let floor_mark = found.mark().map(|m| m.reserved);
     let continue_after = match floor_mark {
         Some(reserved) => reserved.max(highest_seen),
@@ -553,10 +569,8 @@ fn salvage(
         read_errors: read.errors,
         highest_seen,
         floor: floor_mark,
-        first_new: continue_after + 1,
-        moved_to: store_dir
-            .exists()
-            .then(|| data_dir.join(format!("{DAMAGED_PREFIX}{time}"))),
+        first_new: continue_after.saturating_add(1),
+        moved_to: had_store.then(|| data_dir.join(format!("{DAMAGED_PREFIX}{time}"))),
         numbering_blocked,
     };
     let alarm = Record {
@@ -712,11 +726,13 @@ impl<'a> Importer<'a> {
     fn add(&mut self, entry: Entry<'_>) -> Result<(), StoreError> {
         match entry {
             Entry::Record(seq, bytes) => {
-                self.highest = self.highest.max(seq);
+                if seq <= MAX_SANE_SEQ {
+                    self.highest = self.highest.max(seq);
+                }
                 // A record is salvaged only if it decodes and carries the
                 // seq it is stored under; anything else is kept aside.
                 match codec::decode(bytes) {
-                    Ok(record) if record.seq == seq => {
+                    Ok(record) if record.seq == seq && seq <= MAX_SANE_SEQ => {
                         self.records += 1;
                         if let Some(station) = record.station {
                             self.stations.insert(station);
@@ -730,7 +746,9 @@ impl<'a> Importer<'a> {
                 }
             }
             Entry::Aside(seq, bytes) => {
-                self.highest = self.highest.max(seq);
+                if seq <= MAX_SANE_SEQ {
+                    self.highest = self.highest.max(seq);
+                }
                 self.aside += 1;
                 self.pending.aside.push((seq, bytes.to_vec()));
             }
@@ -872,7 +890,7 @@ fn sled_last_seq(db: &::sled::Db) -> u64 {
 
 /// A fresh copy of the damaged store to read.
 fn fresh_scratch(store_dir: &Path, scratch: &Path) -> std::io::Result<()> {
-    if scratch.exists() {
+    if scratch.try_exists()? {
         std::fs::remove_dir_all(scratch)?;
     }
     copy_tree(store_dir, scratch)
@@ -1069,7 +1087,7 @@ fn read_redb(
 ) -> Result<Read, StoreError> {
     use ::redb::{ReadableDatabase as _, ReadableTable as _};
 
-    if !store_dir.join(redb::FILE_NAME).exists() {
+    if !store_dir.join(redb::FILE_NAME).try_exists()? {
         return Ok(Read {
             how: "no database file".into(),
             ..Read::default()
