@@ -227,7 +227,8 @@ impl Report {
             self.accepted,
             self.lost_count,
             self.duplicates,
-            self.max_window_ms.map_or("n/a".to_owned(), |w| format!("{w:.1}")),
+            self.max_window_ms
+                .map_or("n/a".to_owned(), |w| format!("{w:.1}")),
         );
     }
 }
