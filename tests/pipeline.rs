@@ -233,8 +233,8 @@ async fn broker_killed_mid_burst_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_killed_mid_burst_loses_nothing_on_redb() {
-    broker_killed_mid_burst(Some("redb")).await;
+async fn broker_killed_mid_burst_loses_nothing_on_sled() {
+    broker_killed_mid_burst(Some("sled")).await;
 }
 
 /// Broker killed during a burst, a second burst during the outage: every
@@ -310,8 +310,8 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_sigkill_mid_burst_loses_nothing_accepted_on_redb() {
-    gateway_sigkill_mid_burst(Some("redb")).await;
+async fn gateway_sigkill_mid_burst_loses_nothing_accepted_on_sled() {
+    gateway_sigkill_mid_burst(Some("sled")).await;
 }
 
 /// The gateway SIGKILLed during a 3000-scan burst and restarted: every seq
@@ -469,8 +469,8 @@ async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_records_are_not_resent_after_sigkill_once_idle_on_redb() {
-    acks_not_resent_after_sigkill_once_idle(Some("redb")).await;
+async fn acknowledged_records_are_not_resent_after_sigkill_once_idle_on_sled() {
+    acks_not_resent_after_sigkill_once_idle(Some("sled")).await;
 }
 
 /// 200 scans delivered and acknowledged, the idle ack sync logged, then

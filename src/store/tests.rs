@@ -51,7 +51,7 @@ fn rec(i: u8) -> Record {
     }
 }
 
-fn records(range: std::ops::RangeInclusive<u8>) -> Batch {
+pub(super) fn records(range: std::ops::RangeInclusive<u8>) -> Batch {
     Batch {
         records: range.map(rec).collect(),
         state: vec![],
