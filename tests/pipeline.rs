@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use base64::Engine as _;
-use common::ledger::{Input, scan_all, settle_and_check};
+use common::ledger::{Faults, Input, scan_all, settle_and_check};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 use serde_json::Value;
@@ -301,6 +301,13 @@ async fn broker_killed_mid_burst(engine: Option<&'static str>) {
     }
     let report = settle_and_check(&gw, &rec, &[]).await;
     eprintln!("ledger after a broker SIGKILL: {report}");
+    report.summary(
+        &format!("broker-killed-mid-burst-{}", engine.unwrap_or("default")),
+        Faults {
+            connection_faults: 1,
+            ..Default::default()
+        },
+    );
     report.assert_nothing_lost();
 }
 
@@ -380,6 +387,13 @@ async fn gateway_sigkill_mid_burst(engine: Option<&'static str>) {
     // Everything logged as committed by now must arrive.
     let report = settle_and_check(&gw, &rec, &inputs).await;
     eprintln!("ledger after SIGKILL mid-burst: {report}");
+    report.summary(
+        &format!("gateway-sigkill-mid-burst-{}", engine.unwrap_or("default")),
+        Faults {
+            sigkills: 1,
+            ..Default::default()
+        },
+    );
     report.assert_nothing_lost();
     assert!(report.accepted > accepted, "{report}");
     assert!(report.max_window_ms.is_some(), "{report}");
