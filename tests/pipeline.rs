@@ -407,9 +407,10 @@ async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
     let link = dir.path().join("usb-Honeywell_1900-if00");
     let pty = VirtualSerial::open().unwrap();
     std::os::unix::fs::symlink(pty.slave_path(), &link).unwrap();
-    let _gw = start(dir.path(), broker.port, &link);
+    let gw = start(dir.path(), broker.port, &link);
     wait_online(&rec).await;
-    pty.write(b"BEFORE\r\n").await.unwrap();
+    let mut inputs = Vec::new();
+    scan_all(&pty, &["BEFORE".to_owned()], &mut inputs).await;
     rec.wait_for("scan before unplug", |m| {
         m.iter().any(|m| m.json()["data"]["code"] == "BEFORE")
     })
@@ -431,11 +432,15 @@ async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
             == 2
     })
     .await;
-    pty.write(b"AFTER\r\n").await.unwrap();
+    scan_all(&pty, &["AFTER".to_owned()], &mut inputs).await;
     rec.wait_for("scan after replug", |m| {
         m.iter().any(|m| m.json()["data"]["code"] == "AFTER")
     })
     .await;
+    let report = settle_and_check(&gw, &rec, &inputs).await;
+    report.summary("scanner-unplugged-and-replugged", Faults::default());
+    report.assert_nothing_lost();
+    assert!(report.undelivered_inputs.is_empty(), "{report}");
     let offline = rec
         .records()
         .iter()
