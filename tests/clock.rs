@@ -108,4 +108,12 @@ async fn wall_clock_jumps_do_not_disturb_seq_order_or_timers() {
         "ts shows the clock two days back: {back:?}"
     );
     assert!(ts("AGAIN-000") > ts("NOW-099"), "and forward again");
+    // clock_synced is the kernel's own verdict (adjtimex), which a shifted
+    // libc clock does not change: the same as this process reads, on every
+    // record, before, during and after the jumps.
+    let synced = linegate::clock::clock_synced();
+    assert!(
+        scans.iter().all(|r| r["clock_synced"] == synced),
+        "clock_synced is {synced} here; the records say otherwise"
+    );
 }
