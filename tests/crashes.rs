@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::ledger::{Faults, Input, Ledger, cycles, scan_all};
+use common::ledger::{Faults, Ledger, cycles, stream_scans};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 
@@ -99,23 +99,6 @@ fn seed() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..))
-}
-
-/// Scans streaming in at about 200 a second (10 every 50 ms) until `stop`:
-/// the load every cycle is killed under. Returns every input with its send
-/// time, for the ledger.
-async fn stream_scans(pty: Arc<VirtualSerial>, stop: Arc<AtomicBool>) -> Vec<Input> {
-    let mut inputs = Vec::new();
-    let mut n = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    // A bound in count as well as by the stop flag: 200/s for 30 min.
-    while !stop.load(Ordering::SeqCst) && n < 360_000 {
-        tick.tick().await;
-        let codes: Vec<String> = (n..n + 10).map(|i| format!("C-{i:07}")).collect();
-        n += 10;
-        scan_all(&pty, &codes, &mut inputs).await;
-    }
-    inputs
 }
 
 /// The data directory's filesystem: a plain temp dir, or powercut-fs.
@@ -206,7 +189,7 @@ async fn crash_loop(engine: Option<&'static str>, crash: Crash, n: u64) {
     pty.write(b"LOT:PC-1\r\n").await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(stream_scans(pty.clone(), stop.clone()));
+    let writer = tokio::spawn(stream_scans(pty.clone(), stop.clone(), 10));
     let mut spawned = vec![SystemTime::now()];
     let mut cuts = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60 + n * 5);
