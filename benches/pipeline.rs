@@ -809,7 +809,7 @@ fn main() -> ExitCode {
     println!("binary: {BIN}");
     println!(
         "store engine: {}",
-        bench_engine().unwrap_or("the default (sled)")
+        bench_engine().unwrap_or("the default (redb)")
     );
     println!("temp dir: {}", describe_fs(&std::env::temp_dir()));
     let rt = tokio::runtime::Builder::new_multi_thread()

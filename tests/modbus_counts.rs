@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 
+use common::ledger::{Faults, settle_and_check};
 use common::*;
 use linegate::config::WordOrder;
 use linegate::devices::modbus::sim::SimPlc;
@@ -154,6 +155,16 @@ async fn counts_are_exact_across_broker_outage_and_gateway_sigkill() {
             .all(|r| r["lot"] == "L-77"),
         "counts carry the lot"
     );
+    let report = settle_and_check(&gw, &rec, &[]).await;
+    report.summary(
+        "modbus-counts-broker-outage-and-sigkill",
+        Faults {
+            sigkills: 1,
+            connection_faults: 1,
+            ..Default::default()
+        },
+    );
+    report.assert_nothing_lost();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use base64::Engine as _;
-use common::ledger::{Input, scan_all, settle_and_check};
+use common::ledger::{Faults, Input, scan_all, settle_and_check};
 use common::*;
 use linegate::devices::pty::VirtualSerial;
 use serde_json::Value;
@@ -233,8 +233,8 @@ async fn broker_killed_mid_burst_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_killed_mid_burst_loses_nothing_on_redb() {
-    broker_killed_mid_burst(Some("redb")).await;
+async fn broker_killed_mid_burst_loses_nothing_on_sled() {
+    broker_killed_mid_burst(Some("sled")).await;
 }
 
 /// Broker killed during a burst, a second burst during the outage: every
@@ -301,6 +301,13 @@ async fn broker_killed_mid_burst(engine: Option<&'static str>) {
     }
     let report = settle_and_check(&gw, &rec, &[]).await;
     eprintln!("ledger after a broker SIGKILL: {report}");
+    report.summary(
+        &format!("broker-killed-mid-burst-{}", engine.unwrap_or("default")),
+        Faults {
+            connection_faults: 1,
+            ..Default::default()
+        },
+    );
     report.assert_nothing_lost();
 }
 
@@ -310,8 +317,8 @@ async fn gateway_sigkill_mid_burst_loses_nothing_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_sigkill_mid_burst_loses_nothing_accepted_on_redb() {
-    gateway_sigkill_mid_burst(Some("redb")).await;
+async fn gateway_sigkill_mid_burst_loses_nothing_accepted_on_sled() {
+    gateway_sigkill_mid_burst(Some("sled")).await;
 }
 
 /// The gateway SIGKILLed during a 3000-scan burst and restarted: every seq
@@ -380,6 +387,13 @@ async fn gateway_sigkill_mid_burst(engine: Option<&'static str>) {
     // Everything logged as committed by now must arrive.
     let report = settle_and_check(&gw, &rec, &inputs).await;
     eprintln!("ledger after SIGKILL mid-burst: {report}");
+    report.summary(
+        &format!("gateway-sigkill-mid-burst-{}", engine.unwrap_or("default")),
+        Faults {
+            sigkills: 1,
+            ..Default::default()
+        },
+    );
     report.assert_nothing_lost();
     assert!(report.accepted > accepted, "{report}");
     assert!(report.max_window_ms.is_some(), "{report}");
@@ -393,9 +407,10 @@ async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
     let link = dir.path().join("usb-Honeywell_1900-if00");
     let pty = VirtualSerial::open().unwrap();
     std::os::unix::fs::symlink(pty.slave_path(), &link).unwrap();
-    let _gw = start(dir.path(), broker.port, &link);
+    let gw = start(dir.path(), broker.port, &link);
     wait_online(&rec).await;
-    pty.write(b"BEFORE\r\n").await.unwrap();
+    let mut inputs = Vec::new();
+    scan_all(&pty, &["BEFORE".to_owned()], &mut inputs).await;
     rec.wait_for("scan before unplug", |m| {
         m.iter().any(|m| m.json()["data"]["code"] == "BEFORE")
     })
@@ -417,11 +432,15 @@ async fn unplugged_scanner_recovers_on_its_own_and_alarms() {
             == 2
     })
     .await;
-    pty.write(b"AFTER\r\n").await.unwrap();
+    scan_all(&pty, &["AFTER".to_owned()], &mut inputs).await;
     rec.wait_for("scan after replug", |m| {
         m.iter().any(|m| m.json()["data"]["code"] == "AFTER")
     })
     .await;
+    let report = settle_and_check(&gw, &rec, &inputs).await;
+    report.summary("scanner-unplugged-and-replugged", Faults::default());
+    report.assert_nothing_lost();
+    assert!(report.undelivered_inputs.is_empty(), "{report}");
     let offline = rec
         .records()
         .iter()
@@ -469,8 +488,8 @@ async fn acknowledged_records_are_not_resent_after_sigkill_once_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_records_are_not_resent_after_sigkill_once_idle_on_redb() {
-    acks_not_resent_after_sigkill_once_idle(Some("redb")).await;
+async fn acknowledged_records_are_not_resent_after_sigkill_once_idle_on_sled() {
+    acks_not_resent_after_sigkill_once_idle(Some("sled")).await;
 }
 
 /// 200 scans delivered and acknowledged, the idle ack sync logged, then

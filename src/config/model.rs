@@ -36,9 +36,11 @@ pub struct GatewayConfig {
 /// The engine behind the durable store (`[store] engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreEngine {
-    /// sled 0.34, with linegate's own fdatasync after each flush (the default).
+    /// sled 0.34, with linegate's own fdatasync after each flush (kept for
+    /// stores that already use it).
     Sled,
-    /// redb: each commit is one write transaction, fsynced by redb.
+    /// redb: each commit is one write transaction, fsynced by redb (the
+    /// default for a new store).
     Redb,
 }
 
@@ -54,7 +56,9 @@ impl StoreEngine {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub engine: StoreEngine,
+    /// `None` when the key is absent: the engine of the store already in the
+    /// data dir, else redb (`store::open` decides).
+    pub engine: Option<StoreEngine>,
     /// Longest time a record waits for its group commit (default 10 ms).
     pub commit_interval: Duration,
     /// A group commit happens as soon as this many records are pending (default 256).

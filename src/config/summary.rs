@@ -26,7 +26,8 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(
         out,
         "store:    {} (group commit every {} or {} records, cache {})",
-        s.engine.name(),
+        s.engine
+            .map_or("the existing store's engine, else redb", StoreEngine::name),
         fmt_duration(s.commit_interval),
         s.commit_max_records,
         fmt_size(s.cache_bytes)

@@ -1760,7 +1760,7 @@ fn full_config_round_trip() {
     assert_eq!(cfg.gateway.line, "line3");
     assert_eq!(cfg.gateway.data_dir, dir.path().join("data"));
 
-    assert_eq!(cfg.store.engine, StoreEngine::Sled);
+    assert_eq!(cfg.store.engine, Some(StoreEngine::Sled));
     assert_eq!(cfg.store.commit_interval, Duration::ZERO);
     assert_eq!(cfg.store.commit_max_records, 10_000);
     assert_eq!(cfg.store.cache_bytes, 16 * 1024 * 1024);
@@ -1893,7 +1893,7 @@ fn both_store_engines_are_accepted() {
     for (name, engine) in [("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)] {
         let text = format!("{BASE}\n[store]\nengine = \"{name}\"\n");
         let cfg = parse(Path::new("linegate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.store.engine, engine);
+        assert_eq!(cfg.store.engine, Some(engine));
         assert_eq!(engine.name(), name);
         assert!(
             summary(&cfg).contains(&format!("store:    {name} (")),
@@ -1907,7 +1907,10 @@ fn both_store_engines_are_accepted() {
 fn defaults_when_optional_tables_are_absent() {
     let cfg =
         parse(Path::new("/etc/linegate/linegate.toml"), BASE).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.store.engine, StoreEngine::Sled);
+    assert_eq!(
+        cfg.store.engine, None,
+        "absent: the existing store's engine, else redb"
+    );
     assert_eq!(cfg.store.commit_interval, Duration::from_millis(10));
     assert_eq!(cfg.store.commit_max_records, 256);
     assert_eq!(cfg.store.cache_bytes, 8 * 1024 * 1024);

@@ -387,12 +387,18 @@ impl Validator<'_> {
     }
 
     fn store(&self, s: &StoreRaw) -> Result<StoreConfig> {
-        let engine = self.choice(
-            s.engine.as_ref(),
-            "store.engine",
-            StoreEngine::Sled,
-            &[("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)],
-        )?;
+        let engine = s
+            .engine
+            .as_ref()
+            .map(|engine| {
+                self.choice(
+                    Some(engine),
+                    "store.engine",
+                    StoreEngine::Redb,
+                    &[("sled", StoreEngine::Sled), ("redb", StoreEngine::Redb)],
+                )
+            })
+            .transpose()?;
         let commit_interval = self.duration(
             s.commit_interval.as_ref(),
             "store.commit_interval",

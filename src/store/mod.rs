@@ -2,8 +2,10 @@
 //! acknowledged it, together with the small durable state (sequence counter,
 //! station context) that must change atomically with the records.
 //!
-//! [`Store`] is the engine-neutral contract, with two engines: `sled` (the
-//! default) and `redb`, chosen by `[store] engine`. The group-commit loop that batches station output lives in `app::pipeline`; this
+//! [`Store`] is the engine-neutral contract, with two engines chosen by
+//! `[store] engine`: `redb` (the default for a new store) and `sled` (kept for
+//! stores that already use it; without the key the existing store's engine
+//! is used). The group-commit loop that batches station output lives in `app::pipeline`; this
 //! module only promises that [`Store::commit`] is a real durability point: when
 //! it returns `Ok`, the batch survives `kill -9` and power loss.
 
@@ -134,6 +136,67 @@ mod batch_tests {
     }
 }
 
+#[cfg(test)]
+mod open_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config(engine: Option<StoreEngine>) -> StoreConfig {
+        StoreConfig {
+            engine,
+            commit_interval: Duration::from_millis(10),
+            commit_max_records: 256,
+            cache_bytes: 1 << 20,
+        }
+    }
+
+    fn one_record() -> Batch {
+        super::tests::records(1..=1)
+    }
+
+    #[test]
+    fn a_new_store_without_a_configured_engine_is_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&config(None), dir.path()).unwrap();
+        store.commit(one_record()).unwrap();
+        let store_dir = dir.path().join(STORE_DIR);
+        assert!(store_dir.join(redb::FILE_NAME).exists());
+        assert!(!store_dir.join("db").exists());
+    }
+
+    #[test]
+    fn an_existing_sled_store_is_kept_when_no_engine_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sled = open(&config(Some(StoreEngine::Sled)), dir.path()).unwrap();
+            sled.commit(one_record()).unwrap();
+            sled.close().unwrap();
+        }
+        let store = open(&config(None), dir.path()).unwrap();
+        assert_eq!(
+            store.stats().depth,
+            1,
+            "the sled store was opened, not replaced"
+        );
+        assert_eq!(store.commit(one_record()).unwrap()[0].seq, 2);
+        assert!(!dir.path().join(STORE_DIR).join(redb::FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_configured_engine_refuses_the_other_engines_store() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(&config(None), dir.path()).unwrap());
+        let err = open(&config(Some(StoreEngine::Sled)), dir.path())
+            .err()
+            .expect("sled must refuse a redb store");
+        assert!(
+            matches!(err, StoreError::OtherEngine { found: "redb", .. }),
+            "{err}"
+        );
+    }
+}
+
 /// Queue figures for the status message and for alarms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -196,11 +259,48 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Open the configured engine in `data_dir/store`, with the seq floor of
-/// `data_dir` (`seq.floor`). A damaged store is salvaged first (see
+/// Open the store in `data_dir/store` with the configured engine; without
+/// one, with the engine of the store already there, else redb (the default
+/// since the power-cut suite: docs/storage.md "Choosing the engine"). The
+/// seq floor is `data_dir/seq.floor`. A damaged store is salvaged first (see
 /// `salvage`): it does not stop the start. Environmental errors do.
 pub fn open(cfg: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     salvage::open(cfg, data_dir)
+}
+
+/// The engine to open `dir` with: the configured one; without one, the
+/// engine of the store already there, else redb.
+fn engine_for(configured: Option<StoreEngine>, dir: &Path) -> StoreEngine {
+    match configured {
+        Some(engine) => engine,
+        None => match existing_engine(dir) {
+            Some(found) => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    engine = found.name(),
+                    "no [store] engine configured: keeping the engine of the existing store"
+                );
+                found
+            }
+            None => StoreEngine::Redb,
+        },
+    }
+}
+
+/// The files that show which engine wrote a store directory.
+fn markers(engine: StoreEngine) -> &'static [&'static str] {
+    match engine {
+        // sled's files in its directory: `conf` and the log `db`.
+        StoreEngine::Sled => &["conf", "db"],
+        StoreEngine::Redb => &[redb::FILE_NAME],
+    }
+}
+
+/// The engine whose store is in `dir`, if any.
+fn existing_engine(dir: &Path) -> Option<StoreEngine> {
+    [StoreEngine::Redb, StoreEngine::Sled]
+        .into_iter()
+        .find(|&engine| markers(engine).iter().any(|name| dir.join(name).exists()))
 }
 
 /// Create `dir` and any missing ancestors so that their entries survive a
@@ -230,12 +330,11 @@ pub(crate) fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
 
 /// Fail if `dir` holds a store written by the other engine than `engine`.
 fn refuse_other_engine(dir: &Path, engine: StoreEngine) -> Result<(), StoreError> {
-    let (found, marker) = match engine {
-        // sled's files in its directory: `conf` and the log `db`.
-        StoreEngine::Redb => (StoreEngine::Sled, ["conf", "db"].as_slice()),
-        StoreEngine::Sled => (StoreEngine::Redb, [redb::FILE_NAME].as_slice()),
+    let found = match engine {
+        StoreEngine::Redb => StoreEngine::Sled,
+        StoreEngine::Sled => StoreEngine::Redb,
     };
-    if marker.iter().any(|name| dir.join(name).exists()) {
+    if markers(found).iter().any(|name| dir.join(name).exists()) {
         return Err(StoreError::OtherEngine {
             dir: dir.to_owned(),
             found: found.name(),

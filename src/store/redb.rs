@@ -38,7 +38,11 @@
 //! damaged file fails to open with a typed error instead of being trusted
 //! (redb documents that a plain open of an altered file may panic). The open
 //! is also guarded against a panic inside redb, reported as
-//! [`StoreError::Damaged`].
+//! [`StoreError::Damaged`]. `store::salvage` then rebuilds the store from
+//! what can still be read.
+//!
+//! **Seqs** are reserved in the seq floor (`store::floor`) before a commit
+//! hands them out; a clean `close` records the last seq there.
 //!
 //! **One process.** redb locks the file: a second gateway on the same data
 //! directory fails to open the store.

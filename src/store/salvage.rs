@@ -287,10 +287,12 @@ fn is_fresh(engine: StoreEngine, dir: &Path) -> bool {
     }
 }
 
-/// [`open`], also returning the salvage's report when there was one. `block`
-/// overrides the floor's reservation block (tests).
+/// [`open`], also returning the salvage's report when there was one. Without
+/// a configured engine, the engine of the store found (after an interrupted
+/// salvage is finished), else redb. `block` overrides the floor's
+/// reservation block (tests).
 pub(super) fn open_reporting(
-    engine: StoreEngine,
+    configured: Option<StoreEngine>,
     cache: u64,
     data_dir: &Path,
     block: Option<u64>,
@@ -309,6 +311,8 @@ pub(super) fn open_reporting(
     }
     finish_interrupted(data_dir)?;
     let store_dir = data_dir.join(STORE_DIR);
+    // Only now: an interrupted salvage may just have put a store in place.
+    let engine = super::engine_for(configured, &store_dir);
     // The other engine's store is no missing store: refuse it as the
     // engine would, before looking for this engine's files.
     super::refuse_other_engine(&store_dir, engine)?;

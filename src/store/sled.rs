@@ -15,6 +15,11 @@
 //! durability point on its own. After `flush()` we `fdatasync` sled's log
 //! file ourselves; `conf` and the directory are fsynced once at open. A
 //! commit returns only after that.
+//!
+//! Seqs are reserved in the seq floor (`store::floor`) before a commit hands
+//! them out; a clean `close` records the last seq there. Damage found at
+//! open (every record and state entry is read once) is salvaged by
+//! `store::salvage`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -51,7 +51,7 @@ fn rec(i: u8) -> Record {
     }
 }
 
-fn records(range: std::ops::RangeInclusive<u8>) -> Batch {
+pub(super) fn records(range: std::ops::RangeInclusive<u8>) -> Batch {
     Batch {
         records: range.map(rec).collect(),
         state: vec![],
@@ -648,7 +648,7 @@ mod salvage_suite {
     const BLOCK: u64 = 1000;
 
     fn open_data(engine: StoreEngine, data: &Path) -> (Arc<dyn Store>, Option<Report>) {
-        salvage::open_reporting(engine, 1 << 20, data, Some(BLOCK))
+        salvage::open_reporting(Some(engine), 1 << 20, data, Some(BLOCK))
             .unwrap_or_else(|e| panic!("the open must succeed: {e}"))
     }
 
@@ -1134,7 +1134,7 @@ mod salvage_suite {
         let data = tempfile::tempdir().unwrap();
         let (first, _) = open_data(engine, data.path());
         first.commit(records_batch(2)).unwrap();
-        let err = salvage::open_reporting(engine, 1 << 20, data.path(), Some(BLOCK))
+        let err = salvage::open_reporting(Some(engine), 1 << 20, data.path(), Some(BLOCK))
             .err()
             .expect("a second open must fail");
         assert!(!salvage::is_damage(&err), "{err}");
@@ -1156,15 +1156,15 @@ mod salvage_suite {
             StoreEngine::Sled => StoreEngine::Redb,
             StoreEngine::Redb => StoreEngine::Sled,
         };
-        drop(salvage::open_reporting(other_engine, 1 << 20, switched.path(), None).unwrap());
-        let err = salvage::open_reporting(engine, 1 << 20, switched.path(), Some(BLOCK))
+        drop(salvage::open_reporting(Some(other_engine), 1 << 20, switched.path(), None).unwrap());
+        let err = salvage::open_reporting(Some(engine), 1 << 20, switched.path(), Some(BLOCK))
             .err()
             .expect("the other engine's store is refused");
         assert!(matches!(err, StoreError::OtherEngine { .. }), "{err}");
 
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join(STORE_DIR), b"not a directory").unwrap();
-        let err = salvage::open_reporting(engine, 1 << 20, other.path(), Some(BLOCK))
+        let err = salvage::open_reporting(Some(engine), 1 << 20, other.path(), Some(BLOCK))
             .err()
             .expect("must fail");
         assert!(!salvage::is_damage(&err), "{err}");

@@ -187,6 +187,31 @@ pub async fn scan_all(
     }
 }
 
+/// Scans streaming in, `per_tick` every 50 ms (10 → 200 a second), until
+/// `stop` (or 30 minutes at most): the load a fault test injects its faults
+/// under. Codes are `C-0000000`, `C-0000001`, … Returns every input with
+/// its send time, for [`Ledger::check`].
+pub async fn stream_scans(
+    pty: std::sync::Arc<linegate::devices::pty::VirtualSerial>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    per_tick: u64,
+) -> Vec<Input> {
+    let mut inputs = Vec::new();
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    let ticks = 20 * 60 * 30;
+    for _ in 0..ticks {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        tick.tick().await;
+        let codes: Vec<String> = (n..n + per_tick).map(|i| format!("C-{i:07}")).collect();
+        n += per_tick;
+        scan_all(&pty, &codes, &mut inputs).await;
+    }
+    inputs
+}
+
 /// Wait until the last record `gw` logged as committed has reached `rec`,
 /// then check the ledger (the end of every fault test).
 pub async fn settle_and_check(
