@@ -5,8 +5,8 @@
 //! running (no exit 74, so no crash loop under systemd), the MES gets the
 //! `store-damaged` alarm and every record that could be salvaged, no seq is
 //! reused (the ledger finds no conflict), and the restart after that is
-//! clean. Runs on the default engine; `LINEGATE_TEST_ENGINE=redb` runs it on
-//! redb.
+//! clean. Runs on the default engine (redb for a new store);
+//! `LINEGATE_TEST_ENGINE=sled` runs it on sled.
 
 mod common;
 
@@ -21,14 +21,15 @@ use serde_json::Value;
 const FILTER: &str = "plant1/line3/#";
 const ALARM_TOPIC: &str = "plant1/line3/gateway/gw-test/alarm";
 
-/// The engine these tests run on (the harness's config picks the same).
-fn redb() -> bool {
-    std::env::var("LINEGATE_TEST_ENGINE").is_ok_and(|e| e == "redb")
+/// Whether the store in `store` is redb's (the default engine, or
+/// `LINEGATE_TEST_ENGINE`): told by its files.
+fn redb(store: &Path) -> bool {
+    store.join("linegate.redb").exists()
 }
 
 /// The engine's main file in the store directory.
 fn main_file(store: &Path) -> PathBuf {
-    store.join(if redb() { "linegate.redb" } else { "db" })
+    store.join(if redb(store) { "linegate.redb" } else { "db" })
 }
 
 /// The log of the gateway's current run (since its last start).
@@ -70,8 +71,8 @@ enum Expect {
 }
 
 /// Run the scenario with `damage` applied to the stopped gateway's store
-/// directory.
-async fn damaged_store_restart(name: &str, expect: Expect, damage: impl FnOnce(&Path)) {
+/// directory; it says whether that damage must be found.
+async fn damaged_store_restart(name: &str, damage: impl FnOnce(&Path) -> Expect) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = Mosquitto::start();
@@ -110,7 +111,7 @@ async fn damaged_store_restart(name: &str, expect: Expect, damage: impl FnOnce(&
     let accepted_before = gw.last_committed();
     assert_eq!(gw.stop(), Some(0), "a clean stop");
 
-    damage(&data.join("store"));
+    let expect = damage(&data.join("store"));
 
     broker.restart();
     rec.wait_subscribed().await;
@@ -277,26 +278,23 @@ async fn damaged_store_restart(name: &str, expect: Expect, damage: impl FnOnce(&
     );
 }
 
-/// The tail cut: a quarter of sled's log (sled then opens an older state
-/// without an error; the seq floor's clean mark finds it), 1000 bytes of
-/// redb's file (inside its last page).
+/// The tail cut: 1000 bytes of redb's file (inside its last page), a
+/// quarter of sled's log (sled then opens an older state without an error;
+/// the seq floor's clean mark finds it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_file_with_its_tail_cut_off() {
-    damaged_store_restart(
-        "a_store_file_with_its_tail_cut_off",
-        Expect::Damage,
-        |store| {
-            let file = main_file(store);
-            let len = std::fs::metadata(&file).unwrap().len();
-            let cut = if redb() { 1000 } else { len / 4 };
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&file)
-                .unwrap()
-                .set_len(len - cut)
-                .unwrap();
-        },
-    )
+    damaged_store_restart("a_store_file_with_its_tail_cut_off", |store| {
+        let file = main_file(store);
+        let len = std::fs::metadata(&file).unwrap().len();
+        let cut = if redb(store) { 1000 } else { len / 4 };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - cut)
+            .unwrap();
+        Expect::Damage
+    })
     .await;
 }
 
@@ -305,7 +303,7 @@ async fn a_store_file_with_its_tail_cut_off() {
 /// checksums always see it; in a redb file they may all land in free pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_file_with_flipped_bytes() {
-    damaged_store_restart("a_store_file_with_flipped_bytes", Expect::Either, |store| {
+    damaged_store_restart("a_store_file_with_flipped_bytes", |store| {
         let file = main_file(store);
         let mut bytes = std::fs::read(&file).unwrap();
         let len = bytes.len();
@@ -313,26 +311,23 @@ async fn a_store_file_with_flipped_bytes() {
             bytes[8192 + (len - 8192) / 10 * i] ^= 0x08;
         }
         std::fs::write(&file, bytes).unwrap();
+        Expect::Either
     })
     .await;
 }
 
-/// sled: its config file deleted (it writes a new one; nothing is lost).
 /// redb: its one file deleted (the seq floor shows a store existed).
+/// sled: its config file deleted (it writes a new one; nothing is lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_store_file() {
-    let expect = if redb() {
-        Expect::Damage
-    } else {
-        Expect::NoDamage
-    };
-    damaged_store_restart("a_deleted_store_file", expect, |store| {
-        let file = if redb() {
-            main_file(store)
+    damaged_store_restart("a_deleted_store_file", |store| {
+        if redb(store) {
+            std::fs::remove_file(main_file(store)).unwrap();
+            Expect::Damage
         } else {
-            store.join("conf")
-        };
-        std::fs::remove_file(file).unwrap();
+            std::fs::remove_file(store.join("conf")).unwrap();
+            Expect::NoDamage
+        }
     })
     .await;
 }
