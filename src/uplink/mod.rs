@@ -26,7 +26,7 @@ use crate::config::{GatewayConfig, MqttConfig};
 use crate::devices::backoff::Backoff;
 use crate::devices::health::HealthRegistry;
 use crate::station::Command;
-use crate::store::Store;
+use crate::store::{CapacityStatus, Store};
 
 pub use self::command::Refused;
 
@@ -50,6 +50,8 @@ pub struct Uplink<T> {
     pub store: Arc<dyn Store>,
     /// Highest committed `seq`; a change means there is something new to send.
     pub committed: watch::Receiver<u64>,
+    /// The store's capacity figures (kept by the pipeline), for the status.
+    pub capacity: watch::Receiver<CapacityStatus>,
     pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
 }
