@@ -48,6 +48,9 @@ const MIB: u64 = 1024 * KIB;
 const THRESHOLDS: [u8; 2] = [80, 90];
 const HYSTERESIS_PCT: u64 = 5;
 
+/// Why `disk-full` was raised, when a commit failed.
+const COMMIT_FAILED: &str = "a commit failed: no space left on the data directory's filesystem";
+
 /// First wait after a commit failed for lack of space, and the longest.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -193,12 +196,18 @@ impl Capacity {
     }
 
     /// Forget what was not committed and continue from the durable state
-    /// (after the store was reopened).
-    pub fn reload(&mut self, saved: Option<&[u8]>) {
+    /// (after the store was reopened). A full disk seen meanwhile is
+    /// raised again if the store does not say so already.
+    pub fn reload(&mut self, saved: Option<&[u8]>, now_ms: u64, queue: Usage) {
         self.committed = Self::decode(saved);
         self.proposed = self.committed;
         self.outbox.clear();
         self.disk_low |= self.committed.disk_full;
+        if self.blocked.is_some() {
+            self.raise_disk(now_ms, queue, Some(COMMIT_FAILED));
+        } else if self.disk_low {
+            self.raise_disk(now_ms, queue, None);
+        }
     }
 
     /// Whether `what` may be applied now, with `queue` in the store and
@@ -418,11 +427,7 @@ impl Capacity {
             until: now + self.backoff,
         });
         self.backoff = (self.backoff * 2).min(RETRY_MAX);
-        self.raise_disk(
-            now_ms,
-            queue,
-            Some("a commit failed: no space left on the data directory's filesystem"),
-        );
+        self.raise_disk(now_ms, queue, Some(COMMIT_FAILED));
     }
 
     /// The store could not be reopened (`true`) or is open again.

@@ -27,7 +27,7 @@ use crate::devices::{modbus, scanner};
 use crate::station::{Restore, Setup, Stations};
 use crate::store::{self, CapacityStatus, Store};
 use crate::tasks::AbortOnDrop;
-use crate::uplink::Uplink;
+use crate::uplink::{Outbound, Uplink};
 
 /// Readings and commands buffered ahead of the pipeline.
 const INPUT_QUEUE: usize = 4096;
@@ -54,6 +54,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let (committed_tx, committed_rx) = watch::channel(store.stats().last_seq);
     let (capacity_tx, capacity_rx) = watch::channel(CapacityStatus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let outbound = Outbound::default();
 
     let mut pipeline = tokio::spawn(
         Pipeline {
@@ -63,6 +64,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             store_dir: store_dir.clone(),
             committed: committed_tx,
             capacity: capacity_tx,
+            outbound: outbound.clone(),
             restore: restore_stations,
         }
         .run(input_rx),
@@ -74,6 +76,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             store: Arc::clone(&store),
             committed: committed_rx,
             capacity: capacity_rx,
+            outbound,
             commands: input_tx.clone(),
             health: health.clone(),
         }

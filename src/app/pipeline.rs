@@ -41,7 +41,7 @@ use crate::config::StoreConfig;
 use crate::devices::{DeviceEvent, Reading};
 use crate::station::{Emitted, StationView, Stations, rejected_command_audit};
 use crate::store::{self, Batch, CapacityStatus, Store, StoreError};
-use crate::uplink::{CommandOutcome, CommandRequest};
+use crate::uplink::{CommandOutcome, CommandRequest, Outbound};
 
 /// How often acknowledgements are made durable while no commit happens.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -90,6 +90,8 @@ pub struct Pipeline {
     pub committed: watch::Sender<u64>,
     /// Capacity figures, for the status message.
     pub capacity: watch::Sender<CapacityStatus>,
+    /// Records out for delivery: drop-oldest leaves them alone.
+    pub outbound: Outbound,
     pub restore: RestoreStations,
 }
 
@@ -341,7 +343,16 @@ impl Running {
         let mut freed = 0;
         if let Some(need) = self.cap.drop_needed(usage, bytes) {
             let store = Arc::clone(&self.p.store);
-            match tokio::task::spawn_blocking(move || store.plan_drop(need)).await {
+            let outbound = self.p.outbound.clone();
+            // Planned under the outbound lock, and reserved: the uplink
+            // publishes none of these, and they include none it has out.
+            let plan = move || {
+                let mut out = outbound.lock();
+                let plan = store.plan_drop(need, &out.in_flight)?;
+                out.dropping.extend(plan.seqs.iter().copied());
+                Ok::<_, StoreError>(plan)
+            };
+            match tokio::task::spawn_blocking(plan).await {
                 Ok(Ok(plan)) if !plan.seqs.is_empty() => {
                     self.cap.dropping(&plan, now_ms, usage);
                     freed = plan.bytes;
@@ -361,7 +372,18 @@ impl Running {
         let first = usage.last_seq + 1;
         let count = batch.records.len() as u64;
         let store = Arc::clone(&self.p.store);
-        let records = match tokio::task::spawn_blocking(move || store.commit(batch)).await {
+        let committing = tokio::task::spawn_blocking(move || store.commit(batch)).await;
+        if dropped > 0 {
+            let mut out = self.p.outbound.lock();
+            if !matches!(committing, Ok(Ok(_))) {
+                // Not dropped after all: the uplink reads them again.
+                if let Some(first) = out.dropping.first().copied() {
+                    out.rewind = Some(out.rewind.map_or(first, |r| r.min(first)));
+                }
+            }
+            out.dropping.clear();
+        }
+        let records = match committing {
             Ok(Ok(records)) => records,
             Ok(Err(err)) if self.is_disk_full(&err) => {
                 tracing::error!(
@@ -453,7 +475,9 @@ impl Running {
         match reopened {
             Ok((stations, saved)) => {
                 self.p.stations = stations;
-                self.cap.reload(saved.as_deref());
+                let usage = self.p.store.usage();
+                self.cap
+                    .reload(saved.as_deref(), crate::clock::now_ms(), usage);
                 self.cap.set_down(false);
                 self.resolve();
                 // Wake the uplink: it could not read while the store was closed.

@@ -16,6 +16,7 @@ mod sled;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -388,10 +389,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The oldest unacknowledged records whose deletion frees at least
-    /// `bytes` (fewer if the queue holds less), skipping the ones
-    /// drop-oldest keeps unless nothing else is left. Writes nothing: the
-    /// caller puts the seqs in [`Batch::drop`].
-    fn plan_drop(&self, bytes: u64) -> Result<DropPlan, StoreError>;
+    /// `bytes` (fewer if the queue holds less), never one in `skip` (out
+    /// for delivery), and the ones drop-oldest keeps only when nothing else
+    /// is left. Writes nothing: the caller puts the seqs in [`Batch::drop`].
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError>;
 
     /// Close the engine and open it again from what is on disk, as a
     /// restart would (after a commit failed because the disk was full: the

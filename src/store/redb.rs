@@ -43,7 +43,7 @@
 //! **One process.** redb locks the file: a second gateway on the same data
 //! directory fails to open the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -534,7 +534,7 @@ impl Store for RedbStore {
         }
     }
 
-    fn plan_drop(&self, bytes: u64) -> Result<DropPlan, StoreError> {
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {
         // Held throughout, so no ack is marked while the plan is made.
         let inner = self.inner();
         let read = self.db.begin_read()?;
@@ -542,9 +542,9 @@ impl Store for RedbStore {
         let queue = records
             .range(1u64..)?
             .filter(|entry| {
-                entry
-                    .as_ref()
-                    .map_or(true, |(k, _)| !inner.pending.contains_key(&k.value()))
+                entry.as_ref().map_or(true, |(k, _)| {
+                    !inner.pending.contains_key(&k.value()) && !skip.contains(&k.value())
+                })
             })
             .map(|entry| {
                 let (k, v) = entry?;

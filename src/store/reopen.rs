@@ -16,6 +16,7 @@
 //! While the engine is closed, every call fails with
 //! [`StoreError::Unavailable`] and `stats` returns the last figures seen.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,8 +184,8 @@ impl Store for ReopenableStore {
         }
     }
 
-    fn plan_drop(&self, bytes: u64) -> Result<DropPlan, StoreError> {
-        self.with(|e| e.plan_drop(bytes))
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {
+        self.with(|e| e.plan_drop(bytes, skip))
     }
 
     /// Close the engine, drop its cached pages, open it again. If the open

@@ -16,6 +16,7 @@
 //! file ourselves; `conf` and the directory are fsynced once at open. A
 //! commit returns only after that.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -295,15 +296,23 @@ impl Store for SledStore {
         }
     }
 
-    fn plan_drop(&self, bytes: u64) -> Result<DropPlan, StoreError> {
-        let queue = self.db.scan_prefix([RECORD]).map(|entry| {
-            let (key, value) = entry?;
-            Ok((
-                seq_of(&key).unwrap_or(0),
-                value.len() as u64,
-                kept_by_drop_oldest(&value),
-            ))
-        });
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {
+        let queue = self
+            .db
+            .scan_prefix([RECORD])
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((
+                    seq_of(&key).unwrap_or(0),
+                    value.len() as u64,
+                    kept_by_drop_oldest(&value),
+                ))
+            })
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(seq, _, _)| !skip.contains(seq))
+            });
         super::pick_oldest(queue, bytes)
     }
 }

@@ -458,6 +458,10 @@ fn store_alarm() -> Record {
     }
 }
 
+fn none() -> std::collections::BTreeSet<u64> {
+    std::collections::BTreeSet::new()
+}
+
 fn usage_is_the_cheap_part_of_stats<E: Engine>(dir: &Path) {
     let store = open::<E>(dir);
     assert_eq!(store.usage(), Usage::default());
@@ -479,14 +483,14 @@ fn plan_drop_takes_the_oldest_and_keeps_store_alarms<E: Engine>(dir: &Path) {
     let len = |seq: u64| encoded_len(&committed[(seq - 1) as usize]);
     store.ack(1).unwrap();
     // One byte: one record, the oldest unacknowledged that is not kept.
-    let plan = store.plan_drop(1).unwrap();
+    let plan = store.plan_drop(1, &none()).unwrap();
     assert_eq!(plan.seqs, [3]);
     assert_eq!(plan.bytes, len(3));
-    let plan = store.plan_drop(len(3) + 1).unwrap();
+    let plan = store.plan_drop(len(3) + 1, &none()).unwrap();
     assert_eq!(plan.seqs, [3, 4]);
     assert_eq!((plan.first(), plan.last()), (Some(3), Some(4)));
     // More than the others hold: the kept alarm goes last, seqs in order.
-    let plan = store.plan_drop(u64::MAX).unwrap();
+    let plan = store.plan_drop(u64::MAX, &none()).unwrap();
     assert_eq!(plan.seqs, [2, 3, 4, 5, 6]);
     assert_eq!(plan.bytes, store.stats().bytes);
     assert_eq!(plan.bytes, (2..=6).map(len).sum::<u64>());
@@ -495,15 +499,19 @@ fn plan_drop_takes_the_oldest_and_keeps_store_alarms<E: Engine>(dir: &Path) {
         [2, 3, 4, 5, 6],
         "planning writes nothing"
     );
-    assert_eq!(store.plan_drop(0).unwrap(), DropPlan::default());
+    // Records out for delivery are never picked.
+    let out: std::collections::BTreeSet<u64> = [3, 5].into();
+    let plan = store.plan_drop(len(4) + len(6), &out).unwrap();
+    assert_eq!(plan.seqs, [4, 6]);
+    assert_eq!(store.plan_drop(0, &none()).unwrap(), DropPlan::default());
 }
 
 fn a_commit_drops_the_oldest_atomically_with_its_records<E: Engine>(dir: &Path) {
     {
         let store = open::<E>(dir);
         store.commit(records(1..=10)).unwrap();
-        let plan = store.plan_drop(1).unwrap();
-        let plan = store.plan_drop(plan.bytes * 3).unwrap();
+        let plan = store.plan_drop(1, &none()).unwrap();
+        let plan = store.plan_drop(plan.bytes * 3, &none()).unwrap();
         assert_eq!(plan.seqs, [1, 2, 3]);
         let mut batch = records(11..=12);
         batch.drop = plan.seqs.clone();
@@ -518,7 +526,7 @@ fn a_commit_drops_the_oldest_atomically_with_its_records<E: Engine>(dir: &Path) 
         assert_eq!(stats.bytes, left.iter().map(encoded_len).sum::<u64>());
         assert_eq!(stats.oldest_ts_ms, Some(1004));
         // Dropping everything empties the queue.
-        let rest = store.plan_drop(u64::MAX).unwrap();
+        let rest = store.plan_drop(u64::MAX, &none()).unwrap();
         store
             .commit(Batch {
                 drop: rest.seqs,
@@ -543,7 +551,7 @@ fn a_commit_drops_the_oldest_atomically_with_its_records<E: Engine>(dir: &Path) 
 fn a_record_acked_between_plan_and_commit_is_counted_once<E: Engine>(dir: &Path) {
     let store = open::<E>(dir);
     store.commit(records(1..=5)).unwrap();
-    let plan = store.plan_drop(u64::MAX).unwrap();
+    let plan = store.plan_drop(u64::MAX, &none()).unwrap();
     assert_eq!(plan.seqs, [1, 2, 3, 4, 5]);
     // The broker acknowledges two of them before the commit drops them.
     store.ack(2).unwrap();

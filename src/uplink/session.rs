@@ -209,6 +209,9 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
     /// made durable must not leave the gateway (its `seq` could be reused
     /// after a crash).
     fn fill(&mut self, committed: u64) -> Result<(), String> {
+        if let Some(from) = self.up.outbound.lock().rewind.take() {
+            self.cursor = self.cursor.min(from.saturating_sub(1));
+        }
         let window = usize::from(self.up.mqtt.max_inflight);
         while self.records_out < window && self.cursor < committed {
             let want = window - self.records_out;
@@ -247,6 +250,14 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                         .map_err(|e| format!("store set-aside failed: {e}"))?;
                     continue;
                 }
+                {
+                    let mut out = self.up.outbound.lock();
+                    if out.dropping.contains(&record.seq) {
+                        // Being dropped by the commit in progress.
+                        continue;
+                    }
+                    out.in_flight.insert(record.seq);
+                }
                 self.publish(topic, body, false, Some(record.seq))?;
             }
         }
@@ -276,6 +287,7 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             Event::Incoming(Packet::PubAck(ack)) => match self.inflight.remove(&ack.pkid) {
                 Some(Some(seq)) => {
                     self.records_out -= 1;
+                    self.up.outbound.lock().in_flight.remove(&seq);
                     if let Err(e) = self.up.store.ack(seq) {
                         // The record stays and is sent again later: a duplicate, not a loss.
                         tracing::error!(seq, error = %e, "could not delete acknowledged record");
@@ -367,6 +379,14 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+    }
+}
+
+impl<T> Drop for Session<'_, T> {
+    /// What this connection had out is no longer on its way: it is sent
+    /// again on the next connection, and drop-oldest may take it meanwhile.
+    fn drop(&mut self) {
+        self.up.outbound.lock().in_flight.clear();
     }
 }
 

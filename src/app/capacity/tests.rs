@@ -170,9 +170,14 @@ fn raised_alarms_and_the_drop_total_survive_a_restart() {
     let alarms = events(&mut again);
     assert_eq!(alarms[0].1.dropped_total, Some(6), "the total continues");
     // A reload forgets what was not committed.
-    again.reload(Some(&value));
+    again.reload(Some(&value), 5, queue(0, 0));
     assert_eq!(again.status().dropped, 3);
     assert!(events(&mut again).is_empty());
+    // A full disk seen before the reload is raised again.
+    again.on_disk_error(Instant::now(), 6, queue(0, 0));
+    again.reload(Some(&value), 7, queue(0, 0));
+    again.unblock();
+    assert_eq!(names(&events(&mut again)), ["disk-full"]);
     // Damaged state: alarms start cleared, nothing panics.
     let damaged = Capacity::new(&cfg(WhenFull::Refuse, 0), Some(b"{not json"));
     assert_eq!(damaged.status().dropped, 0);
