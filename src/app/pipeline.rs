@@ -344,11 +344,14 @@ impl Running {
         if let Some(need) = self.cap.drop_needed(usage, bytes) {
             let store = Arc::clone(&self.p.store);
             let outbound = self.p.outbound.clone();
-            // Planned under the outbound lock, and reserved: the uplink
-            // publishes none of these, and they include none it has out.
+            // Planned around what the uplink has out, then reserved under
+            // its lock (leaving out what it sent meanwhile): it publishes
+            // none of these until the commit is done.
             let plan = move || {
+                let out = outbound.lock().in_flight.clone();
+                let mut plan = store.plan_drop(need, &out)?;
                 let mut out = outbound.lock();
-                let plan = store.plan_drop(need, &out.in_flight)?;
+                plan.without(&out.in_flight);
                 out.dropping.extend(plan.seqs.iter().copied());
                 Ok::<_, StoreError>(plan)
             };

@@ -8,6 +8,12 @@
 //! is used). The group-commit loop that batches station output lives in `app::pipeline`; this
 //! module only promises that [`Store::commit`] is a real durability point: when
 //! it returns `Ok`, the batch survives `kill -9` and power loss.
+//!
+//! Capacity: the pipeline bounds the queue (`app::capacity`); a commit can
+//! delete the oldest unacknowledged records in the same atomic batch
+//! ([`Batch::drop`], picked by [`Store::plan_drop`]). [`ReopenableStore`]
+//! closes and reopens the engine in place after a commit the full disk
+//! refused, and [`disk_space`] reads the filesystem's free space.
 
 mod codec;
 mod redb;
@@ -258,7 +264,9 @@ pub struct Usage {
 pub struct DropPlan {
     /// Their seqs, ascending.
     pub seqs: Vec<u64>,
-    /// Their encoded bytes.
+    /// The encoded bytes of each, in the same order.
+    pub sizes: Vec<u64>,
+    /// Their encoded bytes in all.
     pub bytes: u64,
 }
 
@@ -266,8 +274,25 @@ impl DropPlan {
     pub fn first(&self) -> Option<u64> {
         self.seqs.first().copied()
     }
+
     pub fn last(&self) -> Option<u64> {
         self.seqs.last().copied()
+    }
+
+    /// Leave out the records in `skip`.
+    pub fn without(&mut self, skip: &BTreeSet<u64>) {
+        if skip.is_empty() {
+            return;
+        }
+        let mut kept = DropPlan::default();
+        for (&seq, &len) in self.seqs.iter().zip(&self.sizes) {
+            if !skip.contains(&seq) {
+                kept.seqs.push(seq);
+                kept.sizes.push(len);
+                kept.bytes += len;
+            }
+        }
+        *self = kept;
     }
 }
 
@@ -279,31 +304,36 @@ pub(crate) fn pick_oldest(
     queue: impl Iterator<Item = Result<(u64, u64, bool), StoreError>>,
     bytes: u64,
 ) -> Result<DropPlan, StoreError> {
-    let mut plan = DropPlan::default();
+    let mut picked: Vec<(u64, u64)> = Vec::new();
+    let mut total = 0;
     let mut kept = Vec::new();
     for entry in queue {
-        if plan.bytes >= bytes {
+        if total >= bytes {
             break;
         }
         let (seq, len, keep) = entry?;
         if keep {
             kept.push((seq, len));
         } else {
-            plan.seqs.push(seq);
-            plan.bytes += len;
+            picked.push((seq, len));
+            total += len;
         }
     }
-    if plan.bytes < bytes {
+    if total < bytes {
         for (seq, len) in kept {
-            if plan.bytes >= bytes {
+            if total >= bytes {
                 break;
             }
-            plan.seqs.push(seq);
-            plan.bytes += len;
+            picked.push((seq, len));
+            total += len;
         }
-        plan.seqs.sort_unstable();
+        picked.sort_unstable();
     }
-    Ok(plan)
+    Ok(DropPlan {
+        seqs: picked.iter().map(|p| p.0).collect(),
+        sizes: picked.iter().map(|p| p.1).collect(),
+        bytes: total,
+    })
 }
 
 /// The capacity figures of the status message, kept by the pipeline.

@@ -503,6 +503,12 @@ fn plan_drop_takes_the_oldest_and_keeps_store_alarms<E: Engine>(dir: &Path) {
     let out: std::collections::BTreeSet<u64> = [3, 5].into();
     let plan = store.plan_drop(len(4) + len(6), &out).unwrap();
     assert_eq!(plan.seqs, [4, 6]);
+    assert_eq!(plan.sizes, [len(4), len(6)]);
+    // And taken out of a plan made before they went out.
+    let mut plan = store.plan_drop(u64::MAX, &none()).unwrap();
+    plan.without(&out);
+    assert_eq!(plan.seqs, [2, 4, 6]);
+    assert_eq!(plan.bytes, len(2) + len(4) + len(6));
     assert_eq!(store.plan_drop(0, &none()).unwrap(), DropPlan::default());
 }
 

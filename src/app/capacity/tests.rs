@@ -152,6 +152,7 @@ fn raised_alarms_and_the_drop_total_survive_a_restart() {
     cap.evaluate(900_000, 1);
     let plan = DropPlan {
         seqs: vec![1, 2, 4],
+        sizes: vec![10_000; 3],
         bytes: 30_000,
     };
     cap.dropping(&plan, 2, queue(990_000, 100));
@@ -208,6 +209,7 @@ fn drop_oldest_frees_at_least_a_chunk_and_reports_the_seqs() {
     assert!(!cap.admit(Incoming::Data, queue(MAX, 0), 0, 1));
     let plan = DropPlan {
         seqs: vec![3, 5, 9],
+        sizes: vec![300; 3],
         bytes: 900,
     };
     cap.dropping(&plan, 2, queue(MAX, 10));
