@@ -187,6 +187,9 @@ mod open_tests {
             commit_interval: Duration::from_millis(10),
             commit_max_records: 256,
             cache_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: crate::config::WhenFull::Refuse,
+            min_disk_free: 0,
         }
     }
 

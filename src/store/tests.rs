@@ -600,7 +600,7 @@ fn a_reopen_in_place_keeps_everything_committed<E: Engine>(dir: &Path) {
 
 fn store_cfg(engine: StoreEngine) -> StoreConfig {
     StoreConfig {
-        engine,
+        engine: Some(engine),
         commit_interval: std::time::Duration::from_millis(10),
         commit_max_records: 256,
         cache_bytes: 1 << 20,

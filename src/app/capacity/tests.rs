@@ -9,7 +9,7 @@ const MAX: u64 = 1_000_000;
 
 fn cfg(when_full: WhenFull, min_disk_free: u64) -> StoreConfig {
     StoreConfig {
-        engine: StoreEngine::Sled,
+        engine: Some(StoreEngine::Redb),
         commit_interval: Duration::from_millis(10),
         commit_max_records: 256,
         cache_bytes: 1 << 20,
