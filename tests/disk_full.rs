@@ -22,7 +22,8 @@
 //!
 //! The tmpfs tests mount with mount(8): they need root (as on the CI
 //! machines) and fail, never skip, without it. Every loop is bounded.
-//! `LINEGATE_TEST_ENGINE=redb` runs them all on redb.
+//! They run on the default engine; `LINEGATE_TEST_ENGINE=sled` (or `redb`)
+//! runs them all on that one.
 
 mod common;
 
