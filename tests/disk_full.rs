@@ -745,6 +745,12 @@ async fn full_disk(name: &str, min_disk_free: &'static str, leave: u64, commit_f
     .await;
     assert!(before.iter().chain(&after).all(|c| got.contains(c)));
     let alarm = &store_alarms(&rig.rec, "disk-full")[0];
+    let why = alarm["data"]["message"].as_str().unwrap_or_default();
+    if commit_fails {
+        assert!(why.starts_with("a commit failed"), "{why}");
+    } else {
+        assert!(why.contains("below min_disk_free"), "{why}");
+    }
     let cleared = &store_alarms(&rig.rec, "disk-full-cleared")[0];
     assert_eq!(cleared["data"]["refused"].as_u64(), Some(never));
     eprintln!(

@@ -143,6 +143,8 @@ pub struct Capacity {
     /// Free space below `min_disk_free` (with hysteresis), or a commit
     /// refused for lack of space and the space not back yet.
     disk_low: bool,
+    /// The disk refused a write, and the space is not back yet.
+    write_refused: bool,
     disk_free: Option<u64>,
     blocked: Option<Blocked>,
     /// The wait before the next retry after a failed commit (grows while
@@ -168,6 +170,7 @@ impl Capacity {
             proposed: raised,
             outbox: Vec::new(),
             disk_low: raised.disk_full,
+            write_refused: false,
             disk_free: None,
             blocked: None,
             backoff: RETRY_FIRST,
@@ -203,10 +206,8 @@ impl Capacity {
         self.proposed = self.committed;
         self.outbox.clear();
         self.disk_low |= self.committed.disk_full;
-        if self.blocked.is_some() {
-            self.raise_disk(now_ms, queue, Some(COMMIT_FAILED));
-        } else if self.disk_low {
-            self.raise_disk(now_ms, queue, None);
+        if self.disk_low || self.blocked.is_some() {
+            self.raise_disk(now_ms, queue);
         }
     }
 
@@ -244,7 +245,7 @@ impl Capacity {
         self.refused += 1;
         if disk {
             self.refused_disk += 1;
-            self.raise_disk(now_ms, queue, None);
+            self.raise_disk(now_ms, queue);
         } else {
             self.refused_full += 1;
             self.raise_full(now_ms, queue);
@@ -277,7 +278,7 @@ impl Capacity {
         self.proposed.dropped_total += count;
         if self.disk_low {
             self.dropped_disk += count;
-            self.raise_disk(now_ms, queue, None);
+            self.raise_disk(now_ms, queue);
         } else {
             self.dropped_full += count;
             self.raise_full(now_ms, queue);
@@ -320,6 +321,7 @@ impl Capacity {
             self.disk_low = true;
         } else if d.available >= self.limits.disk_clear && self.blocked.is_none() {
             self.disk_low = false;
+            self.write_refused = false;
         }
     }
 
@@ -423,11 +425,12 @@ impl Capacity {
     /// full: refuse everything until [`Capacity::retry_due`].
     pub fn on_disk_error(&mut self, now: Instant, now_ms: u64, queue: Usage) {
         self.disk_low = true;
+        self.write_refused = true;
         self.blocked = Some(Blocked {
             until: now + self.backoff,
         });
         self.backoff = (self.backoff * 2).min(RETRY_MAX);
-        self.raise_disk(now_ms, queue, Some(COMMIT_FAILED));
+        self.raise_disk(now_ms, queue);
     }
 
     /// The store could not be reopened (`true`) or is open again.
@@ -540,21 +543,20 @@ impl Capacity {
         );
     }
 
-    fn raise_disk(&mut self, now_ms: u64, queue: Usage, why: Option<&str>) {
+    fn raise_disk(&mut self, now_ms: u64, queue: Usage) {
         if self.proposed.disk_full {
             return;
         }
         self.proposed.disk_full = true;
-        let why = why.map_or_else(
-            || {
-                format!(
-                    "the data directory's filesystem has {} free, below min_disk_free ({})",
-                    self.disk_free.map_or("little".to_owned(), show),
-                    show(self.limits.min_disk_free)
-                )
-            },
-            str::to_owned,
-        );
+        let why = if self.write_refused {
+            COMMIT_FAILED.to_owned()
+        } else {
+            format!(
+                "the data directory's filesystem has {} free, below min_disk_free ({})",
+                self.disk_free.map_or("little".to_owned(), show),
+                show(self.limits.min_disk_free)
+            )
+        };
         let what = match self.limits.when_full {
             WhenFull::Refuse => "new readings and commands are refused",
             WhenFull::DropOldest => {

@@ -287,11 +287,13 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             Event::Incoming(Packet::PubAck(ack)) => match self.inflight.remove(&ack.pkid) {
                 Some(Some(seq)) => {
                     self.records_out -= 1;
-                    self.up.outbound.lock().in_flight.remove(&seq);
                     if let Err(e) = self.up.store.ack(seq) {
                         // The record stays and is sent again later: a duplicate, not a loss.
                         tracing::error!(seq, error = %e, "could not delete acknowledged record");
                     }
+                    // Out until acknowledged in the store: a drop planned in
+                    // between must not count it.
+                    self.up.outbound.lock().in_flight.remove(&seq);
                 }
                 Some(None) => {}
                 None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
