@@ -92,8 +92,10 @@ pub struct Ledger;
 
 impl Ledger {
     /// Compare the commits the gateway logged with what the recorder
-    /// received. Messages on gateway topics (`…/gateway/…`: status, command
-    /// results) are not records and are ignored.
+    /// received. Messages on gateway topics (`…/gateway/…`) without a `seq`
+    /// (status, command results) are not records and are ignored; records
+    /// there (the store's alarms, audits of commands refused before a
+    /// station) count like any other.
     pub fn check(commits: &[Commit], received: &[Message], inputs: &[Input]) -> Report {
         let mut report = Report::default();
         let accepted: BTreeSet<u64> = commits
@@ -104,12 +106,14 @@ impl Ledger {
 
         let mut first: BTreeMap<u64, Value> = BTreeMap::new();
         let mut last_first_by_station: BTreeMap<String, u64> = BTreeMap::new();
-        for m in received.iter().filter(|m| !m.topic.contains("/gateway/")) {
+        for m in received {
             let Some(v) = serde_json::from_slice::<Value>(&m.payload)
                 .ok()
                 .filter(|v| v["seq"].is_u64())
             else {
-                report.corrupt += 1;
+                if !m.topic.contains("/gateway/") {
+                    report.corrupt += 1;
+                }
                 continue;
             };
             let seq = v["seq"].as_u64().unwrap_or_default();
