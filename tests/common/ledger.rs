@@ -192,7 +192,7 @@ pub async fn scan_all(
 }
 
 /// Scans streaming in, `per_tick` every 50 ms (10 → 200 a second), until
-/// `stop` (or 30 minutes at most): the load a fault test injects its faults
+/// `stop` (or an hour at most): the load a fault test injects its faults
 /// under. Codes are `C-0000000`, `C-0000001`, … Returns every input with
 /// its send time, for [`Ledger::check`].
 pub async fn stream_scans(
@@ -203,7 +203,7 @@ pub async fn stream_scans(
     let mut inputs = Vec::new();
     let mut n = 0u64;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
-    let ticks = 20 * 60 * 30;
+    let ticks = 20 * 60 * 60;
     for _ in 0..ticks {
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             break;
