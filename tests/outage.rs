@@ -74,7 +74,11 @@ async fn a_long_broker_outage_under_load_loses_nothing_and_drains_in_order() {
                 .any(|m| m.json()["seq"].as_u64() == Some(queued_at_restart))
         })
         .await;
-    assert!(drained, "the backlog did not drain within {:?}", WAIT + outage);
+    assert!(
+        drained,
+        "the backlog did not drain within {:?}",
+        WAIT + outage
+    );
     stop.store(true, Ordering::SeqCst);
     let inputs = writer.await.unwrap();
     let last = &inputs.last().expect("scans were sent").code;
