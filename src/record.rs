@@ -128,6 +128,9 @@ pub enum Body {
         event: AlarmEvent,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// The store's figures, on the store's own alarms (capacity, disk).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<Box<StoreFigures>>,
     },
     /// The trail of a command received from the MES, accepted or not.
     Audit {
@@ -353,6 +356,52 @@ impl Boundary {
     }
 }
 
+impl Record {
+    /// Whether drop-oldest must keep this record while others can go: the
+    /// store's own alarms, which tell the MES what was dropped or refused.
+    /// They are few (one per threshold crossing, one per dropped chunk).
+    pub fn kept_by_drop_oldest(&self) -> bool {
+        matches!(&self.body, Body::Alarm { event, .. } if event.is_store())
+    }
+}
+
+/// The figures a store alarm carries (each present when it applies).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFigures {
+    /// The threshold crossed, in percent of `max_bytes` (`store-filling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// Encoded bytes of unacknowledged records when the alarm was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// `refuse` or `drop-oldest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Free space on the data directory's filesystem, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free_bytes: Option<u64>,
+    /// Readings and commands refused while the alarm was raised (on `…-cleared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
+    /// Records dropped unsent while the alarm was raised (on `store-full-cleared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// `records-dropped`: the lowest and highest seq dropped, and how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Records ever dropped unsent by this store, this drop included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_total: Option<u64>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlarmEvent {
@@ -366,6 +415,20 @@ pub enum AlarmEvent {
     /// More serials than the station holds: the oldest are no longer
     /// checked for duplicates.
     SerialCheckTruncated,
+    /// The store's queue reached 80 % or 90 % of `max_bytes`.
+    StoreFilling,
+    /// It fell back below the threshold minus 5 points.
+    StoreFillingCleared,
+    /// The store is full: new readings are refused, or the oldest records
+    /// dropped, as `when_full` says.
+    StoreFull,
+    StoreFullCleared,
+    /// The data directory's filesystem is below `min_disk_free`, or refused
+    /// a write: treated as a full store.
+    DiskFull,
+    DiskFullCleared,
+    /// drop-oldest deleted unsent records to make room: which, how many.
+    RecordsDropped,
     /// The store was found damaged at start and rebuilt from what could be
     /// read; the message gives the counts and where the damaged copy is.
     StoreDamaged,
@@ -379,8 +442,30 @@ impl AlarmEvent {
             AlarmEvent::ClockWentBack => "clock-went-back",
             AlarmEvent::LotNotOpened => "lot-not-opened",
             AlarmEvent::SerialCheckTruncated => "serial-check-truncated",
+            AlarmEvent::StoreFilling => "store-filling",
+            AlarmEvent::StoreFillingCleared => "store-filling-cleared",
+            AlarmEvent::StoreFull => "store-full",
+            AlarmEvent::StoreFullCleared => "store-full-cleared",
+            AlarmEvent::DiskFull => "disk-full",
+            AlarmEvent::DiskFullCleared => "disk-full-cleared",
+            AlarmEvent::RecordsDropped => "records-dropped",
             AlarmEvent::StoreDamaged => "store-damaged",
         }
+    }
+
+    /// One of the store's own alarms (capacity, disk, drops, damage).
+    pub fn is_store(self) -> bool {
+        matches!(
+            self,
+            AlarmEvent::StoreDamaged
+                | AlarmEvent::StoreFilling
+                | AlarmEvent::StoreFillingCleared
+                | AlarmEvent::StoreFull
+                | AlarmEvent::StoreFullCleared
+                | AlarmEvent::DiskFull
+                | AlarmEvent::DiskFullCleared
+                | AlarmEvent::RecordsDropped
+        )
     }
 }
 

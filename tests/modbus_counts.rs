@@ -1,13 +1,18 @@
 //! PLC counters end to end: a simulated PLC (tokio-modbus server over TCP)
 //! → linegate (real binary) → Mosquitto → recording MES subscriber. The sum of
 //! the `count` deltas the MES receives must equal what the PLC counted,
-//! exactly, across a broker outage and a gateway SIGKILL + restart.
+//! exactly, across a broker outage and a gateway SIGKILL + restart, and
+//! across a PLC that stops answering (which must not hold up the scanner).
 
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::ledger::{Faults, settle_and_check};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::ledger::{Faults, scan_all, settle_and_check};
 use common::*;
 use linegate::config::WordOrder;
 use linegate::devices::modbus::sim::SimPlc;
@@ -389,4 +394,133 @@ reconnect_max = "200ms"
         (12, 3),
         "counters are kept per unit"
     );
+}
+
+/// A PLC that goes silent: a TCP relay to the simulated PLC that, while
+/// `silent`, still takes the gateway's requests but drops every reply (a PLC
+/// whose CPU stopped, a network path that lost its return direction).
+struct SilentPlc {
+    port: u16,
+    silent: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentPlc {
+    async fn start(plc_port: u16) -> SilentPlc {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(AtomicBool::new(false));
+        let s = silent.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(plc) = tokio::net::TcpStream::connect(("127.0.0.1", plc_port)).await else {
+                    continue;
+                };
+                let silent = s.clone();
+                tokio::spawn(async move {
+                    let (mut gw_read, mut gw_write) = inbound.into_split();
+                    let (mut plc_read, mut plc_write) = plc.into_split();
+                    let up = tokio::io::copy(&mut gw_read, &mut plc_write);
+                    let down = async {
+                        let mut buf = [0u8; 512];
+                        loop {
+                            match plc_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) if !silent.load(Ordering::SeqCst) => {
+                                    if gw_write.write_all(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) => {} // the reply is lost
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        () = down => {}
+                    }
+                });
+            }
+        });
+        SilentPlc { port, silent, task }
+    }
+
+    fn set_silent(&self, on: bool) {
+        self.silent.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentPlc {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A PLC that stops answering for a while does not hold up the station's
+/// scanner: scans keep being accepted within the usual window, the PLC is
+/// reported offline once, and when it answers again its counts resume with
+/// the whole delta. Ends with the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_plc_does_not_hold_up_the_scanner_and_its_counts_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let plc = SimPlc::start().await.unwrap();
+    plc.set_holding_u32(0, 1_000, WordOrder::Cdab);
+    let silent = SilentPlc::start(plc.port()).await;
+    let gw = Gateway::start(
+        dir.path(),
+        &config(dir.path(), broker.port, pty.slave_path(), silent.port),
+    );
+    rec.wait_for("the baseline count", |m| {
+        m.iter().any(|m| m.json()["data"]["baseline"] == true)
+    })
+    .await;
+
+    let mut inputs = Vec::new();
+    silent.set_silent(true);
+    rec.wait_for("the PLC offline", |m| {
+        m.iter().any(|m| {
+            let v = m.json();
+            v["device"] == "press" && v["data"]["event"] == "device-offline"
+        })
+    })
+    .await;
+    // The PLC counts on while silent; the scanner is used meanwhile.
+    plc.set_holding_u32(0, 1_500, WordOrder::Cdab);
+    let codes: Vec<String> = (0..200).map(|i| format!("S-{i:04}")).collect();
+    scan_all(&pty, &codes, &mut inputs).await;
+    rec.wait_for("every scan while the PLC is silent", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "S-0199")
+    })
+    .await;
+
+    silent.set_silent(false);
+    seen(&rec, 1_500).await;
+    let report = settle_and_check(&gw, &rec, &inputs).await;
+    report.summary(
+        "modbus-plc-silent",
+        Faults {
+            connection_faults: 1,
+            ..Default::default()
+        },
+    );
+    report.assert_nothing_lost();
+    assert!(report.undelivered_inputs.is_empty(), "{report}");
+    let window = report.max_window_ms.expect("scans were measured");
+    assert!(
+        window < 1_000.0,
+        "scans waited {window} ms behind a silent PLC (its timeout is 200 ms)"
+    );
+    let records = rec.records();
+    assert_eq!(
+        delta_sum(&records, "good"),
+        500,
+        "the whole delta after the silence"
+    );
+    let offline = first_copies(&records, |r| {
+        r["device"] == "press" && r["data"]["event"] == "device-offline"
+    });
+    assert_eq!(offline.len(), 1, "one offline alarm per outage");
 }

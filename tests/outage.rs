@@ -66,16 +66,12 @@ async fn a_long_broker_outage_under_load_loses_nothing_and_drains_in_order() {
     broker.restart();
     rec.wait_subscribed().await;
     proxy.set_accepting(true);
-    // Drained: a status message with an empty queue after the reconnect.
+    // The backlog drains while live scans keep coming: wait for the last
+    // record queued during the outage, then stop the scans.
     let drained = rec
         .wait_for_within(WAIT + outage, |m| {
-            m.iter().any(|m| {
-                m.topic == STATUS_TOPIC
-                    && m.json()["queue"]["depth"] == 0
-                    && m.json()["queue"]["last_seq"]
-                        .as_u64()
-                        .is_some_and(|s| s >= queued_at_restart)
-            })
+            m.iter()
+                .any(|m| m.json()["seq"].as_u64() == Some(queued_at_restart))
         })
         .await;
     assert!(
@@ -88,6 +84,18 @@ async fn a_long_broker_outage_under_load_loses_nothing_and_drains_in_order() {
     let last = &inputs.last().expect("scans were sent").code;
     rec.wait_for("the last scan", |m| {
         m.iter().any(|m| m.json()["data"]["code"] == last.as_str())
+    })
+    .await;
+    // Then the queue empties: a status message with depth 0 and every seq.
+    let last_seq = gw.last_committed();
+    rec.wait_for("an empty queue", |m| {
+        m.iter().any(|m| {
+            m.topic == STATUS_TOPIC
+                && m.json()["queue"]["depth"] == 0
+                && m.json()["queue"]["last_seq"]
+                    .as_u64()
+                    .is_some_and(|s| s >= last_seq)
+        })
     })
     .await;
     let report = Ledger::check(&gw.commits(), &rec.snapshot(), &inputs);

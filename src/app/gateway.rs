@@ -25,9 +25,9 @@ use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
 use crate::devices::{modbus, scanner};
 use crate::station::{Restore, Setup, Stations};
-use crate::store::{self, Store};
+use crate::store::{self, CapacityStatus, Store};
 use crate::tasks::AbortOnDrop;
-use crate::uplink::Uplink;
+use crate::uplink::{Outbound, Uplink};
 
 /// Readings and commands buffered ahead of the pipeline.
 const INPUT_QUEUE: usize = 4096;
@@ -35,38 +35,37 @@ const INPUT_QUEUE: usize = 4096;
 /// Run the gateway until `stop` completes, then shut down cleanly.
 pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let store_dir = cfg.gateway.data_dir.join(store::STORE_DIR);
-    let store = store::open(&cfg.store, &cfg.gateway.data_dir)
-        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
-    let setup = Setup {
-        site: &cfg.gateway.site,
-        line: &cfg.gateway.line,
-        calendar: &cfg.calendar,
-        stations: &cfg.stations,
-        devices: &cfg.devices,
+    let mut stop = std::pin::pin!(stop);
+    let Some(store) = open_store(&cfg, &store_dir, stop.as_mut()).await? else {
+        tracing::info!("linegate stopped");
+        return Ok(());
     };
-    let mut restore = StoreRestore {
-        store: store.as_ref(),
-        failed: None,
-    };
-    let stations = Stations::new(setup, &mut restore);
-    if let Some(err) = restore.failed {
+    let mut restore_stations = stations_from_store(&cfg);
+    let stations = restore_stations(store.as_ref())
         // Unknown state is not the same as no state: a fresh lot allocator
         // could reissue numbers. Stop; the store is checked again at start.
-        return Err(anyhow::Error::new(err).context("cannot read the station state from the store"));
-    }
+        .map_err(|err| {
+            anyhow::Error::new(err).context("cannot read the station state from the store")
+        })?;
     let health = HealthRegistry::default();
 
     // One ordered queue for device readings and MES commands.
     let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let (committed_tx, committed_rx) = watch::channel(store.stats().last_seq);
+    let (capacity_tx, capacity_rx) = watch::channel(CapacityStatus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let outbound = Outbound::default();
 
     let mut pipeline = tokio::spawn(
         Pipeline {
             store: Arc::clone(&store),
             stations,
             store_cfg: cfg.store.clone(),
+            store_dir: store_dir.clone(),
             committed: committed_tx,
+            capacity: capacity_tx,
+            outbound: outbound.clone(),
+            restore: restore_stations,
         }
         .run(input_rx),
     );
@@ -76,6 +75,8 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             mqtt: cfg.mqtt.clone(),
             store: Arc::clone(&store),
             committed: committed_rx,
+            capacity: capacity_rx,
+            outbound,
             commands: input_tx.clone(),
             health: health.clone(),
         }
@@ -114,7 +115,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     );
 
     let mut failure = tokio::select! {
-        _ = stop => None,
+        _ = &mut stop => None,
         r = &mut pipeline => Some(pipeline_failure(r)),
         r = &mut uplink => Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
     };
@@ -150,6 +151,69 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         }
         (Some(err), _) | (None, Err(err)) => Err(err),
     }
+}
+
+/// Open the store. A disk too full for the engine to open on is waited
+/// out (logged, retried with backoff up to 30 s) rather than failed: an exit
+/// would make the service manager restart the gateway into the same full
+/// disk, over and over. `None` when `stop` completed first.
+async fn open_store(
+    cfg: &Config,
+    dir: &std::path::Path,
+    mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let (scfg, data_dir) = (cfg.store.clone(), cfg.gateway.data_dir.clone());
+        let opened =
+            tokio::task::spawn_blocking(move || store::ReopenableStore::open(&scfg, &data_dir))
+                .await
+                .context("store open task")?;
+        match opened {
+            Ok(store) => return Ok(Some(Arc::new(store))),
+            Err(err) if err.is_disk_full() => {
+                tracing::error!(
+                    dir = %dir.display(),
+                    error = %err,
+                    retry_in_s = wait.as_secs(),
+                    "cannot open the store: the disk is full; waiting for space"
+                );
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("cannot open the store in {}", dir.display())));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.as_mut() => return Ok(None),
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The stations, rebuilt from the store's durable state: at start, and
+/// again after the pipeline reopened the store.
+fn stations_from_store(cfg: &Config) -> crate::app::pipeline::RestoreStations {
+    let cfg = cfg.clone();
+    Box::new(move |store: &dyn Store| {
+        let setup = Setup {
+            site: &cfg.gateway.site,
+            line: &cfg.gateway.line,
+            calendar: &cfg.calendar,
+            stations: &cfg.stations,
+            devices: &cfg.devices,
+        };
+        let mut restore = StoreRestore {
+            store,
+            failed: None,
+        };
+        let stations = Stations::new(setup, &mut restore);
+        match restore.failed {
+            Some(err) => Err(err),
+            None => Ok(stations),
+        }
+    })
 }
 
 /// Why the pipeline ended, as an error (a store error keeps its type, so the

@@ -8,31 +8,52 @@
 //! record is *accepted* when its commit returns. Command replies are sent
 //! only after their audit record is committed.
 //!
-//! A commit that fails is fatal: the pipeline stops with the error, the
-//! process exits, and the store recovers on restart. Retrying in place is not
-//! safe: after a failed write or fsync the engine and the kernel may report
-//! later syncs as successful without the data being on disk ("fsyncgate"),
-//! and sled's write errors are sticky. Nothing of a failed batch was
-//! published or answered, so nothing accepted is lost.
+//! Capacity (`app::capacity`): before a reading or command touches a
+//! station, the pipeline asks whether the store has room; a refusal is
+//! counted and changes nothing. Under drop-oldest the commit also deletes
+//! the oldest records and carries the report of that drop.
+//!
+//! A commit that fails is never retried in place: after a failed write or
+//! fsync the engine and the kernel may report later syncs as successful
+//! without the data being on disk ("fsyncgate"), sled's write errors are
+//! sticky, and redb refuses writes until reopened. Nothing of a failed batch
+//! was published or answered, so nothing accepted is lost.
+//! - A failure for lack of space (ENOSPC, EDQUOT) is survived in process:
+//!   the store is closed and reopened from what is on disk (as a restart
+//!   would), the stations are rebuilt from the reopened store (so the
+//!   readings of the failed batch leave no trace in them), and the gateway
+//!   refuses everything until the disk has room again or the backoff has
+//!   passed. Whether the failed batch survived is read back from the store:
+//!   if it did, it is accepted (published, commands answered); if not, its
+//!   readings count as refused. A full disk never makes the process exit.
+//! - Any other failure is fatal: the pipeline stops with the error, the
+//!   process exits (74), and the store recovers on restart.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::app::capacity::{self, Capacity, Incoming};
 use crate::clock::clock_synced;
 use crate::config::StoreConfig;
-use crate::devices::Reading;
+use crate::devices::{DeviceEvent, Reading};
 use crate::station::{Emitted, StationView, Stations, rejected_command_audit};
-use crate::store::{Batch, Store, StoreError};
-use crate::uplink::{CommandOutcome, CommandRequest};
+use crate::store::{self, Batch, CapacityStatus, Store, StoreError};
+use crate::uplink::{CommandOutcome, CommandRequest, Outbound};
 
 /// How often acknowledgements are made durable while no commit happens.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the stations see the plant clock (shift and day boundaries,
-/// idle logout). Boundaries are acted on within this time.
+/// idle logout). Boundaries are acted on within this time. Capacity alarms
+/// and the disk's free space are checked at the same pace.
 const STATION_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The answer to a command refused because the store has no room.
+const STORE_FULL_REFUSAL: &str =
+    "store full: the gateway refuses commands until its store has room; nothing changed";
 
 /// Everything the pipeline consumes, on one ordered queue.
 #[derive(Debug)]
@@ -55,31 +76,83 @@ impl From<CommandRequest> for Input {
     }
 }
 
+/// Rebuilds the stations from the store's durable state (at start, and
+/// after the store was reopened).
+pub type RestoreStations = Box<dyn FnMut(&dyn Store) -> Result<Stations, StoreError> + Send>;
+
 pub struct Pipeline {
     pub store: Arc<dyn Store>,
     pub stations: Stations,
     pub store_cfg: StoreConfig,
+    /// The store's directory: its filesystem's free space is watched.
+    pub store_dir: PathBuf,
     /// Highest committed `seq`, for the uplink.
     pub committed: watch::Sender<u64>,
+    /// Capacity figures, for the status message.
+    pub capacity: watch::Sender<CapacityStatus>,
+    /// Records out for delivery: drop-oldest leaves them alone.
+    pub outbound: Outbound,
+    pub restore: RestoreStations,
 }
 
 #[derive(Default)]
 struct Pending {
     batch: Batch,
     replies: Vec<(oneshot::Sender<CommandOutcome>, CommandOutcome)>,
+    /// Encoded size of `batch.records`, estimated.
+    bytes: u64,
+    /// Readings and commands applied to the stations for this batch.
+    applied: u64,
 }
 
 impl Pending {
     fn add(&mut self, emitted: Emitted) {
+        self.bytes += emitted.records.iter().map(store::encoded_len).sum::<u64>();
         self.batch.records.extend(emitted.records);
         self.batch.state.extend(emitted.state);
     }
+
+    fn push(&mut self, record: crate::record::Record) {
+        self.bytes += store::encoded_len(&record);
+        self.batch.records.push(record);
+    }
+}
+
+/// A batch whose commit failed for lack of space, until the reopened store
+/// says whether it survived.
+struct Unresolved {
+    first: u64,
+    records: u64,
+    applied: u64,
+    dropped: u64,
+    replies: Vec<(oneshot::Sender<CommandOutcome>, CommandOutcome)>,
+}
+
+/// The pipeline while it runs.
+struct Running {
+    p: Pipeline,
+    cap: Capacity,
+    unresolved: Option<Unresolved>,
 }
 
 impl Pipeline {
     /// Run until the input queue is closed (every sender gone), committing
     /// everything received. Returns the store error that stopped it, if any.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Input>) -> Result<(), StoreError> {
+    pub async fn run(self, input: mpsc::Receiver<Input>) -> Result<(), StoreError> {
+        let saved = self.store.state(capacity::STATE_KEY)?;
+        let cap = Capacity::new(&self.store_cfg, saved.as_deref());
+        let mut running = Running {
+            p: self,
+            cap,
+            unresolved: None,
+        };
+        running.publish_status();
+        running.run(input).await
+    }
+}
+
+impl Running {
+    async fn run(&mut self, mut input: mpsc::Receiver<Input>) -> Result<(), StoreError> {
         let mut open = true;
         let mut ack_tick = tokio::time::interval(ACK_SYNC_INTERVAL);
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,6 +162,16 @@ impl Pipeline {
             let mut pending = Pending::default();
             let mut deadline: Option<Instant> = None;
             loop {
+                self.flush_outbox(&mut pending);
+                if !pending.batch.is_empty() {
+                    let d = *deadline
+                        .get_or_insert_with(|| Instant::now() + self.p.store_cfg.commit_interval);
+                    if pending.batch.records.len() >= self.p.store_cfg.commit_max_records
+                        || Instant::now() >= d
+                    {
+                        break;
+                    }
+                }
                 let sleep = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d).await,
@@ -100,7 +183,7 @@ impl Pipeline {
                         Some(Input::Reading(r)) => self.on_reading(&r, &mut pending),
                         Some(Input::Command(c)) => self.on_command(c, &mut pending),
                         Some(Input::Inspect(reply)) => {
-                            let _ = reply.send(self.stations.views());
+                            let _ = reply.send(self.p.stations.views());
                         }
                         None => {
                             open = false;
@@ -108,43 +191,60 @@ impl Pipeline {
                         }
                     },
                     _ = sleep => break,
-                    _ = station_tick.tick() => {
-                        pending.add(self.stations.on_tick(crate::clock::now_ms(), clock_synced()));
-                    }
-                    _ = ack_tick.tick(), if pending.batch.is_empty() => {
-                        self.sync_acks().await;
-                        continue;
-                    }
-                }
-                if pending.batch.is_empty() {
-                    continue;
-                }
-                let d = *deadline
-                    .get_or_insert_with(|| Instant::now() + self.store_cfg.commit_interval);
-                if pending.batch.records.len() >= self.store_cfg.commit_max_records
-                    || Instant::now() >= d
-                {
-                    break;
+                    _ = station_tick.tick() => self.on_tick(&mut pending).await?,
+                    _ = ack_tick.tick(), if pending.batch.is_empty() => self.sync_acks().await?,
                 }
             }
+            self.flush_outbox(&mut pending);
             if !pending.batch.is_empty() {
                 self.commit(pending).await?;
             }
+            self.publish_status();
         }
         tracing::debug!("pipeline drained");
         Ok(())
     }
 
+    /// Move alarm records the capacity policy made into the batch (unless
+    /// nothing may be committed now).
+    fn flush_outbox(&mut self, pending: &mut Pending) {
+        for record in self.cap.take_outbox() {
+            pending.push(record);
+        }
+    }
+
     fn on_reading(&mut self, reading: &Reading, pending: &mut Pending) {
-        pending.add(self.stations.on_reading(reading, clock_synced()));
+        let what = match reading.event {
+            DeviceEvent::Online | DeviceEvent::Offline(_) => Incoming::DeviceAlarm,
+            DeviceEvent::Scan(_) | DeviceEvent::Sample(_) => Incoming::Data,
+        };
+        let usage = self.p.store.usage();
+        if !self
+            .cap
+            .admit(what, usage, pending.bytes, crate::clock::now_ms())
+        {
+            // Refused before the station saw it: no state changed, so a
+            // counter's next accepted sample carries the whole delta.
+            tracing::debug!(device = %reading.device, "reading refused: store full");
+            return;
+        }
+        pending.applied += 1;
+        pending.add(self.p.stations.on_reading(reading, clock_synced()));
     }
 
     fn on_command(&mut self, req: CommandRequest, pending: &mut Pending) {
         let now = crate::clock::now_ms();
         let synced = clock_synced();
+        let usage = self.p.store.usage();
+        if !self.cap.admit(Incoming::Data, usage, pending.bytes, now) {
+            tracing::warn!("command refused: store full");
+            let _ = req.reply.send(Err(STORE_FULL_REFUSAL.to_owned()));
+            return;
+        }
+        pending.applied += 1;
         let outcome = match &req.command {
             Ok(cmd) => {
-                let (verdict, emitted) = self.stations.on_command(cmd, now, synced);
+                let (verdict, emitted) = self.p.stations.on_command(cmd, now, synced);
                 pending.add(emitted);
                 verdict.map_err(|r| r.to_string())
             }
@@ -157,18 +257,42 @@ impl Pipeline {
                     now,
                     synced,
                 );
-                pending.batch.records.push(rec);
+                pending.push(rec);
                 Err(refused.reason.clone())
             }
         };
         pending.replies.push((req.reply, outcome));
     }
 
+    /// Once a second: retry a disk that refused a commit, raise or clear
+    /// capacity alarms, and let the stations see the clock (unless the
+    /// store has no room for what they would make).
+    async fn on_tick(&mut self, pending: &mut Pending) -> Result<(), StoreError> {
+        let now_ms = crate::clock::now_ms();
+        let disk = store::disk_space(&self.p.store_dir).ok();
+        if self.cap.retry_due(Instant::now(), disk) {
+            self.retry().await?;
+        }
+        self.cap.observe_disk(disk);
+        if !self.cap.is_down() {
+            let usage = self.p.store.usage();
+            self.cap.evaluate(usage.bytes + pending.bytes, now_ms);
+            if self.cap.has_room(Incoming::Data, usage, pending.bytes) {
+                pending.add(self.p.stations.on_tick(now_ms, clock_synced()));
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
     /// Make acknowledgements durable while idle. A failure is logged, not
     /// fatal here: a lost ack only resends a record (same `seq`), and a
-    /// broken disk fails the next commit, which is fatal.
-    async fn sync_acks(&self) {
-        let store = Arc::clone(&self.store);
+    /// broken disk fails the next commit. A full disk is handled now.
+    async fn sync_acks(&mut self) -> Result<(), StoreError> {
+        if self.cap.is_blocked() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.p.store);
         // Depth read first: every ack it reflects is covered by the sync.
         let sync = move || {
             let stats = store.stats();
@@ -181,19 +305,103 @@ impl Pipeline {
                 "acknowledgements synced"
             ),
             Ok(Ok(None)) => {}
+            Ok(Err(err)) if self.is_disk_full(&err) => {
+                tracing::error!(error = %err, "syncing acknowledgements failed: the disk is full; reopening the store");
+                self.disk_full(None).await?;
+            }
             Ok(Err(err)) => tracing::error!(error = %err, "syncing acknowledgements failed"),
             Err(join) => tracing::error!(error = %join, "ack sync task failed"),
         }
+        Ok(())
     }
 
-    /// Commit one batch; any failure is returned (and is fatal, see the module doc).
+    /// Whether `err` means the disk is full (now, or as the engine's memory
+    /// of an earlier failure for lack of space).
+    fn is_disk_full(&self, err: &StoreError) -> bool {
+        err.is_disk_full()
+            || (self.p.store.disk_full_seen()
+                && (err.is_previous_io() || matches!(err, StoreError::Engine(_))))
+    }
+
+    /// Commit one batch. A failure for lack of space is survived (see the
+    /// module doc); any other failure is returned, and is fatal.
     async fn commit(&mut self, pending: Pending) -> Result<(), StoreError> {
         let started = Instant::now();
-        let store = Arc::clone(&self.store);
-        let mut batch = pending.batch;
+        let now_ms = crate::clock::now_ms();
+        let Pending {
+            mut batch,
+            replies,
+            bytes,
+            applied,
+        } = pending;
         batch.coalesce_state();
-        let records = match tokio::task::spawn_blocking(move || store.commit(batch)).await {
+        let usage = self.p.store.usage();
+        let disk = store::disk_space(&self.p.store_dir).ok();
+        // The free space first: drop-oldest frees what is added when the
+        // disk is low.
+        self.cap.observe_disk(disk);
+        let mut freed = 0;
+        if let Some(need) = self.cap.drop_needed(usage, bytes) {
+            let store = Arc::clone(&self.p.store);
+            let outbound = self.p.outbound.clone();
+            // Planned around what the uplink has out, then reserved under
+            // its lock (leaving out what it sent meanwhile): it publishes
+            // none of these until the commit is done.
+            let plan = move || {
+                let out = outbound.lock().in_flight.clone();
+                let mut plan = store.plan_drop(need, &out)?;
+                let mut out = outbound.lock();
+                plan.without(&out.in_flight);
+                out.dropping.extend(plan.seqs.iter().copied());
+                Ok::<_, StoreError>(plan)
+            };
+            match tokio::task::spawn_blocking(plan).await {
+                Ok(Ok(plan)) if !plan.seqs.is_empty() => {
+                    self.cap.dropping(&plan, now_ms, usage);
+                    freed = plan.bytes;
+                    batch.drop = plan.seqs;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "cannot pick records to drop"),
+                Err(join) => tracing::error!(error = %join, "drop planning task failed"),
+            }
+        }
+        self.cap
+            .evaluate((usage.bytes + bytes).saturating_sub(freed), now_ms);
+        let alarms = self.cap.take_outbox();
+        batch.records.extend(alarms);
+        batch.state.extend(self.cap.state_write());
+        let dropped = batch.drop.len() as u64;
+        let first = usage.last_seq + 1;
+        let count = batch.records.len() as u64;
+        let store = Arc::clone(&self.p.store);
+        let committing = tokio::task::spawn_blocking(move || store.commit(batch)).await;
+        if dropped > 0 {
+            let mut out = self.p.outbound.lock();
+            if !matches!(committing, Ok(Ok(_))) {
+                // Not dropped after all: the uplink reads them again.
+                if let Some(first) = out.dropping.first().copied() {
+                    out.rewind = Some(out.rewind.map_or(first, |r| r.min(first)));
+                }
+            }
+            out.dropping.clear();
+        }
+        let records = match committing {
             Ok(Ok(records)) => records,
+            Ok(Err(err)) if self.is_disk_full(&err) => {
+                tracing::error!(
+                    error = %err,
+                    "commit failed: the disk is full; reopening the store and refusing readings until there is room"
+                );
+                self.unresolved = Some(Unresolved {
+                    first,
+                    records: count,
+                    applied,
+                    dropped,
+                    replies,
+                });
+                return self.disk_full(Some(usage)).await;
+            }
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "commit failed; stopping so the store recovers on restart");
                 return Err(err);
@@ -205,6 +413,7 @@ impl Pipeline {
                 ))));
             }
         };
+        self.cap.committed();
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             tracing::debug!(
                 first_seq = first.seq,
@@ -213,11 +422,142 @@ impl Pipeline {
                 commit_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "committed"
             );
-            self.committed.send_replace(last.seq);
+            self.p.committed.send_replace(last.seq);
         }
-        for (reply, outcome) in pending.replies {
+        for (reply, outcome) in replies {
             let _ = reply.send(outcome);
         }
         Ok(())
     }
+
+    /// The disk refused a write: reopen the store (the engine must not be
+    /// written again) and refuse everything until there is room.
+    async fn disk_full(&mut self, usage: Option<store::Usage>) -> Result<(), StoreError> {
+        let usage = usage.unwrap_or_else(|| self.p.store.usage());
+        self.try_reopen().await?;
+        self.cap
+            .on_disk_error(Instant::now(), crate::clock::now_ms(), usage);
+        self.publish_status();
+        Ok(())
+    }
+
+    /// After a failure for lack of space, once the backoff has passed or
+    /// the disk has room: reopen the store if it is still closed, then let
+    /// the next commit try the disk again.
+    async fn retry(&mut self) -> Result<(), StoreError> {
+        if self.cap.is_down() {
+            self.try_reopen().await?;
+            if self.cap.is_down() {
+                let usage = self.p.store.usage();
+                self.cap
+                    .on_disk_error(Instant::now(), crate::clock::now_ms(), usage);
+                return Ok(());
+            }
+        }
+        tracing::info!("trying the store's disk again");
+        self.cap.unblock();
+        Ok(())
+    }
+
+    /// Reopen the store and rebuild the stations from it. A failure that a
+    /// later attempt may not have (no space, the old engine's lock not yet
+    /// released) leaves the store down; any other is returned (fatal).
+    async fn try_reopen(&mut self) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.p.store);
+        let reopened = match tokio::task::spawn_blocking(move || store.reopen()).await {
+            Ok(r) => r,
+            Err(join) => Err(StoreError::Io(std::io::Error::other(format!(
+                "reopen task failed: {join}"
+            )))),
+        }
+        .and_then(|()| (self.p.restore)(self.p.store.as_ref()))
+        .and_then(|stations| {
+            let saved = self.p.store.state(capacity::STATE_KEY)?;
+            Ok((stations, saved))
+        });
+        match reopened {
+            Ok((stations, saved)) => {
+                self.p.stations = stations;
+                let usage = self.p.store.usage();
+                self.cap
+                    .reload(saved.as_deref(), crate::clock::now_ms(), usage);
+                self.cap.set_down(false);
+                self.resolve();
+                // Wake the uplink: it could not read while the store was closed.
+                let last = self.p.store.usage().last_seq;
+                self.p.committed.send_replace(last);
+                Ok(())
+            }
+            Err(err) if may_pass(&err) => {
+                tracing::error!(error = %err, "cannot reopen the store yet; retrying later");
+                self.cap.set_down(true);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot reopen the store; stopping");
+                Err(err)
+            }
+        }
+    }
+
+    /// Settle the batch whose commit failed, now that the reopened store
+    /// says whether it survived.
+    fn resolve(&mut self) {
+        let Some(u) = self.unresolved.take() else {
+            return;
+        };
+        let last = self.p.store.usage().last_seq;
+        let survived = u.records > 0 && last >= u.first + u.records - 1;
+        if survived {
+            // Accepted after all: the reopened engine made it durable.
+            tracing::info!(
+                first_seq = u.first,
+                last_seq = u.first + u.records - 1,
+                "the batch of the failed commit survived in the store"
+            );
+            tracing::debug!(
+                first_seq = u.first,
+                last_seq = u.first + u.records - 1,
+                records = u.records,
+                commit_ms = 0.0,
+                "committed"
+            );
+            for (reply, outcome) in u.replies {
+                let _ = reply.send(outcome);
+            }
+        } else {
+            tracing::warn!(
+                readings = u.applied,
+                "the batch of the failed commit was not stored: its readings and commands count as refused"
+            );
+            self.cap.refused_after_failure(u.applied, u.dropped);
+            for (reply, _) in u.replies {
+                let _ = reply.send(Err(STORE_FULL_REFUSAL.to_owned()));
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = self.cap.status();
+        self.p.capacity.send_if_modified(|s| {
+            let changed = *s != status;
+            if changed {
+                *s = status;
+            }
+            changed
+        });
+    }
+}
+
+/// Whether opening the store may succeed later: it failed for lack of space,
+/// or on the lock the closed engine may still hold for a moment.
+fn may_pass(err: &StoreError) -> bool {
+    err.is_disk_full()
+        || matches!(
+            err,
+            StoreError::Unavailable
+                | StoreError::Io(_)
+                | StoreError::Engine(::sled::Error::Io(_))
+                | StoreError::Redb(::redb::Error::Io(_) | ::redb::Error::DatabaseAlreadyOpen)
+        )
 }

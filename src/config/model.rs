@@ -65,6 +65,35 @@ pub struct StoreConfig {
     pub commit_max_records: usize,
     /// Engine page-cache budget in bytes (default 8 MiB).
     pub cache_bytes: u64,
+    /// Capacity of the queue: encoded bytes of unacknowledged records
+    /// (`queue.bytes`), at most (default 1 GiB).
+    pub max_bytes: u64,
+    /// What happens to new readings once the queue is full (default refuse).
+    pub when_full: WhenFull,
+    /// Free space the data directory's filesystem must keep; below it the
+    /// store counts as full (default 128 MiB).
+    pub min_disk_free: u64,
+}
+
+/// `[store] when_full`: the policy once the store is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// New readings and commands are refused (counted, alarmed) before they
+    /// change any station state; nothing accepted is ever dropped.
+    Refuse,
+    /// The oldest unacknowledged records are deleted to make room, in the
+    /// same commit as the new ones, and reported with their seqs.
+    DropOldest,
+}
+
+impl WhenFull {
+    /// The name used in the config file and the status message.
+    pub fn name(self) -> &'static str {
+        match self {
+            WhenFull::Refuse => "refuse",
+            WhenFull::DropOldest => "drop-oldest",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

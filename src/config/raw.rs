@@ -67,6 +67,9 @@ pub struct StoreRaw {
     pub commit_interval: Option<Spanned<String>>,
     pub commit_max_records: Option<Spanned<i64>>,
     pub cache_size: Option<Spanned<SizeRaw>>,
+    pub max_bytes: Option<Spanned<SizeRaw>>,
+    pub when_full: Option<Spanned<String>>,
+    pub min_disk_free: Option<Spanned<SizeRaw>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -590,6 +593,13 @@ pub fn expected_for(key: &str) -> Option<String> {
         "store.commit_max_records" => "an integer from 1 to 10000",
         "store.cache_size" => {
             "a size from 1MiB to 1GiB such as \"8MiB\" (units KiB, MiB, GiB) or an integer number of bytes"
+        }
+        "store.max_bytes" => {
+            "a size from 64KiB to 1024GiB such as \"1GiB\" (units KiB, MiB, GiB) or an integer number of bytes"
+        }
+        "store.when_full" => "\"refuse\" or \"drop-oldest\"",
+        "store.min_disk_free" => {
+            "a size from 0 to 1024GiB such as \"128MiB\" (units KiB, MiB, GiB) or an integer number of bytes"
         }
         "mqtt" => "an [mqtt] table with at least host",
         "mqtt.host" => "a host name or IP address such as \"127.0.0.1\"",

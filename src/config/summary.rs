@@ -32,6 +32,13 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         s.commit_max_records,
         fmt_size(s.cache_bytes)
     )?;
+    writeln!(
+        out,
+        "capacity: {} of records, then {}; full below {} free on disk",
+        fmt_size(s.max_bytes),
+        s.when_full.name(),
+        fmt_size(s.min_disk_free)
+    )?;
     let auth = match (&m.username, &m.password) {
         (Some(u), Some(_)) => format!("user {u}, password from file"),
         (Some(u), None) => format!("user {u}, no password"),

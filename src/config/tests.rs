@@ -1549,6 +1549,46 @@ const CASES: &[Case] = &[
         expected: "",
     },
     Case {
+        name: "store max_bytes below range",
+        edits: &[],
+        append: "[store]\nmax_bytes = \"16KiB\"\n",
+        line: 16,
+        column: 13,
+        key: "store.max_bytes",
+        message: "16KiB is out of range 64KiB..=1024GiB",
+        expected: "\"1GiB\"",
+    },
+    Case {
+        name: "store max_bytes negative",
+        edits: &[],
+        append: "[store]\nmax_bytes = -1\n",
+        line: 16,
+        column: 13,
+        key: "store.max_bytes",
+        message: "-1 is negative",
+        expected: "",
+    },
+    Case {
+        name: "unknown when_full policy",
+        edits: &[],
+        append: "[store]\nwhen_full = \"drop-newest\"\n",
+        line: 16,
+        column: 13,
+        key: "store.when_full",
+        message: "unknown value \"drop-newest\"",
+        expected: "\"refuse\" or \"drop-oldest\"",
+    },
+    Case {
+        name: "min_disk_free not a size",
+        edits: &[],
+        append: "[store]\nmin_disk_free = \"lots\"\n",
+        line: 16,
+        column: 17,
+        key: "store.min_disk_free",
+        message: "\"lots\" is not a size",
+        expected: "\"128MiB\"",
+    },
+    Case {
         name: "unknown store engine",
         edits: &[],
         append: "[store]\nengine = \"rocksdb\"\n",
@@ -1693,6 +1733,9 @@ engine = "sled"
 commit_interval = "0ms"
 commit_max_records = 10000
 cache_size = 16777216
+max_bytes = "64MiB"
+when_full = "drop-oldest"
+min_disk_free = 0
 
 [mqtt]
 host = "broker.local"
@@ -1764,6 +1807,9 @@ fn full_config_round_trip() {
     assert_eq!(cfg.store.commit_interval, Duration::ZERO);
     assert_eq!(cfg.store.commit_max_records, 10_000);
     assert_eq!(cfg.store.cache_bytes, 16 * 1024 * 1024);
+    assert_eq!(cfg.store.max_bytes, 64 * 1024 * 1024);
+    assert_eq!(cfg.store.when_full, WhenFull::DropOldest);
+    assert_eq!(cfg.store.min_disk_free, 0);
 
     let m = &cfg.mqtt;
     assert_eq!((m.host.as_str(), m.port), ("broker.local", 8883));
@@ -1914,6 +1960,9 @@ fn defaults_when_optional_tables_are_absent() {
     assert_eq!(cfg.store.commit_interval, Duration::from_millis(10));
     assert_eq!(cfg.store.commit_max_records, 256);
     assert_eq!(cfg.store.cache_bytes, 8 * 1024 * 1024);
+    assert_eq!(cfg.store.max_bytes, 1024 * 1024 * 1024);
+    assert_eq!(cfg.store.when_full, WhenFull::Refuse);
+    assert_eq!(cfg.store.min_disk_free, 128 * 1024 * 1024);
     let m = &cfg.mqtt;
     assert_eq!(m.port, 1883);
     assert_eq!(m.keepalive, Duration::from_secs(15));

@@ -414,11 +414,37 @@ impl Validator<'_> {
         )?;
         let cache_bytes =
             self.size(s.cache_size.as_ref(), "store.cache_size", 8 * MIB, MIB, GIB)?;
+        let max_bytes = self.size(
+            s.max_bytes.as_ref(),
+            "store.max_bytes",
+            GIB,
+            64 * KIB,
+            1024 * GIB,
+        )?;
+        let when_full = self.choice(
+            s.when_full.as_ref(),
+            "store.when_full",
+            WhenFull::Refuse,
+            &[
+                ("refuse", WhenFull::Refuse),
+                ("drop-oldest", WhenFull::DropOldest),
+            ],
+        )?;
+        let min_disk_free = self.size(
+            s.min_disk_free.as_ref(),
+            "store.min_disk_free",
+            128 * MIB,
+            0,
+            1024 * GIB,
+        )?;
         Ok(StoreConfig {
             engine,
             commit_interval,
             commit_max_records: to_usize(commit_max_records),
             cache_bytes,
+            max_bytes,
+            when_full,
+            min_disk_free,
         })
     }
 

@@ -293,10 +293,12 @@ impl Stations {
             DeviceEvent::Online => Body::Alarm {
                 event: AlarmEvent::DeviceOnline,
                 message: None,
+                store: None,
             },
             DeviceEvent::Offline(why) => Body::Alarm {
                 event: AlarmEvent::DeviceOffline,
                 message: Some(why.clone()),
+                store: None,
             },
         };
         out.records.push(station.record(&at, body));

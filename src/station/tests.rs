@@ -770,7 +770,8 @@ fn device_events_become_alarms() {
         out.records[0].body,
         Body::Alarm {
             event: AlarmEvent::DeviceOffline,
-            message: Some("EIO".into())
+            message: Some("EIO".into()),
+            store: None,
         }
     );
 }
@@ -1235,7 +1236,7 @@ fn unreadable_numbering_state_stops_generated_numbers_until_the_template_changes
     rig.disk.insert("lot/st10".into(), b"{damaged".to_vec());
     rig.restart();
     let out = rig.tick(2);
-    assert!(out.iter().any(|r| matches!(&r.body, Body::Alarm { event: AlarmEvent::LotNotOpened, message: Some(m) } if m.contains("unreadable"))));
+    assert!(out.iter().any(|r| matches!(&r.body, Body::Alarm { event: AlarmEvent::LotNotOpened, message: Some(m), .. } if m.contains("unreadable"))));
     let (v, _) = rig.command(3, CommandAction::OpenLot(None));
     assert!(matches!(v, Err(Rejection::NumberingBlocked(_))), "{v:?}");
     // Named lots still open; the block survives a restart.

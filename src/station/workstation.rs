@@ -107,6 +107,7 @@ impl Station {
             Body::Alarm {
                 event,
                 message: Some(message),
+                store: None,
             },
         ));
     }

@@ -32,6 +32,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
     }
 }
 
+/// Whether the encoded record is one drop-oldest keeps (a store alarm):
+/// decoded only when it can be an alarm at all.
+pub fn kept_by_drop_oldest(bytes: &[u8]) -> bool {
+    const ALARM: &[u8] = br#""kind":"alarm""#;
+    bytes.windows(ALARM.len()).any(|w| w == ALARM)
+        && decode(bytes).is_ok_and(|r| r.kept_by_drop_oldest())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

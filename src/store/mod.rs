@@ -8,15 +8,23 @@
 //! is used). The group-commit loop that batches station output lives in `app::pipeline`; this
 //! module only promises that [`Store::commit`] is a real durability point: when
 //! it returns `Ok`, the batch survives `kill -9` and power loss.
+//!
+//! Capacity: the pipeline bounds the queue (`app::capacity`); a commit can
+//! delete the oldest unacknowledged records in the same atomic batch
+//! ([`Batch::drop`], picked by [`Store::plan_drop`]). [`ReopenableStore`]
+//! closes and reopens the engine in place after a commit the full disk
+//! refused, and [`disk_space`] reads the filesystem's free space.
 
 mod codec;
 mod floor;
 mod redb;
+mod reopen;
 mod salvage;
 mod sled;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +34,7 @@ use crate::record::Record;
 pub use self::codec::CodecError;
 pub use self::floor::FILE_NAME as FLOOR_FILE;
 pub use self::redb::RedbStore;
+pub use self::reopen::{DiskSpace, ReopenableStore, disk_space};
 pub use self::salvage::{DAMAGED_PREFIX, KEEP_DAMAGED, STORE_DIR};
 pub use self::sled::SledStore;
 
@@ -58,6 +67,36 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store record could not be encoded: {0}")]
     Codec(#[from] CodecError),
+    /// The engine was closed after a failed commit and is being reopened.
+    #[error("the store is closed for a reopen after a failed commit")]
+    Unavailable,
+    /// This store cannot be reopened in place.
+    #[error("this store cannot be reopened in place")]
+    NotReopenable,
+}
+
+impl StoreError {
+    /// The filesystem is full (ENOSPC) or the user's quota is (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Io(e) => Some(e),
+            StoreError::Engine(::sled::Error::Io(e)) => Some(e),
+            StoreError::Redb(::redb::Error::Io(e)) => Some(e),
+            _ => None,
+        };
+        io.is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        })
+    }
+
+    /// The engine refuses writes because of an earlier I/O error (redb's
+    /// `PreviousIo`): only closing and reopening it clears that.
+    pub fn is_previous_io(&self) -> bool {
+        matches!(self, StoreError::Redb(::redb::Error::PreviousIo))
+    }
 }
 
 macro_rules! from_redb {
@@ -86,11 +125,14 @@ pub struct Batch {
     pub records: Vec<Record>,
     /// `(key, Some(value))` upserts, `(key, None)` deletes.
     pub state: Vec<(String, Option<Vec<u8>>)>,
+    /// Unacknowledged records to delete unsent in the same atomic commit
+    /// (drop-oldest, from [`Store::plan_drop`]). A seq already gone is skipped.
+    pub drop: Vec<u64>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.state.is_empty()
+        self.records.is_empty() && self.state.is_empty() && self.drop.is_empty()
     }
 
     /// Keep only the last write of each state key (the one that wins
@@ -115,6 +157,7 @@ mod batch_tests {
     #[test]
     fn coalescing_keeps_the_last_write_of_each_key_in_order() {
         let mut b = Batch {
+            drop: vec![],
             records: vec![],
             state: vec![
                 ("a".into(), Some(b"1".to_vec())),
@@ -148,6 +191,9 @@ mod open_tests {
             commit_interval: Duration::from_millis(10),
             commit_max_records: 256,
             cache_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            when_full: crate::config::WhenFull::Refuse,
+            min_disk_free: 0,
         }
     }
 
@@ -212,6 +258,117 @@ pub struct StoreStats {
     pub corrupt: u64,
 }
 
+/// The cheap part of [`StoreStats`]: kept in memory, no I/O.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub depth: u64,
+    pub bytes: u64,
+    pub last_seq: u64,
+}
+
+/// The oldest unacknowledged records whose deletion frees the bytes asked
+/// for: what drop-oldest deletes with the next commit ([`Batch::drop`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropPlan {
+    /// Their seqs, ascending.
+    pub seqs: Vec<u64>,
+    /// The encoded bytes of each, in the same order.
+    pub sizes: Vec<u64>,
+    /// Their encoded bytes in all.
+    pub bytes: u64,
+}
+
+impl DropPlan {
+    pub fn first(&self) -> Option<u64> {
+        self.seqs.first().copied()
+    }
+
+    pub fn last(&self) -> Option<u64> {
+        self.seqs.last().copied()
+    }
+
+    /// Leave out the records in `skip`.
+    pub fn without(&mut self, skip: &BTreeSet<u64>) {
+        if skip.is_empty() {
+            return;
+        }
+        let mut kept = DropPlan::default();
+        for (&seq, &len) in self.seqs.iter().zip(&self.sizes) {
+            if !skip.contains(&seq) {
+                kept.seqs.push(seq);
+                kept.sizes.push(len);
+                kept.bytes += len;
+            }
+        }
+        *self = kept;
+    }
+}
+
+/// Pick, oldest first, records adding up to at least `bytes` from `queue`
+/// (`(seq, encoded bytes, kept)` in seq order), taking the records
+/// drop-oldest keeps ([`Record::kept_by_drop_oldest`]) only when the others
+/// are not enough. Reads `queue` only as far as it needs.
+pub(crate) fn pick_oldest(
+    queue: impl Iterator<Item = Result<(u64, u64, bool), StoreError>>,
+    bytes: u64,
+) -> Result<DropPlan, StoreError> {
+    let mut picked: Vec<(u64, u64)> = Vec::new();
+    let mut total = 0;
+    let mut kept = Vec::new();
+    for entry in queue {
+        if total >= bytes {
+            break;
+        }
+        let (seq, len, keep) = entry?;
+        if keep {
+            kept.push((seq, len));
+        } else {
+            picked.push((seq, len));
+            total += len;
+        }
+    }
+    if total < bytes {
+        for (seq, len) in kept {
+            if total >= bytes {
+                break;
+            }
+            picked.push((seq, len));
+            total += len;
+        }
+        picked.sort_unstable();
+    }
+    Ok(DropPlan {
+        seqs: picked.iter().map(|p| p.0).collect(),
+        sizes: picked.iter().map(|p| p.1).collect(),
+        bytes: total,
+    })
+}
+
+/// The capacity figures of the status message, kept by the pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CapacityStatus {
+    /// `[store] max_bytes`.
+    pub max_bytes: u64,
+    /// `[store] when_full`.
+    pub when_full: &'static str,
+    /// The queue is at `max_bytes` (`store-full` raised).
+    pub full: bool,
+    /// The filesystem is below `min_disk_free` or refused a write (`disk-full` raised).
+    pub disk_full: bool,
+    /// Free space on the data directory's filesystem, when it could be read.
+    pub disk_free_bytes: Option<u64>,
+    /// Readings and commands refused because the store or disk was full, since start.
+    pub refused: u64,
+    /// Records dropped unsent by drop-oldest, ever (kept in the store).
+    pub dropped: u64,
+}
+
+/// The size of `record` in the store (what [`StoreStats::bytes`] adds up):
+/// for estimating a batch before it is committed.
+pub fn encoded_len(record: &Record) -> u64 {
+    codec::encode(record).map_or(0, |v| v.len() as u64)
+}
+
 /// The durable queue contract. One writer (the pipeline) calls `commit`; the
 /// uplink reads and acknowledges; any task may read stats and state.
 pub trait Store: Send + Sync + 'static {
@@ -256,6 +413,38 @@ pub trait Store: Send + Sync + 'static {
     /// Make everything durable before the process exits.
     fn close(&self) -> Result<(), StoreError> {
         self.sync()
+    }
+
+    /// Depth, bytes and last seq from memory: cheap enough to call for
+    /// every reading.
+    fn usage(&self) -> Usage {
+        let s = self.stats();
+        Usage {
+            depth: s.depth,
+            bytes: s.bytes,
+            last_seq: s.last_seq,
+        }
+    }
+
+    /// The oldest unacknowledged records whose deletion frees at least
+    /// `bytes` (fewer if the queue holds less), never one in `skip` (out
+    /// for delivery), and the ones drop-oldest keeps only when nothing else
+    /// is left. Writes nothing: the caller puts the seqs in [`Batch::drop`].
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError>;
+
+    /// Close the engine and open it again from what is on disk, as a
+    /// restart would (after a commit failed because the disk was full: the
+    /// engine refuses further writes until then). Only [`ReopenableStore`]
+    /// can.
+    fn reopen(&self) -> Result<(), StoreError> {
+        Err(StoreError::NotReopenable)
+    }
+
+    /// Whether a call of this store failed because the disk was full since
+    /// it was last opened (an engine may report a later failure as "a
+    /// previous I/O error").
+    fn disk_full_seen(&self) -> bool {
+        false
     }
 }
 

@@ -47,7 +47,7 @@
 //! **One process.** redb locks the file: a second gateway on the same data
 //! directory fails to open the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -57,9 +57,9 @@ use ::redb::{
     TableDefinition, WriteTransaction,
 };
 
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, kept_by_drop_oldest};
 use super::floor::SeqFloor;
-use super::{Batch, Store, StoreError, StoreStats};
+use super::{Batch, DropPlan, Store, StoreError, StoreStats, Usage};
 use crate::config::StoreEngine;
 use crate::record::Record;
 
@@ -110,6 +110,18 @@ struct Inner {
 }
 
 impl Inner {
+    /// Take `seq` (of `len` encoded bytes), deleted by a commit, out of the
+    /// queue figures.
+    fn remove_dropped(&mut self, seq: u64, len: usize) {
+        self.depth = self.depth.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len as u64);
+        if self.depth == 0 {
+            self.oldest = Oldest::Empty;
+        } else if matches!(self.oldest, Oldest::At { seq: s, .. } if s == seq) {
+            self.oldest = Oldest::Unknown { after: seq };
+        }
+    }
+
     /// Take `seq` (of `len` encoded bytes) out of the queue figures.
     fn remove(&mut self, seq: u64, len: usize, how: Removal) {
         self.pending.insert(seq, how);
@@ -326,6 +338,30 @@ fn apply_removals(
     Ok(())
 }
 
+/// Delete `seqs` unsent inside `txn` (drop-oldest), except those `removals`
+/// already handles; returns what was there: `(seq, encoded bytes)`.
+fn drop_records(
+    txn: &WriteTransaction,
+    seqs: &[u64],
+    removals: &[(u64, Removal)],
+) -> Result<Vec<(u64, usize)>, ::redb::Error> {
+    let mut dropped = Vec::with_capacity(seqs.len());
+    if seqs.is_empty() {
+        return Ok(dropped);
+    }
+    let mut records = txn.open_table(RECORDS)?;
+    for &seq in seqs {
+        // `removals` is in seq order (taken from a BTreeMap).
+        if removals.binary_search_by_key(&seq, |(s, _)| *s).is_ok() {
+            continue;
+        }
+        if let Some(old) = records.remove(seq)? {
+            dropped.push((seq, old.value().len()));
+        }
+    }
+    Ok(dropped)
+}
+
 impl Store for RedbStore {
     fn commit(&self, batch: Batch) -> Result<Vec<Record>, StoreError> {
         let _one_at_a_time = self
@@ -370,6 +406,7 @@ impl Store for RedbStore {
             }
         }
         apply_removals(&txn, &removals)?;
+        let dropped = drop_records(&txn, &batch.drop, &removals)?;
         let committed = txn.commit();
 
         let mut inner = self.inner();
@@ -380,6 +417,13 @@ impl Store for RedbStore {
         inner.last_seq = inner.last_seq.max(last);
         committed?;
         Self::applied(&mut inner, &removals);
+        for (seq, len) in dropped {
+            // Marked since `removals` was taken: that ack already took it
+            // out of the figures (its delete will find nothing left).
+            if !inner.pending.contains_key(&seq) {
+                inner.remove_dropped(seq, len);
+            }
+        }
         if let Some(r) = records.first()
             && matches!(inner.oldest, Oldest::Empty)
         {
@@ -504,5 +548,37 @@ impl Store for RedbStore {
             floor.mark_clean(self.inner().last_seq)?;
         }
         Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        let inner = self.inner();
+        Usage {
+            depth: inner.depth,
+            bytes: inner.bytes,
+            last_seq: inner.last_seq,
+        }
+    }
+
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {
+        // Held throughout, so no ack is marked while the plan is made.
+        let inner = self.inner();
+        let read = self.db.begin_read()?;
+        let records = read.open_table(RECORDS)?;
+        let queue = records
+            .range(1u64..)?
+            .filter(|entry| {
+                entry.as_ref().map_or(true, |(k, _)| {
+                    !inner.pending.contains_key(&k.value()) && !skip.contains(&k.value())
+                })
+            })
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((
+                    k.value(),
+                    v.value().len() as u64,
+                    kept_by_drop_oldest(v.value()),
+                ))
+            });
+        super::pick_oldest(queue, bytes)
     }
 }

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use super::floor::{self, Found, SeqFloor, sync_dir};
 use super::{RedbStore, SledStore, Store, StoreError, codec, redb, sled};
 use crate::config::{StoreConfig, StoreEngine};
-use crate::record::{AlarmEvent, Body, Record};
+use crate::record::{AlarmEvent, Body, Record, StoreFigures};
 
 /// The store's directory inside the data directory.
 pub const STORE_DIR: &str = "store";
@@ -240,7 +240,10 @@ pub fn is_damage(err: &StoreError) -> bool {
         StoreError::Redb(e) => redb_damage(e),
         StoreError::Damaged { .. } => true,
         StoreError::Io(e) => io(e),
-        StoreError::OtherEngine { .. } | StoreError::Codec(_) => false,
+        StoreError::OtherEngine { .. }
+        | StoreError::Codec(_)
+        | StoreError::Unavailable
+        | StoreError::NotReopenable => false,
     }
 }
 
@@ -589,6 +592,16 @@ fn salvage(
         body: Body::Alarm {
             event: AlarmEvent::StoreDamaged,
             message: Some(report.message()),
+            // The skipped seqs as a range, as `records-dropped` gives its
+            // own: a gap the MES can match to this report.
+            store: (report.skipped() > 0).then(|| {
+                Box::new(StoreFigures {
+                    first_seq: Some(report.highest_seen + 1),
+                    last_seq: Some(report.first_new - 1),
+                    count: Some(report.skipped()),
+                    ..StoreFigures::default()
+                })
+            }),
         },
     };
     import

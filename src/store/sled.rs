@@ -21,14 +21,15 @@
 //! open (every record and state entry is read once) is salvaged by
 //! `store::salvage`.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, kept_by_drop_oldest};
 use super::floor::SeqFloor;
-use super::{Batch, Store, StoreError, StoreStats};
+use super::{Batch, DropPlan, Store, StoreError, StoreStats, Usage};
 use crate::config::StoreEngine;
 use crate::record::Record;
 
@@ -179,12 +180,24 @@ impl Store for SledStore {
                 None => sled_batch.remove(state_key(&key)),
             }
         }
+        // Dropped unsent (drop-oldest). Acks take the counters lock before
+        // they delete, so what is found here is still there when the batch
+        // is applied, and counted once.
+        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        for &old in &batch.drop {
+            let key = record_key(RECORD, old);
+            if let Some(value) = self.db.get(key)? {
+                sled_batch.remove(&key);
+                dropped += 1;
+                dropped_bytes += value.len() as u64;
+            }
+        }
         self.db.apply_batch(sled_batch)?;
         // Applied: these seqs exist now and must never be handed out again,
         // whether or not the sync below succeeds.
         counters.last_seq = seq;
-        counters.depth += records.len() as u64;
-        counters.bytes += bytes;
+        counters.depth = (counters.depth + records.len() as u64).saturating_sub(dropped);
+        counters.bytes = (counters.bytes + bytes).saturating_sub(dropped_bytes);
         drop(counters);
         // If this fails the batch is applied but not durable; the caller
         // must not publish it and must not commit it again (the pipeline
@@ -219,11 +232,13 @@ impl Store for SledStore {
 
     fn set_aside(&self, seq: u64) -> Result<(), StoreError> {
         let key = record_key(RECORD, seq);
+        // Held while deleting, as in `ack`: a commit dropping records sees
+        // each record either here or gone.
+        let mut c = self.counters();
         if let Some(value) = self.db.get(key)? {
             // Written aside before removal: a crash in between keeps both, never neither.
             self.db.insert(record_key(QUARANTINE, seq), value.clone())?;
             if self.db.remove(key)?.is_some() {
-                let mut c = self.counters();
                 c.depth = c.depth.saturating_sub(1);
                 c.bytes = c.bytes.saturating_sub(value.len() as u64);
                 c.corrupt += 1;
@@ -233,9 +248,12 @@ impl Store for SledStore {
     }
 
     fn ack(&self, seq: u64) -> Result<(), StoreError> {
+        // Held while deleting: a commit that drops records (drop-oldest)
+        // reads and deletes them under the same lock, so a record is
+        // subtracted from the figures once, by whichever came first.
+        let mut c = self.counters();
         if let Some(old) = self.db.remove(record_key(RECORD, seq))? {
             self.acks_dirty.store(true, Ordering::Release);
-            let mut c = self.counters();
             c.depth = c.depth.saturating_sub(1);
             c.bytes = c.bytes.saturating_sub(old.len() as u64);
         }
@@ -298,5 +316,34 @@ impl Store for SledStore {
             floor.mark_clean(self.counters().last_seq)?;
         }
         Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        let c = self.counters();
+        Usage {
+            depth: c.depth,
+            bytes: c.bytes,
+            last_seq: c.last_seq,
+        }
+    }
+
+    fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {
+        let queue = self
+            .db
+            .scan_prefix([RECORD])
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((
+                    seq_of(&key).unwrap_or(0),
+                    value.len() as u64,
+                    kept_by_drop_oldest(&value),
+                ))
+            })
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(seq, _, _)| !skip.contains(seq))
+            });
+        super::pick_oldest(queue, bytes)
     }
 }

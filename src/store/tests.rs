@@ -7,16 +7,19 @@ use std::path::Path;
 
 use super::redb::FILE_NAME as REDB_FILE;
 use super::*;
+use crate::config::StoreEngine;
 use crate::record::{Body, Record};
 
 /// What the suite needs from an engine beyond [`Store`].
 pub(super) trait Engine: Store + Sized {
+    const ENGINE: StoreEngine;
     fn open_in(dir: &Path) -> Result<Self, StoreError>;
     /// Write an entry's bytes as they are, bypassing the codec.
     fn put_raw(&self, seq: u64, bytes: &[u8]);
 }
 
 impl Engine for SledStore {
+    const ENGINE: StoreEngine = StoreEngine::Sled;
     fn open_in(dir: &Path) -> Result<Self, StoreError> {
         SledStore::open(dir, 1 << 20)
     }
@@ -26,6 +29,7 @@ impl Engine for SledStore {
 }
 
 impl Engine for RedbStore {
+    const ENGINE: StoreEngine = StoreEngine::Redb;
     fn open_in(dir: &Path) -> Result<Self, StoreError> {
         RedbStore::open(dir, 1 << 20)
     }
@@ -54,12 +58,13 @@ fn rec(i: u8) -> Record {
 pub(super) fn records(range: std::ops::RangeInclusive<u8>) -> Batch {
     Batch {
         records: range.map(rec).collect(),
-        state: vec![],
+        ..Batch::default()
     }
 }
 
 fn state(entries: &[(&str, Option<&[u8]>)]) -> Batch {
     Batch {
+        drop: vec![],
         records: vec![],
         state: entries
             .iter()
@@ -302,6 +307,7 @@ fn state_upserts_deletes_and_scans_by_prefix<E: Engine>(dir: &Path) {
             .commit(Batch {
                 records: vec![rec(1)],
                 state: vec![("ctx/st".into(), Some(b"{}".to_vec()))],
+                drop: vec![],
             })
             .unwrap();
         assert_eq!(store.state("ctx/st").unwrap().as_deref(), Some(&b"{}"[..]));
@@ -437,6 +443,294 @@ fn a_batch_is_atomic_across_sigkill<E: Engine>(dir: &Path, child_test: &str) {
     }
 }
 
+// ------------------------------------------------------------ capacity
+
+/// A store alarm of the kind drop-oldest keeps.
+fn store_alarm() -> Record {
+    Record {
+        station: None,
+        body: Body::Alarm {
+            event: crate::record::AlarmEvent::RecordsDropped,
+            message: Some("dropped".into()),
+            store: Some(Box::default()),
+        },
+        ..rec(0)
+    }
+}
+
+fn none() -> std::collections::BTreeSet<u64> {
+    std::collections::BTreeSet::new()
+}
+
+fn usage_is_the_cheap_part_of_stats<E: Engine>(dir: &Path) {
+    let store = open::<E>(dir);
+    assert_eq!(store.usage(), Usage::default());
+    store.commit(records(1..=4)).unwrap();
+    store.ack(2).unwrap();
+    let (u, s) = (store.usage(), store.stats());
+    assert_eq!(
+        (u.depth, u.bytes, u.last_seq),
+        (s.depth, s.bytes, s.last_seq)
+    );
+    assert_eq!((u.depth, u.last_seq), (3, 4));
+}
+
+fn plan_drop_takes_the_oldest_and_keeps_store_alarms<E: Engine>(dir: &Path) {
+    let store = open::<E>(dir);
+    let mut batch = records(1..=6);
+    batch.records[1] = store_alarm();
+    let committed = store.commit(batch).unwrap();
+    let len = |seq: u64| encoded_len(&committed[(seq - 1) as usize]);
+    store.ack(1).unwrap();
+    // One byte: one record, the oldest unacknowledged that is not kept.
+    let plan = store.plan_drop(1, &none()).unwrap();
+    assert_eq!(plan.seqs, [3]);
+    assert_eq!(plan.bytes, len(3));
+    let plan = store.plan_drop(len(3) + 1, &none()).unwrap();
+    assert_eq!(plan.seqs, [3, 4]);
+    assert_eq!((plan.first(), plan.last()), (Some(3), Some(4)));
+    // More than the others hold: the kept alarm goes last, seqs in order.
+    let plan = store.plan_drop(u64::MAX, &none()).unwrap();
+    assert_eq!(plan.seqs, [2, 3, 4, 5, 6]);
+    assert_eq!(plan.bytes, store.stats().bytes);
+    assert_eq!(plan.bytes, (2..=6).map(len).sum::<u64>());
+    assert_eq!(
+        seqs(&all(&store)),
+        [2, 3, 4, 5, 6],
+        "planning writes nothing"
+    );
+    // Records out for delivery are never picked.
+    let out: std::collections::BTreeSet<u64> = [3, 5].into();
+    let plan = store.plan_drop(len(4) + len(6), &out).unwrap();
+    assert_eq!(plan.seqs, [4, 6]);
+    assert_eq!(plan.sizes, [len(4), len(6)]);
+    // And taken out of a plan made before they went out.
+    let mut plan = store.plan_drop(u64::MAX, &none()).unwrap();
+    plan.without(&out);
+    assert_eq!(plan.seqs, [2, 4, 6]);
+    assert_eq!(plan.bytes, len(2) + len(4) + len(6));
+    assert_eq!(store.plan_drop(0, &none()).unwrap(), DropPlan::default());
+}
+
+fn a_commit_drops_the_oldest_atomically_with_its_records<E: Engine>(dir: &Path) {
+    {
+        let store = open::<E>(dir);
+        store.commit(records(1..=10)).unwrap();
+        let plan = store.plan_drop(1, &none()).unwrap();
+        let plan = store.plan_drop(plan.bytes * 3, &none()).unwrap();
+        assert_eq!(plan.seqs, [1, 2, 3]);
+        let mut batch = records(11..=12);
+        batch.drop = plan.seqs.clone();
+        batch.drop.push(99); // never existed: skipped
+        batch.state.push(("cap/state".into(), Some(b"{}".to_vec())));
+        let added = store.commit(batch).unwrap();
+        assert_eq!(seqs(&added), [11, 12], "seqs continue; drops take none");
+        let left = all(&store);
+        assert_eq!(seqs(&left), (4..=12).collect::<Vec<_>>());
+        let stats = store.stats();
+        assert_eq!((stats.depth, stats.last_seq), (9, 12));
+        assert_eq!(stats.bytes, left.iter().map(encoded_len).sum::<u64>());
+        assert_eq!(stats.oldest_ts_ms, Some(1004));
+        // Dropping everything empties the queue.
+        let rest = store.plan_drop(u64::MAX, &none()).unwrap();
+        store
+            .commit(Batch {
+                drop: rest.seqs,
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.stats().depth, 0);
+        assert_eq!(store.stats().bytes, 0);
+        assert_eq!(store.stats().oldest_ts_ms, None);
+        store.commit(records(13..=13)).unwrap();
+        // No close: the commits are durable on their own.
+    }
+    let store = open::<E>(dir);
+    assert_eq!(seqs(&all(&store)), [13], "the drops survived a restart");
+    assert_eq!(store.stats().last_seq, 13);
+    assert_eq!(
+        store.state("cap/state").unwrap().as_deref(),
+        Some(&b"{}"[..])
+    );
+}
+
+fn a_record_acked_between_plan_and_commit_is_counted_once<E: Engine>(dir: &Path) {
+    let store = open::<E>(dir);
+    store.commit(records(1..=5)).unwrap();
+    let plan = store.plan_drop(u64::MAX, &none()).unwrap();
+    assert_eq!(plan.seqs, [1, 2, 3, 4, 5]);
+    // The broker acknowledges two of them before the commit drops them.
+    store.ack(2).unwrap();
+    store.ack(4).unwrap();
+    let mut batch = records(6..=6);
+    batch.drop = plan.seqs;
+    store.commit(batch).unwrap();
+    store.ack(5).unwrap(); // already dropped: nothing happens
+    let left = all(&store);
+    assert_eq!(seqs(&left), [6]);
+    let stats = store.stats();
+    assert_eq!(stats.depth, 1);
+    assert_eq!(stats.bytes, encoded_len(&left[0]));
+    store.sync().unwrap();
+    assert_eq!(store.stats().bytes, encoded_len(&left[0]));
+}
+
+/// The wrapper the gateway runs on: a reopen in place is a restart without
+/// the process ending.
+fn a_reopen_in_place_keeps_everything_committed<E: Engine>(dir: &Path) {
+    let cfg = store_cfg(E::ENGINE);
+    let store = ReopenableStore::open(&cfg, dir).unwrap();
+    store.commit(records(1..=5)).unwrap();
+    store.ack(1).unwrap();
+    store.sync().unwrap();
+    store.ack(2).unwrap(); // not synced: may come back
+    let before = store.stats();
+    store.reopen().unwrap();
+    let left = seqs(&store.read_range(0, u64::MAX, usize::MAX).unwrap());
+    assert!(left == [2, 3, 4, 5] || left == [3, 4, 5], "{left:?}");
+    assert_eq!(store.stats().last_seq, before.last_seq);
+    assert_eq!(store.commit(records(6..=6)).unwrap()[0].seq, 6);
+    assert!(!store.disk_full_seen());
+    // Twice in a row, and the engine's lock is released each time.
+    store.reopen().unwrap();
+    store.reopen().unwrap();
+    assert_eq!(store.usage().last_seq, 6);
+    store.close().unwrap();
+}
+
+fn store_cfg(engine: StoreEngine) -> StoreConfig {
+    StoreConfig {
+        engine: Some(engine),
+        commit_interval: std::time::Duration::from_millis(10),
+        commit_max_records: 256,
+        cache_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        when_full: crate::config::WhenFull::Refuse,
+        min_disk_free: 0,
+    }
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop. Needs
+/// root (as on the CI machines); without it the test fails and says why.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount(8): {e}"));
+        assert!(
+            out.status.success(),
+            "cannot mount a {size} tmpfs on {} (the full-disk tests need root): {}",
+            dir.path().display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a file until the filesystem is full; returns its path.
+    fn fill(&self, name: &str) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x5a; 64 * 1024];
+        for _ in 0..100_000 {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A commit refused for lack of space fails with a disk-full error on both
+/// engines (directly, or as the engine's memory of it); the store reopens in
+/// place once there is room, with every committed record, and the failed
+/// batch either whole or absent.
+fn a_full_disk_fails_commits_and_a_reopen_recovers<E: Engine>(_dir: &Path) {
+    let fs = Tmpfs::mount("4m");
+    let dir = fs.path().join("store");
+    let store = ReopenableStore::open(&store_cfg(E::ENGINE), &dir).unwrap();
+    let big = |n: u64| Batch {
+        records: (0..20)
+            .map(|i| Record {
+                body: Body::Scan {
+                    raw: vec![b'x'; 2000 + (n as usize + i) % 7],
+                    gs1: None,
+                },
+                ..rec(1)
+            })
+            .collect(),
+        ..Batch::default()
+    };
+    store.commit(big(0)).unwrap();
+    let filler = fs.fill("filler");
+    let mut committed = store.usage().last_seq;
+    let mut failure = None;
+    for n in 1..2000 {
+        match store.commit(big(n)) {
+            Ok(r) => committed = r.last().unwrap().seq,
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    let err = failure.expect("a full disk refused no commit");
+    assert!(
+        err.is_disk_full() || (store.disk_full_seen() && err.is_previous_io()),
+        "not reported as a full disk: {err:?}"
+    );
+    assert!(store.disk_full_seen());
+    // The engine is not written again: closed, and opened when there is room.
+    let early = store.reopen();
+    eprintln!(
+        "{}: commit on a full disk: {err}; reopen while still full: {early:?}",
+        E::ENGINE.name()
+    );
+    if let Err(err) = &early {
+        assert!(err.is_disk_full(), "{err:?}");
+        assert!(matches!(store.commit(big(0)), Err(StoreError::Unavailable)));
+        // The last figures seen (with the failed batch's seqs, which are
+        // never handed out twice by this engine instance).
+        assert!(store.stats().last_seq >= committed);
+    }
+    std::fs::remove_file(&filler).unwrap();
+    store.reopen().unwrap();
+    let read = store.read_range(0, u64::MAX, usize::MAX).unwrap();
+    let last = store.usage().last_seq;
+    assert!(
+        last == committed || last == committed + 20,
+        "the failed batch is whole or absent: committed {committed}, found {last}"
+    );
+    assert_eq!(seqs(&read), (1..=last).collect::<Vec<_>>());
+    let next = store.commit(big(0)).unwrap();
+    assert_eq!(next[0].seq, last + 1);
+    store.close().unwrap();
+}
+
 const CRASH_CHILD_DIR: &str = "LINEGATE_STORE_CRASH_CHILD_DIR";
 
 /// The child of [`a_batch_is_atomic_across_sigkill`]: commit until killed.
@@ -514,6 +808,12 @@ macro_rules! suite {
             state_upserts_deletes_and_scans_by_prefix,
             stats_are_the_same_after_reopen,
             a_second_open_of_the_same_dir_fails,
+            usage_is_the_cheap_part_of_stats,
+            plan_drop_takes_the_oldest_and_keeps_store_alarms,
+            a_commit_drops_the_oldest_atomically_with_its_records,
+            a_record_acked_between_plan_and_commit_is_counted_once,
+            a_reopen_in_place_keeps_everything_committed,
+            a_full_disk_fails_commits_and_a_reopen_recovers,
         ]);
     )*};
 }
@@ -679,6 +979,7 @@ mod salvage_suite {
         let mut committed = BTreeMap::new();
         for i in 0..commits {
             let batch = Batch {
+                drop: vec![],
                 records: (0..per_commit).map(|j| rec(j ^ (i as u8))).collect(),
                 state: vec![
                     (format!("ctx/s{}", i % 40), Some(vec![i as u8; 100])),
@@ -830,7 +1131,7 @@ mod salvage_suite {
     fn records_batch(n: u8) -> Batch {
         Batch {
             records: (0..n).map(rec).collect(),
-            state: vec![],
+            ..Batch::default()
         }
     }
 

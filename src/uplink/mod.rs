@@ -18,7 +18,8 @@ pub mod command;
 pub mod payload;
 mod session;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -26,9 +27,34 @@ use crate::config::{GatewayConfig, MqttConfig};
 use crate::devices::backoff::Backoff;
 use crate::devices::health::HealthRegistry;
 use crate::station::Command;
-use crate::store::Store;
+use crate::store::{CapacityStatus, Store};
 
 pub use self::command::Refused;
+
+/// Records out for delivery, shared by the uplink and the pipeline under
+/// one lock, so that drop-oldest never drops a record the broker may be
+/// receiving: the record is either published or dropped, never both.
+#[derive(Debug, Default, Clone)]
+pub struct Outbound(Arc<Mutex<OutboundSets>>);
+
+#[derive(Debug, Default)]
+pub struct OutboundSets {
+    /// Handed to the MQTT client in the current connection and not yet
+    /// acknowledged: drop-oldest skips them.
+    pub in_flight: BTreeSet<u64>,
+    /// Picked by drop-oldest for the commit in progress: the uplink does
+    /// not publish them.
+    pub dropping: BTreeSet<u64>,
+    /// The uplink must read again from this seq (a drop whose commit
+    /// failed: the records it skipped are still there).
+    pub rewind: Option<u64>,
+}
+
+impl Outbound {
+    pub fn lock(&self) -> MutexGuard<'_, OutboundSets> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
 pub type CommandOutcome = Result<(), String>;
@@ -50,6 +76,10 @@ pub struct Uplink<T> {
     pub store: Arc<dyn Store>,
     /// Highest committed `seq`; a change means there is something new to send.
     pub committed: watch::Receiver<u64>,
+    /// The store's capacity figures (kept by the pipeline), for the status.
+    pub capacity: watch::Receiver<CapacityStatus>,
+    /// Records out for delivery (shared with the pipeline's drop-oldest).
+    pub outbound: Outbound,
     pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
 }

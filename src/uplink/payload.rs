@@ -13,7 +13,7 @@ use crate::clock::rfc3339_ms;
 use crate::config::GatewayConfig;
 use crate::devices::health::HealthSnapshot;
 use crate::record::{Body, ContextSource, Gs1Reading, LotTotals, Record};
-use crate::store::StoreStats;
+use crate::store::{CapacityStatus, StoreStats};
 
 /// Version of the payload contract.
 pub const VERSION: u32 = 2;
@@ -240,10 +240,19 @@ fn data(body: &Body) -> Value {
             value,
             previous,
         } => change_fields(&mut m, name, json!(value), json!(previous)),
-        Body::Alarm { event, message } => {
+        Body::Alarm {
+            event,
+            message,
+            store,
+        } => {
             m.insert("event".into(), json!(event.as_str()));
             if let Some(msg) = message {
                 m.insert("message".into(), json!(msg));
+            }
+            if let Some(figures) = store
+                && let Ok(Value::Object(fields)) = serde_json::to_value(figures)
+            {
+                m.extend(fields);
             }
         }
         Body::Audit {
@@ -272,6 +281,7 @@ pub fn status(
     gw: &GatewayConfig,
     now_ms: u64,
     stats: &StoreStats,
+    capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
 ) -> Vec<u8> {
     let oldest_age_s = stats
@@ -289,6 +299,13 @@ pub fn status(
             "oldest_age_s": oldest_age_s,
             "last_seq": stats.last_seq,
             "corrupt": stats.corrupt,
+            "max_bytes": capacity.max_bytes,
+            "when_full": capacity.when_full,
+            "full": capacity.full,
+            "disk_full": capacity.disk_full,
+            "disk_free_bytes": capacity.disk_free_bytes,
+            "refused": capacity.refused,
+            "dropped": capacity.dropped,
         },
         "devices": devices,
     });
@@ -376,7 +393,7 @@ mod schema_tests {
     use crate::gs1::Element;
     use crate::record::{
         AlarmEvent, Boundary, CommandOrigin, ContextField, LotEvent, Material, MaterialTally,
-        RejectReason,
+        RejectReason, StoreFigures,
     };
 
     const SCHEMA: &str = include_str!("../../docs/mqtt-record.schema.json");
@@ -575,14 +592,56 @@ mod schema_tests {
             Body::Alarm {
                 event: AlarmEvent::DeviceOffline,
                 message: Some("EIO".into()),
+                store: None,
             },
             Body::Alarm {
                 event: AlarmEvent::LotNotOpened,
                 message: Some("no template".into()),
+                store: None,
+            },
+            Body::Alarm {
+                event: AlarmEvent::StoreFilling,
+                message: Some("the store is 80 % full".into()),
+                store: Some(Box::new(StoreFigures {
+                    percent: Some(80),
+                    bytes: Some(800),
+                    max_bytes: Some(1000),
+                    policy: Some("refuse".into()),
+                    ..StoreFigures::default()
+                })),
+            },
+            Body::Alarm {
+                event: AlarmEvent::DiskFullCleared,
+                message: Some("room again".into()),
+                store: Some(Box::new(StoreFigures {
+                    free_bytes: Some(1 << 30),
+                    min_free_bytes: Some(1 << 27),
+                    refused: Some(3),
+                    dropped: Some(0),
+                    ..StoreFigures::default()
+                })),
+            },
+            Body::Alarm {
+                event: AlarmEvent::RecordsDropped,
+                message: Some("dropped".into()),
+                store: Some(Box::new(StoreFigures {
+                    first_seq: Some(1),
+                    last_seq: Some(9),
+                    count: Some(8),
+                    bytes: Some(2400),
+                    dropped_total: Some(8),
+                    ..StoreFigures::default()
+                })),
             },
             Body::Alarm {
                 event: AlarmEvent::StoreDamaged,
                 message: Some("the store was damaged …".into()),
+                store: Some(Box::new(StoreFigures {
+                    first_seq: Some(1001),
+                    last_seq: Some(100_000),
+                    count: Some(99_000),
+                    ..StoreFigures::default()
+                })),
             },
             Body::Audit {
                 command: "set-lot".into(),

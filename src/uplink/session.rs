@@ -115,6 +115,12 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
         let mut status_tick = tokio::time::interval(up.mqtt.status_interval);
         status_tick.tick().await;
         let mut committed_open = true;
+        // The status goes out at once when the store becomes full or has
+        // room again, not only at the next interval.
+        let mut capacity = up.capacity.clone();
+        let mut capacity_open = true;
+        let flags = |c: &crate::store::CapacityStatus| (c.full, c.disk_full);
+        let mut shown = flags(&capacity.borrow_and_update());
 
         loop {
             let limit = *committed.borrow_and_update();
@@ -133,6 +139,16 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                 },
                 changed = committed.changed(), if committed_open => {
                     committed_open = changed.is_ok();
+                }
+                changed = capacity.changed(), if capacity_open => {
+                    capacity_open = changed.is_ok();
+                    let now = flags(&capacity.borrow_and_update());
+                    if now != shown {
+                        shown = now;
+                        if let Err(why) = s.publish_status() {
+                            return Ended::Lost(why);
+                        }
+                    }
                 }
                 Some((name, id, outcome)) = results_rx.recv() => {
                     if !command::answerable(&name) {
@@ -177,10 +193,12 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
 
     fn publish_status(&mut self) -> Result<(), String> {
         let stats = self.up.store.stats();
+        let capacity = self.up.capacity.borrow().clone();
         let body = payload::status(
             &self.up.gateway,
             now_ms(),
             &stats,
+            &capacity,
             &self.up.health.snapshot(),
         );
         self.publish(self.up.mqtt.topics.status(), body, true, None)
@@ -191,14 +209,19 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
     /// made durable must not leave the gateway (its `seq` could be reused
     /// after a crash).
     fn fill(&mut self, committed: u64) -> Result<(), String> {
+        if let Some(from) = self.up.outbound.lock().rewind.take() {
+            self.cursor = self.cursor.min(from.saturating_sub(1));
+        }
         let window = usize::from(self.up.mqtt.max_inflight);
         while self.records_out < window && self.cursor < committed {
             let want = window - self.records_out;
-            let records = self
-                .up
-                .store
-                .read_range(self.cursor, committed, want)
-                .map_err(|e| format!("store read failed: {e}"))?;
+            let records = match self.up.store.read_range(self.cursor, committed, want) {
+                Ok(records) => records,
+                // Being reopened after a disk-full failure: read again when
+                // the pipeline says it is back (it republishes `committed`).
+                Err(crate::store::StoreError::Unavailable) => return Ok(()),
+                Err(e) => return Err(format!("store read failed: {e}")),
+            };
             if records.is_empty() {
                 // Everything up to `committed` is acknowledged or in flight.
                 self.cursor = committed;
@@ -226,6 +249,14 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                         .set_aside(record.seq)
                         .map_err(|e| format!("store set-aside failed: {e}"))?;
                     continue;
+                }
+                {
+                    let mut out = self.up.outbound.lock();
+                    if out.dropping.contains(&record.seq) {
+                        // Being dropped by the commit in progress.
+                        continue;
+                    }
+                    out.in_flight.insert(record.seq);
                 }
                 self.publish(topic, body, false, Some(record.seq))?;
             }
@@ -260,6 +291,9 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                         // The record stays and is sent again later: a duplicate, not a loss.
                         tracing::error!(seq, error = %e, "could not delete acknowledged record");
                     }
+                    // Out until acknowledged in the store: a drop planned in
+                    // between must not count it.
+                    self.up.outbound.lock().in_flight.remove(&seq);
                 }
                 Some(None) => {}
                 None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
@@ -347,6 +381,14 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+    }
+}
+
+impl<T> Drop for Session<'_, T> {
+    /// What this connection had out is no longer on its way: it is sent
+    /// again on the next connection, and drop-oldest may take it meanwhile.
+    fn drop(&mut self) {
+        self.up.outbound.lock().in_flight.clear();
     }
 }
 

@@ -5,9 +5,10 @@
 //! - [`Mosquitto`]: a real broker process on a free loopback port (`mosquitto`
 //!   from the PATH, else /usr/sbin or /usr/local/sbin). Tests fail loudly when
 //!   it is not installed (`.ci/run` installs it).
-//! - [`Proxy`]: a TCP relay between gateway and broker that can refuse new
-//!   connections and cut existing ones, so tests decide when the gateway gets
-//!   through.
+//! - [`Proxy`] (`proxy.rs`): a TCP relay between gateway and broker that
+//!   refuses new connections, cuts open ones, black-holes them or resets one
+//!   between a PUBLISH and its PUBACK, so tests decide when and how the
+//!   gateway gets through.
 //! - [`Recorder`]: an MES-side subscriber that keeps every message received,
 //!   with its receipt time.
 //! - [`GatewayConfig`] / [`config_toml`]: the generated gateway config.
@@ -22,6 +23,11 @@
 #![allow(dead_code)]
 
 pub mod ledger;
+pub mod proxy;
+
+// Not every test binary uses it (see `allow(dead_code)` above).
+#[allow(unused_imports)]
+pub use proxy::Proxy;
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
@@ -33,7 +39,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 /// Default bound of the harness's waits.
@@ -179,69 +184,6 @@ pub fn wait_for_port(port: u16) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("nothing listening on port {port} after 5 s");
-}
-
-// ---------------------------------------------------------------- Proxy
-
-/// A TCP relay: gateway → proxy → broker.
-pub struct Proxy {
-    pub port: u16,
-    accepting: Arc<AtomicBool>,
-    cut: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepting = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(Notify::new());
-        let (a, c) = (accepting.clone(), cut.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !a.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = c.notified() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            port,
-            accepting,
-            cut,
-            task,
-        }
-    }
-
-    /// Refuse (close at once) new connections while `false`.
-    pub fn set_accepting(&self, on: bool) {
-        self.accepting.store(on, Ordering::SeqCst);
-    }
-
-    /// Cut every open connection.
-    pub fn cut_all(&self) {
-        self.cut.notify_waiters();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 // ---------------------------------------------------------------- Recorder
@@ -686,6 +628,21 @@ impl Gateway {
     /// returns whether it did.
     pub async fn wait_log(&self, needle: &str, limit: Duration) -> bool {
         self.wait_log_until(limit, || self.log_text().contains(needle))
+            .await
+    }
+
+    /// How many lines of the log (all runs) contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Wait until at least `n` lines of the log contain `needle`, at most
+    /// `limit`; returns whether they did.
+    pub async fn wait_log_count(&self, needle: &str, n: usize, limit: Duration) -> bool {
+        self.wait_log_until(limit, || self.log_count(needle) >= n)
             .await
     }
 
