@@ -366,12 +366,13 @@ async fn drop_oldest_reports_exactly_the_records_it_dropped() {
         "drop_oldest_reports_exactly_the_records_it_dropped: {reported} dropped and reported; took {:?}",
         started.elapsed()
     );
-    unexplained.summary(
+    report.summary_with_reported(
         "drop_oldest_reports_exactly_the_records_it_dropped",
         Faults {
             connection_faults: 1,
             ..Faults::default()
         },
+        reported,
     );
 }
 

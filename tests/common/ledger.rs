@@ -241,20 +241,30 @@ pub struct Faults {
 }
 
 impl Report {
-    /// Print the one-line summary `.ci/soak` and docs/reliability.md add up:
+    /// Print the one-line summary `.ci/faults` adds up:
     /// `ledger-summary test=<name> sigkills=… power_cuts=… connection_faults=…
-    /// disk_faults=… accepted=… lost=… duplicates=… max_window_ms=…`.
-    /// Run the tests with `--nocapture` to see them.
+    /// disk_faults=… accepted=… lost=… reported_lost=0 duplicates=…
+    /// max_window_ms=…`. Run the tests with `--nocapture` to see them.
     pub fn summary(&self, test: &str, faults: Faults) {
+        self.summary_with_reported(test, faults, 0);
+    }
+
+    /// [`Report::summary`] for a test whose fault costs records on purpose
+    /// and has the gateway report them: dropped by `when_full =
+    /// "drop-oldest"`, or destroyed with a damaged store file. `reported` of
+    /// the lost records are counted apart (`reported_lost`); `lost` is what
+    /// remains, which must be 0.
+    pub fn summary_with_reported(&self, test: &str, faults: Faults, reported: u64) {
         eprintln!(
             "ledger-summary test={test} sigkills={} power_cuts={} connection_faults={} \
-             disk_faults={} accepted={} lost={} duplicates={} max_window_ms={}",
+             disk_faults={} accepted={} lost={} reported_lost={reported} duplicates={} \
+             max_window_ms={}",
             faults.sigkills,
             faults.power_cuts,
             faults.connection_faults,
             faults.disk_faults,
             self.accepted,
-            self.lost_count,
+            self.lost_count.saturating_sub(reported),
             self.duplicates,
             self.max_window_ms
                 .map_or("n/a".to_owned(), |w| format!("{w:.1}")),
