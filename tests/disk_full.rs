@@ -28,7 +28,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::ledger::{Faults, Report, scan_all, settle_and_check};
@@ -572,71 +572,6 @@ async fn a_counter_refused_while_the_store_is_full_loses_no_unit() {
 
 // ------------------------------------------------------------ a full disk
 
-/// A tmpfs mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run mount(8): {e}"));
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs on {} (the full-disk tests need root, as on CI): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn available(&self) -> u64 {
-        linegate::store::disk_space(self.path()).unwrap().available
-    }
-
-    /// Write a filler file until at most `leave` bytes are free (0: until
-    /// the filesystem refuses a write).
-    fn fill(&self, leave: u64) -> PathBuf {
-        use std::io::Write as _;
-        let path = self.path().join("filler");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let chunk = vec![0x5a; 16 * 1024];
-        for _ in 0..10_000 {
-            if leave > 0 && self.available() <= leave {
-                break;
-            }
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
-            }
-        }
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// Scans streaming in (10 every 20 ms) until `stop`, bounded in count.
 async fn stream(
     pty: &VirtualSerial,
@@ -660,7 +595,7 @@ async fn stream(
 /// fails (else the gateway sees the space below `min_disk_free` first).
 async fn full_disk(name: &str, min_disk_free: &'static str, leave: u64, commit_fails: bool) {
     let started = Instant::now();
-    let fs = Tmpfs::mount("8m");
+    let fs = powercut_fs::Tmpfs::mount("8m");
     let data = fs.path().join("data");
     let rig = Rig::start_with(min_disk_free, "", |toml| {
         toml.replace(
@@ -680,7 +615,7 @@ async fn full_disk(name: &str, min_disk_free: &'static str, leave: u64, commit_f
         })
         .await;
 
-    let filler = fs.fill(leave);
+    let filler = fs.fill("filler", leave);
     eprintln!("{name}: filled, {} bytes free", fs.available());
     // Scans keep coming until the gateway says the disk is full.
     let gw = &rig.gw;

@@ -610,67 +610,12 @@ fn store_cfg(engine: StoreEngine) -> StoreConfig {
     }
 }
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop. Needs
-/// root (as on the CI machines); without it the test fails and says why.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run mount(8): {e}"));
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs on {} (the full-disk tests need root): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Write a file until the filesystem is full; returns its path.
-    fn fill(&self, name: &str) -> std::path::PathBuf {
-        use std::io::Write as _;
-        let path = self.path().join(name);
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0x5a; 64 * 1024];
-        for _ in 0..100_000 {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
-            }
-        }
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A commit refused for lack of space fails with a disk-full error on both
 /// engines (directly, or as the engine's memory of it); the store reopens in
 /// place once there is room, with every committed record, and the failed
 /// batch either whole or absent.
 fn a_full_disk_fails_commits_and_a_reopen_recovers<E: Engine>(_dir: &Path) {
-    let fs = Tmpfs::mount("4m");
+    let fs = powercut_fs::Tmpfs::mount("4m");
     let dir = fs.path().join("store");
     let store = ReopenableStore::open(&store_cfg(E::ENGINE), &dir).unwrap();
     let big = |n: u64| Batch {
@@ -686,7 +631,7 @@ fn a_full_disk_fails_commits_and_a_reopen_recovers<E: Engine>(_dir: &Path) {
         ..Batch::default()
     };
     store.commit(big(0)).unwrap();
-    let filler = fs.fill("filler");
+    let filler = fs.fill("filler", 0);
     let mut committed = store.usage().last_seq;
     let mut failure = None;
     for n in 1..2000 {

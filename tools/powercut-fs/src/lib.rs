@@ -22,6 +22,7 @@ mod data;
 mod fs;
 mod state;
 mod sys;
+mod tmpfs;
 
 use std::fmt;
 use std::io;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 
 pub use state::{CutReport, Options, Stats};
+pub use tmpfs::Tmpfs;
 
 /// Name of the control file in the root of every mount. Writing `cut` to it
 /// cuts the power; writing `sync` makes everything durable; reading it shows
