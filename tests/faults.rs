@@ -87,11 +87,7 @@ async fn a_broker_frozen_with_sigstop_then_resumed_loses_nothing() {
         },
     );
     report.assert_nothing_lost();
-    assert!(
-        report.undelivered_inputs.is_empty(),
-        "{report}: {:?}",
-        report.undelivered_inputs
-    );
+    report.assert_every_input_delivered();
     assert_eq!(
         report.accepted as usize,
         inputs.len() + 1,
@@ -464,11 +460,7 @@ impl Rig {
             },
         );
         report.assert_nothing_lost();
-        assert!(
-            report.undelivered_inputs.is_empty(),
-            "{report}: {:?}",
-            report.undelivered_inputs
-        );
+        report.assert_every_input_delivered();
         assert_eq!(
             report.accepted as usize,
             inputs.len() + 1,

@@ -507,7 +507,7 @@ async fn a_silent_plc_does_not_hold_up_the_scanner_and_its_counts_resume() {
         },
     );
     report.assert_nothing_lost();
-    assert!(report.undelivered_inputs.is_empty(), "{report}");
+    report.assert_every_input_delivered();
     let window = report.max_window_ms.expect("scans were measured");
     assert!(
         window < 1_000.0,

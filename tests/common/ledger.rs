@@ -241,6 +241,16 @@ pub struct Faults {
 }
 
 impl Report {
+    /// For a test whose gateway ran throughout: every scan it wrote was
+    /// accepted and delivered (none lost in an acceptance window).
+    pub fn assert_every_input_delivered(&self) {
+        assert!(
+            self.undelivered_inputs.is_empty(),
+            "{self}; inputs never delivered: {:?}",
+            self.undelivered_inputs
+        );
+    }
+
     /// Print the one-line summary `.ci/faults` adds up:
     /// `ledger-summary test=<name> sigkills=… power_cuts=… connection_faults=…
     /// disk_faults=… accepted=… lost=… reported_lost=0 duplicates=…
