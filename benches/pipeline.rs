@@ -342,6 +342,7 @@ fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
         keepalive: "15s",
         status_interval: "30s",
         max_inflight: Some(32),
+        reconnect: ("50ms", "500ms"),
         scan_rules: false,
         max_frame_len: None,
         engine: bench_engine(),
