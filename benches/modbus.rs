@@ -358,7 +358,7 @@ reconnect_max = "500ms"
 status_interval = "30s"
 
 [store]
-commit_interval = "10ms"
+commit_interval = "0ms"
 commit_max_records = 256
 cache_size = "8MiB"
 "#,
