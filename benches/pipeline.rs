@@ -308,7 +308,7 @@ fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
         scan_rules: false,
         max_frame_len: None,
         engine: bench_engine(),
-        store: r#"commit_interval = "0ms"
+        store: r#"commit_interval = "10ms"
 commit_max_records = 256
 cache_size = "8MiB"
 "#,

@@ -1957,7 +1957,7 @@ fn defaults_when_optional_tables_are_absent() {
         cfg.store.engine, None,
         "absent: the existing store's engine, else redb"
     );
-    assert_eq!(cfg.store.commit_interval, Duration::ZERO);
+    assert_eq!(cfg.store.commit_interval, Duration::from_millis(10));
     assert_eq!(cfg.store.commit_max_records, 256);
     assert_eq!(cfg.store.cache_bytes, 8 * 1024 * 1024);
     assert_eq!(cfg.store.max_bytes, 1024 * 1024 * 1024);

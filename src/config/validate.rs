@@ -402,7 +402,7 @@ impl Validator<'_> {
         let commit_interval = self.duration(
             s.commit_interval.as_ref(),
             "store.commit_interval",
-            Duration::ZERO,
+            Duration::from_millis(10),
             Duration::ZERO,
             Some(Duration::from_secs(1)),
         )?;
