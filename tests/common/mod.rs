@@ -6,9 +6,9 @@
 //!   from the PATH, else /usr/sbin or /usr/local/sbin). Tests fail loudly when
 //!   it is not installed (`.ci/run` installs it).
 //! - [`Proxy`] (`proxy.rs`): a TCP relay between gateway and broker that
-//!   refuses new connections, cuts open ones, black-holes them or resets one
-//!   between a PUBLISH and its PUBACK, so tests decide when and how the
-//!   gateway gets through.
+//!   refuses new connections, cuts open ones, black-holes them, resets one
+//!   between a PUBLISH and its PUBACK or closes its port, so tests decide
+//!   when and how the gateway gets through; its tap times PUBLISH/PUBACK.
 //! - [`Recorder`]: an MES-side subscriber that keeps every message received,
 //!   with its receipt time.
 //! - [`GatewayConfig`] / [`config_toml`]: the generated gateway config.
