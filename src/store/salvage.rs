@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::floor::{self, Found, SeqFloor, sync_dir};
+use super::sled::SledDb;
 use super::{RedbStore, SledStore, Store, StoreError, codec, redb, sled};
 use crate::config::{StoreConfig, StoreEngine};
 use crate::record::{AlarmEvent, Body, Record, StoreFigures};
@@ -187,35 +188,17 @@ impl Opened {
 }
 
 /// Open an engine, a panic inside it reported as damage.
-///
-/// sled's lock on its log is held by its background writer threads until
-/// they finish, a moment after its last handle is dropped: reopening a
-/// store this process has just closed (after a salvage built it) can find
-/// it still locked. With the data directory locked by this process no
-/// other linegate can hold it, so that error is retried, for at most 2 s.
 fn open_engine(engine: StoreEngine, dir: &Path, cache: u64) -> Result<Opened, StoreError> {
-    let mut tries = 0;
-    loop {
-        let opened = std::panic::catch_unwind(|| match engine {
-            StoreEngine::Sled => SledStore::open(dir, cache).map(Opened::Sled),
-            StoreEngine::Redb => RedbStore::open(dir, cache).map(Opened::Redb),
-        });
-        match opened {
-            Err(panic) => {
-                return Err(StoreError::Damaged {
-                    path: dir.to_owned(),
-                    reason: panic_text(&*panic),
-                });
-            }
-            Ok(Err(StoreError::Engine(::sled::Error::Io(e))))
-                if tries < 100 && e.to_string().contains("could not acquire lock") =>
-            {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Ok(result) => return result,
-        }
-    }
+    let opened = std::panic::catch_unwind(|| match engine {
+        StoreEngine::Sled => SledStore::open(dir, cache).map(Opened::Sled),
+        StoreEngine::Redb => RedbStore::open(dir, cache).map(Opened::Redb),
+    });
+    opened.unwrap_or_else(|panic| {
+        Err(StoreError::Damaged {
+            path: dir.to_owned(),
+            reason: panic_text(&*panic),
+        })
+    })
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -857,19 +840,8 @@ fn guarded<T>(step: impl FnOnce() -> Result<T, Stop>) -> Result<T, Stop> {
 
 /// Open sled in `dir`: `Ok(None)` (with the reason pushed to `why`) when it
 /// refuses the files as damaged or panics.
-fn open_sled(
-    dir: &Path,
-    cache: u64,
-    why: &mut Vec<String>,
-) -> Result<Option<::sled::Db>, StoreError> {
-    let opened = std::panic::catch_unwind(|| {
-        ::sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache)
-            .mode(::sled::Mode::LowSpace)
-            .flush_every_ms(None)
-            .open()
-    });
+fn open_sled(dir: &Path, cache: u64, why: &mut Vec<String>) -> Result<Option<SledDb>, StoreError> {
+    let opened = std::panic::catch_unwind(|| SledDb::open(dir, cache));
     match opened {
         Ok(Ok(db)) => Ok(Some(db)),
         Ok(Err(err)) if !sled_damage(&err) => Err(err.into()),
