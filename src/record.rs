@@ -432,6 +432,12 @@ pub enum AlarmEvent {
     /// The store was found damaged at start and rebuilt from what could be
     /// read; the message gives the counts and where the damaged copy is.
     StoreDamaged,
+    /// A new store (a new `epoch`) was made at start: a first start, or the
+    /// previous store is gone. `seq` starts again at 1 in it.
+    StoreCreated,
+    /// The data directory was deleted, moved or replaced while the gateway
+    /// ran; it stops (exit 74) and starts again on a new store.
+    StoreLost,
 }
 
 impl AlarmEvent {
@@ -450,6 +456,8 @@ impl AlarmEvent {
             AlarmEvent::DiskFullCleared => "disk-full-cleared",
             AlarmEvent::RecordsDropped => "records-dropped",
             AlarmEvent::StoreDamaged => "store-damaged",
+            AlarmEvent::StoreCreated => "store-created",
+            AlarmEvent::StoreLost => "store-lost",
         }
     }
 
@@ -458,6 +466,8 @@ impl AlarmEvent {
         matches!(
             self,
             AlarmEvent::StoreDamaged
+                | AlarmEvent::StoreCreated
+                | AlarmEvent::StoreLost
                 | AlarmEvent::StoreFilling
                 | AlarmEvent::StoreFillingCleared
                 | AlarmEvent::StoreFull

@@ -28,6 +28,14 @@
 //!   readings count as refused. A full disk never makes the process exit.
 //! - Any other failure is fatal: the pipeline stops with the error, the
 //!   process exits (74), and the store recovers on restart.
+//!
+//! The store's place is checked before every commit and once a second
+//! (`Store::check_place`): a data directory deleted, moved or replaced
+//! while the gateway runs would take every later commit with it. The
+//! pending batch and a `store-lost` alarm are committed into the store
+//! still open, the uplink gets [`LOST_DRAIN`] to deliver them, and the
+//! pipeline stops with the error (exit 74): restarted, the gateway begins a
+//! new store, announced with a new epoch.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +58,10 @@ const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 /// idle logout). Boundaries are acted on within this time. Capacity alarms
 /// and the disk's free space are checked at the same pace.
 const STATION_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the uplink may take to deliver what is in a store whose data
+/// directory went away, before the pipeline stops.
+const LOST_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The answer to a command refused because the store has no room.
 const STORE_FULL_REFUSAL: &str =
@@ -268,6 +280,9 @@ impl Running {
     /// capacity alarms, and let the stations see the clock (unless the
     /// store has no room for what they would make).
     async fn on_tick(&mut self, pending: &mut Pending) -> Result<(), StoreError> {
+        if let Err(err) = self.p.store.check_place() {
+            return Err(self.lost(err, std::mem::take(&mut pending.batch)).await);
+        }
         let now_ms = crate::clock::now_ms();
         let disk = store::disk_space(&self.p.store_dir).ok();
         if self.cap.retry_due(Instant::now(), disk) {
@@ -335,6 +350,9 @@ impl Running {
             applied,
         } = pending;
         batch.coalesce_state();
+        if let Err(err) = self.p.store.check_place() {
+            return Err(self.lost(err, batch).await);
+        }
         let usage = self.p.store.usage();
         let disk = store::disk_space(&self.p.store_dir).ok();
         // The free space first: drop-oldest frees what is added when the
@@ -428,6 +446,43 @@ impl Running {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// The data directory went away (`err`, from `check_place`): commit
+    /// `batch` and a `store-lost` alarm into the store still open, let the
+    /// uplink deliver for up to [`LOST_DRAIN`] (nothing leaves if the
+    /// broker is unreachable), and return `err` to stop the gateway.
+    async fn lost(&mut self, err: StoreError, mut batch: Batch) -> StoreError {
+        let StoreError::Lost { what } = &err else {
+            return err;
+        };
+        tracing::error!(error = %err, "the store's data directory went away; delivering what can be, then stopping (exit 74) to start on a new store");
+        batch
+            .records
+            .push(store::lost_alarm(what, self.p.store.epoch()));
+        let store = Arc::clone(&self.p.store);
+        match tokio::task::spawn_blocking(move || store.commit(batch)).await {
+            Ok(Ok(records)) => {
+                if let Some(last) = records.last() {
+                    self.p.committed.send_replace(last.seq);
+                }
+                let until = Instant::now() + LOST_DRAIN;
+                let mut poll = tokio::time::interval(std::time::Duration::from_millis(50));
+                while self.p.store.usage().depth > 0 && Instant::now() < until {
+                    poll.tick().await;
+                }
+                let depth = self.p.store.usage().depth;
+                if depth > 0 {
+                    tracing::error!(
+                        depth,
+                        "records not delivered before the stop are lost with the data directory"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot commit the store-lost alarm"),
+            Err(join) => tracing::error!(error = %join, "store-lost commit task failed"),
+        }
+        err
     }
 
     /// The disk refused a write: reopen the store (the engine must not be

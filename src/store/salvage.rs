@@ -40,9 +40,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::epoch::{self, Epoch};
 use super::floor::{self, Found, SeqFloor, sync_dir};
 use super::sled::SledDb;
-use super::{RedbStore, SledStore, Store, StoreError, codec, redb, sled};
+use super::{Batch, RedbStore, SledStore, Store, StoreError, codec, redb, sled};
 use crate::config::{StoreConfig, StoreEngine};
 use crate::record::{AlarmEvent, Body, Record, StoreFigures};
 
@@ -226,7 +227,8 @@ pub fn is_damage(err: &StoreError) -> bool {
         StoreError::OtherEngine { .. }
         | StoreError::Codec(_)
         | StoreError::Unavailable
-        | StoreError::NotReopenable => false,
+        | StoreError::NotReopenable
+        | StoreError::Lost { .. } => false,
     }
 }
 
@@ -324,7 +326,9 @@ pub(super) fn open_reporting(
                         if found.mark().is_none_or(|m| m.reserved < last) {
                             floor.settle(last)?;
                         }
-                        return Ok((opened.into_shared(floor), None));
+                        let store = opened.into_shared(Arc::clone(&floor));
+                        finish_open(&store, &floor, &found, data_dir, engine)?;
+                        return Ok((store, None));
                     }
                 }
             }
@@ -349,7 +353,90 @@ pub(super) fn open_reporting(
     );
     let opened = open_engine(engine, &store_dir, cache)?;
     floor.settle(opened.store().stats().last_seq)?;
-    Ok((opened.into_shared(floor), Some(report)))
+    let store = opened.into_shared(Arc::clone(&floor));
+    finish_open(&store, &floor, &found, data_dir, engine)?;
+    Ok((store, Some(report)))
+}
+
+/// Give an opened store its epoch, announcing a new one, and watch its
+/// files from now on.
+///
+/// The epoch is the store's own (state [`epoch::STATE_KEY`]); a store
+/// without one takes the seq floor's (a store rebuilt above the floor: seq
+/// stayed monotonic, so the epoch can stay); with neither, a new epoch is
+/// made, committed together with its `store-created` alarm (a crash before
+/// that commit leaves no trace of it, and the next start makes another),
+/// and only then written to the floor.
+fn finish_open(
+    store: &Arc<dyn Store>,
+    floor: &SeqFloor,
+    found: &Found,
+    data_dir: &Path,
+    engine: StoreEngine,
+) -> Result<(), StoreError> {
+    let stored = store.state(epoch::STATE_KEY)?.and_then(|bytes| {
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(str::parse::<Epoch>);
+        parsed
+            .map_err(|why| tracing::warn!(why, "the store's epoch is unreadable"))
+            .ok()
+    });
+    let kept = floor.epoch();
+    let epoch = match (stored, kept) {
+        (Some(epoch), kept) => {
+            if kept.is_some_and(|k| k != epoch) {
+                tracing::warn!(%epoch, floor = %kept.map_or_else(String::new, |k| k.to_string()), "the seq floor names another epoch than the store; keeping the store's");
+            }
+            epoch
+        }
+        (None, Some(epoch)) => {
+            store.commit(Batch {
+                state: vec![(
+                    epoch::STATE_KEY.to_owned(),
+                    Some(epoch.to_string().into_bytes()),
+                )],
+                ..Batch::default()
+            })?;
+            epoch
+        }
+        (None, None) => {
+            let epoch = Epoch::generate()?;
+            let why = if store.stats().last_seq > 0 || matches!(found, Found::Mark(_)) {
+                epoch::Why::Upgrade
+            } else {
+                epoch::Why::New
+            };
+            let alarm = epoch::created_alarm(epoch, why, data_dir);
+            let committed = store.commit(Batch {
+                records: vec![alarm],
+                state: vec![(
+                    epoch::STATE_KEY.to_owned(),
+                    Some(epoch.to_string().into_bytes()),
+                )],
+                ..Batch::default()
+            })?;
+            tracing::warn!(
+                %epoch,
+                seq = committed.first().map_or(0, |r| r.seq),
+                upgrade = why == epoch::Why::Upgrade,
+                "new store epoch (store-created alarm)"
+            );
+            epoch
+        }
+    };
+    if floor.epoch() != Some(epoch) {
+        floor.set_epoch(epoch)?;
+    }
+    let store_dir = data_dir.join(STORE_DIR);
+    let main = match engine {
+        StoreEngine::Sled => store_dir.join("db"),
+        StoreEngine::Redb => store_dir.join(redb::FILE_NAME),
+    };
+    floor.unwatch();
+    floor.watch(&store_dir)?;
+    floor.watch(&main)?;
+    Ok(())
 }
 
 /// Complete or discard what an interrupted salvage left behind.

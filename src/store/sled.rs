@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::codec::{decode, encode, kept_by_drop_oldest};
 use super::floor::SeqFloor;
-use super::{Batch, DropPlan, Store, StoreError, StoreStats, Usage};
+use super::{Batch, DropPlan, Epoch, Store, StoreError, StoreStats, Usage};
 use crate::config::StoreEngine;
 use crate::record::Record;
 
@@ -353,6 +353,7 @@ impl Store for SledStore {
             oldest_ts_ms,
             last_seq: c.last_seq,
             corrupt: c.corrupt,
+            epoch: self.epoch(),
         }
     }
 
@@ -403,6 +404,14 @@ impl Store for SledStore {
             bytes: c.bytes,
             last_seq: c.last_seq,
         }
+    }
+
+    fn epoch(&self) -> Option<Epoch> {
+        self.floor.as_ref().and_then(|f| f.epoch())
+    }
+
+    fn check_place(&self) -> Result<(), StoreError> {
+        self.floor.as_ref().map_or(Ok(()), |f| f.check())
     }
 
     fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {

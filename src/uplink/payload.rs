@@ -13,18 +13,21 @@ use crate::clock::rfc3339_ms;
 use crate::config::GatewayConfig;
 use crate::devices::health::HealthSnapshot;
 use crate::record::{Body, ContextSource, Gs1Reading, LotTotals, Record};
-use crate::store::{CapacityStatus, StoreStats};
+use crate::store::{CapacityStatus, Epoch, StoreStats};
 
 /// Version of the payload contract.
 pub const VERSION: u32 = 2;
 
-/// The JSON payload of one record.
-pub fn record(gw: &GatewayConfig, r: &Record) -> Vec<u8> {
+/// The JSON payload of one record, from the store of `epoch`.
+pub fn record(gw: &GatewayConfig, epoch: Option<Epoch>, r: &Record) -> Vec<u8> {
     let mut m = Map::new();
     m.insert("v".into(), json!(VERSION));
     m.insert("gateway".into(), json!(gw.id));
     m.insert("site".into(), json!(gw.site));
     m.insert("line".into(), json!(gw.line));
+    if let Some(epoch) = epoch {
+        m.insert("epoch".into(), json!(epoch.to_string()));
+    }
     m.insert("seq".into(), json!(r.seq));
     m.insert("ts".into(), json!(rfc3339_ms(r.ts_ms)));
     m.insert("clock_synced".into(), json!(r.clock_synced));
@@ -293,6 +296,7 @@ pub fn status(
         "online": true,
         "ts": rfc3339_ms(now_ms),
         "version": env!("CARGO_PKG_VERSION"),
+        "epoch": stats.epoch.map(|e| e.to_string()),
         "queue": {
             "depth": stats.depth,
             "bytes": stats.bytes,
@@ -369,8 +373,10 @@ mod tests {
                 gs1: None,
             },
         };
-        let v: Value = serde_json::from_slice(&record(&gw(), &rec)).unwrap();
+        let epoch: Epoch = "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60".parse().unwrap();
+        let v: Value = serde_json::from_slice(&record(&gw(), Some(epoch), &rec)).unwrap();
         assert_eq!(v["seq"], 9);
+        assert_eq!(v["epoch"], "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60");
         assert_eq!(v["kind"], "scan");
         assert_eq!(v["order"], "WO1");
         assert!(
@@ -667,7 +673,8 @@ mod schema_tests {
         for body in bodies {
             let kind = body.kind();
             assert!(kinds.contains(&kind), "kind {kind} not in the schema");
-            let v: Value = serde_json::from_slice(&record(&gw, &sample(body))).unwrap();
+            let epoch = "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60".parse().ok();
+            let v: Value = serde_json::from_slice(&record(&gw, epoch, &sample(body))).unwrap();
             check_object(&v, &schema, kind);
             check_object(&v["data"], &schema["$defs"][kind], &format!("{kind}.data"));
         }

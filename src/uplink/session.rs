@@ -234,7 +234,7 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                     .mqtt
                     .topics
                     .record_topic(record.station.as_deref(), record.body.kind());
-                let body = payload::record(&self.up.gateway, &record);
+                let body = payload::record(&self.up.gateway, self.up.store.epoch(), &record);
                 if topic.len() + body.len() + PUBLISH_OVERHEAD > self.up.mqtt.max_packet_bytes {
                     // It could never be sent and would block every record
                     // behind it: set it aside, counted; the MES sees the gap.

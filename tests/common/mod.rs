@@ -601,6 +601,25 @@ impl Gateway {
         Err(StopTimeout)
     }
 
+    /// Wait up to `limit` for the gateway to exit by itself: its exit code
+    /// (`None` if it died by a signal), or `Err` (still running, left so).
+    /// A child's exit has no event to wait on here, so it is polled every
+    /// 20 ms.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<Option<i32>, StopTimeout> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(Child::try_wait) {
+                None => return Ok(None),
+                Some(Ok(Some(status))) => {
+                    self.child = None;
+                    return Ok(status.code());
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        Err(StopTimeout)
+    }
+
     /// Everything the gateway logged so far (all runs).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
