@@ -972,6 +972,30 @@ fn fresh_scratch(store_dir: &Path, scratch: &Path) -> std::io::Result<()> {
     copy_tree(store_dir, scratch)
 }
 
+/// A value whose drop may panic (an engine closing a damaged file): the
+/// panic is caught and the value is gone either way.
+struct DropGuarded<T>(Option<T>);
+
+impl<T> std::ops::Deref for DropGuarded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // Some until dropped.
+        self.0.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<T> Drop for DropGuarded<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value)));
+            if dropped.is_err() {
+                tracing::warn!("the damaged store's engine panicked while closing it");
+            }
+        }
+    }
+}
+
 /// Read a damaged sled store into `import`, through a scratch copy (sled
 /// writes while it recovers). Three ways to open it, each on a fresh copy:
 /// as it was; without its config file (sled writes a new one); without its
@@ -1210,7 +1234,9 @@ fn read_redb(
                 .open(&path)
         });
         let db = match opened {
-            Ok(Ok(db)) => db,
+            // Closing a damaged file can panic too (redb writes its
+            // allocator state at close): the scratch copy is thrown away.
+            Ok(Ok(db)) => DropGuarded(Some(db)),
             Ok(Err(err)) => {
                 let err = ::redb::Error::from(err);
                 if !redb_damage(&err) {
@@ -1334,4 +1360,27 @@ fn read_redb(
         errors: 1,
         ..Read::default()
     })
+}
+
+#[cfg(test)]
+mod drop_guard_tests {
+    use super::DropGuarded;
+
+    /// Seen once in the end-to-end suite: redb panicked closing a damaged
+    /// scratch copy (writing its allocator state), which ended the start.
+    #[test]
+    fn a_panic_while_dropping_is_caught() {
+        struct PanicsOnDrop(u8);
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("closing a damaged file");
+            }
+        }
+        let dropped = std::panic::catch_unwind(|| {
+            let guarded = DropGuarded(Some(PanicsOnDrop(7)));
+            assert_eq!(guarded.0.as_ref().map(|p| p.0), Some(7));
+            assert_eq!((*guarded).0, 7);
+        });
+        assert!(dropped.is_ok(), "the panic escaped the drop");
+    }
 }

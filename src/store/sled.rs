@@ -99,9 +99,13 @@ impl SledDb {
             // their latency tail several times longer (BENCHMARKS.md).
             .flush_every_ms(None)
             .open()?;
+        // The log sled has just locked, opened again: the same file even if
+        // its name is gone or taken by another by the time of the drop.
+        let path = dir.join("db");
+        let log = File::open(&path)?;
         Ok(SledDb {
             db,
-            _released: Released(dir.join("db")),
+            _released: Released { log, path },
         })
     }
 }
@@ -114,30 +118,36 @@ impl std::ops::Deref for SledDb {
     }
 }
 
-/// Waits, when dropped, until the sled log at its path is no longer locked.
-struct Released(PathBuf);
+/// Waits, when dropped, until sled's log is no longer locked.
+struct Released {
+    /// The log, opened a second time (its own open file description).
+    log: File,
+    path: PathBuf,
+}
 
 impl Drop for Released {
     fn drop(&mut self) {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
-            // A lock of our own on a new open file conflicts with sled's
-            // for as long as any of sled's handles lives; ours goes with it.
-            let file = match File::open(&self.0) {
-                Ok(file) => file,
-                // Gone (a scratch copy removed): nothing holds it.
-                Err(_) => return,
+            // A lock of our own, on our own open file description, conflicts
+            // with sled's for as long as any of sled's handles lives; ours
+            // is released when the duplicate closes, at once.
+            let Ok(file) = self.log.try_clone() else {
+                return;
             };
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(_released) => return,
+                Ok(locked) => {
+                    let _ = locked.unlock();
+                    return;
+                }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) if started.elapsed() < RELEASE_WAIT => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
                 Err((_, errno)) => {
                     tracing::warn!(
-                        file = %self.0.display(),
+                        file = %self.path.display(),
                         %errno,
                         waited_ms = started.elapsed().as_millis() as u64,
                         "sled still holds its lock after the store was closed"
