@@ -4,7 +4,9 @@
 //! broker is up here), and exits 74 without writing anything into whatever
 //! now sits at the path; restarted, it starts a new store whose new epoch
 //! is announced by a `store-created` alarm, so the MES can tell its seqs
-//! (which start again at 1) from the old ones. Runs on the default engine;
+//! (which start again at 1) from the old ones. With the broker down the
+//! alarm cannot leave, and the gateway still stops after its bounded wait
+//! for the uplink. Runs on the default engine;
 //! `LINEGATE_TEST_ENGINE=sled` runs it on sled.
 
 mod common;
@@ -149,4 +151,43 @@ async fn a_replaced_data_directory_stops_the_gateway_and_the_old_one_is_left_alo
         std::fs::create_dir(data).unwrap();
     })
     .await;
+}
+
+/// With the broker unreachable the `store-lost` alarm cannot leave: the
+/// gateway still stops (exit 74) once its wait for the uplink is over,
+/// and the new epoch's `store-created` alarm is what the MES sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_the_gateway_still_stops_and_the_new_epoch_tells() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let mut gw = Gateway::start(
+        dir.path(),
+        &config_toml(&data, broker.port, pty.slave_path()),
+    );
+    let created = wait_alarm(&rec, "store-created", None).await;
+    let first = created["epoch"].as_str().unwrap().to_owned();
+
+    broker.kill();
+    rec.wait_disconnected().await;
+    std::fs::remove_dir_all(&data).unwrap();
+    let code = gw.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(code.ok(), Some(Some(74)), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("lost with the data directory"),
+        "the undelivered records are logged as lost"
+    );
+
+    broker.restart();
+    rec.wait_subscribed().await;
+    gw.spawn();
+    let created = wait_alarm(&rec, "store-created", Some(&first)).await;
+    assert_eq!(created["seq"], 1);
+    assert!(
+        alarm(&rec, "store-lost", None).is_none(),
+        "the store-lost alarm was lost with its store"
+    );
+    assert_eq!(gw.stop(), Some(0));
 }
