@@ -14,6 +14,7 @@
 //! after every (re)connect. Also: the retained status (last will `offline`),
 //! and MES commands in, results out.
 
+pub mod bound;
 pub mod command;
 pub mod payload;
 mod session;

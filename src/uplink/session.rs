@@ -10,6 +10,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::bound::PUBLISH_OVERHEAD;
 use super::{CommandOutcome, CommandRequest, Uplink, command, payload};
 use crate::clock::now_ms;
 use crate::devices::backoff::Backoff;
@@ -23,9 +24,6 @@ pub enum Ended {
 
 /// A command result waiting to be published.
 pub type CommandResult = (String, Option<String>, CommandOutcome);
-
-/// Fixed header, topic length and packet id of an MQTT PUBLISH, at most.
-const PUBLISH_OVERHEAD: usize = 16;
 
 /// What a publish request was, in the order it was handed to rumqttc.
 /// `Some(seq)` for a record, `None` for status and command results.
