@@ -3,7 +3,8 @@
 //! Records are produced by `station`, given their `seq` by `store` at commit,
 //! and turned into the wire format by `uplink`. This type is the internal
 //! vocabulary; the MQTT payload (docs/mqtt.md) is built from it in
-//! `uplink::payload` and nowhere else.
+//! `uplink::payload` and nowhere else. Free texts are bounded here
+//! ([`bounded`], [`MAX_MESSAGE`]) so every record fits one MQTT packet.
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,9 @@
 //! (records and context state) is gathered into a group commit that closes
 //! after `commit_interval` or `commit_max_records`, whichever comes first. A
 //! record is *accepted* when its commit returns. Command replies are sent
-//! only after their audit record is committed.
+//! only after their audit record is committed. A record the uplink cannot
+//! publish (too large for the packet size) comes back on the same queue: an
+//! alarm naming it is committed, then the record is set aside.
 //!
 //! Capacity (`app::capacity`): before a reading or command touches a
 //! station, the pipeline asks whether the store has room; a refusal is
