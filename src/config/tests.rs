@@ -2153,6 +2153,7 @@ fn summary_shows_what_a_technician_checks() {
         "gw1 (site p1, line l1)",
         "/tmp/lg",
         "localhost:1883",
+        "packets:  up to 64KiB, which every record fits; a closed lot's lists continue past",
         "records:  p1/l1/st10/{kind}",
         "status:   p1/l1/gateway/gw1/status",
         "commands: p1/l1/gateway/gw1/cmd/+",
