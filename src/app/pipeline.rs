@@ -442,6 +442,14 @@ impl Running {
             }
             out.dropping.clear();
         }
+        if !matches!(committing, Ok(Ok(_)))
+            && let Some(&first) = set_aside.iter().min()
+        {
+            // The alarms were not committed: the uplink reads these
+            // records again and reports them again.
+            let mut out = self.p.outbound.lock();
+            out.rewind = Some(out.rewind.map_or(first, |r| r.min(first)));
+        }
         let records = match committing {
             Ok(Ok(records)) => records,
             Ok(Err(err)) if self.is_disk_full(&err) => {
