@@ -6,7 +6,9 @@
 //! (records and context state) is gathered into a group commit that closes
 //! after `commit_interval` or `commit_max_records`, whichever comes first. A
 //! record is *accepted* when its commit returns. Command replies are sent
-//! only after their audit record is committed.
+//! only after their audit record is committed. A record the uplink cannot
+//! publish (too large for the packet size) comes back on the same queue: an
+//! alarm naming it is committed, then the record is set aside.
 //!
 //! Capacity (`app::capacity`): before a reading or command touches a
 //! station, the pipeline asks whether the store has room; a refusal is
@@ -47,9 +49,10 @@ use crate::app::capacity::{self, Capacity, Incoming};
 use crate::clock::clock_synced;
 use crate::config::StoreConfig;
 use crate::devices::{DeviceEvent, Reading};
+use crate::record::{AlarmEvent, Body, Record, StoreFigures};
 use crate::station::{Emitted, StationView, Stations, rejected_command_audit};
 use crate::store::{self, Batch, CapacityStatus, Store, StoreError};
-use crate::uplink::{CommandOutcome, CommandRequest, Outbound};
+use crate::uplink::{CommandOutcome, CommandRequest, Outbound, Undeliverable};
 
 /// How often acknowledgements are made durable while no commit happens.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -74,6 +77,14 @@ pub enum Input {
     Command(CommandRequest),
     /// A read-only look at every station (`linegate lot show`).
     Inspect(oneshot::Sender<Vec<StationView>>),
+    /// A stored record the uplink cannot publish.
+    Undeliverable(Undeliverable),
+}
+
+impl From<Undeliverable> for Input {
+    fn from(u: Undeliverable) -> Self {
+        Input::Undeliverable(u)
+    }
 }
 
 impl From<Reading> for Input {
@@ -115,6 +126,9 @@ struct Pending {
     bytes: u64,
     /// Readings and commands applied to the stations for this batch.
     applied: u64,
+    /// Records this batch's `record-undeliverable` alarms report: set
+    /// aside once the alarms are committed.
+    set_aside: Vec<u64>,
 }
 
 impl Pending {
@@ -124,7 +138,7 @@ impl Pending {
         self.batch.state.extend(emitted.state);
     }
 
-    fn push(&mut self, record: crate::record::Record) {
+    fn push(&mut self, record: Record) {
         self.bytes += store::encoded_len(&record);
         self.batch.records.push(record);
     }
@@ -145,6 +159,9 @@ struct Running {
     p: Pipeline,
     cap: Capacity,
     unresolved: Option<Unresolved>,
+    /// Undeliverable records already reported by a committed alarm (the
+    /// uplink reports one again after each reconnect until it is aside).
+    reported: std::collections::BTreeSet<u64>,
 }
 
 impl Pipeline {
@@ -157,6 +174,7 @@ impl Pipeline {
             p: self,
             cap,
             unresolved: None,
+            reported: Default::default(),
         };
         running.publish_status();
         running.run(input).await
@@ -197,6 +215,7 @@ impl Running {
                         Some(Input::Inspect(reply)) => {
                             let _ = reply.send(self.p.stations.views());
                         }
+                        Some(Input::Undeliverable(u)) => self.on_undeliverable(u, &mut pending),
                         None => {
                             open = false;
                             break;
@@ -276,6 +295,42 @@ impl Running {
         pending.replies.push((req.reply, outcome));
     }
 
+    /// A record the uplink cannot publish: a `record-undeliverable` alarm
+    /// naming it goes into the batch (like the store's own alarms, without
+    /// asking capacity), and the record is set aside once that is durable.
+    fn on_undeliverable(&mut self, u: Undeliverable, pending: &mut Pending) {
+        if self.reported.contains(&u.seq) || pending.set_aside.contains(&u.seq) {
+            return;
+        }
+        let message = format!(
+            "record {} ({}) makes an MQTT packet of {} bytes, larger than mqtt.max_packet_size ({} bytes): it cannot be delivered and is set aside in the store",
+            u.seq, u.kind, u.bytes, u.max
+        );
+        let figures = StoreFigures {
+            seq: Some(u.seq),
+            record_kind: Some(u.kind.to_owned()),
+            record_bytes: Some(u.bytes as u64),
+            max_packet_size: Some(u.max as u64),
+            ..StoreFigures::default()
+        };
+        pending.push(Record {
+            seq: 0,
+            ts_ms: crate::clock::now_ms(),
+            clock_synced: clock_synced(),
+            station: None,
+            device: None,
+            lot: None,
+            order: None,
+            operator: None,
+            body: Body::Alarm {
+                event: AlarmEvent::RecordUndeliverable,
+                message: Some(message),
+                store: Some(Box::new(figures)),
+            },
+        });
+        pending.set_aside.push(u.seq);
+    }
+
     /// Once a second: retry a disk that refused a commit, raise or clear
     /// capacity alarms, and let the stations see the clock (unless the
     /// store has no room for what they would make).
@@ -348,6 +403,7 @@ impl Running {
             replies,
             bytes,
             applied,
+            set_aside,
         } = pending;
         batch.coalesce_state();
         if let Err(err) = self.p.store.check_place() {
@@ -404,6 +460,14 @@ impl Running {
             }
             out.dropping.clear();
         }
+        if !matches!(committing, Ok(Ok(_)))
+            && let Some(&first) = set_aside.iter().min()
+        {
+            // The alarms were not committed: the uplink reads these
+            // records again and reports them again.
+            let mut out = self.p.outbound.lock();
+            out.rewind = Some(out.rewind.map_or(first, |r| r.min(first)));
+        }
         let records = match committing {
             Ok(Ok(records)) => records,
             Ok(Err(err)) if self.is_disk_full(&err) => {
@@ -432,6 +496,7 @@ impl Running {
             }
         };
         self.cap.committed();
+        self.set_aside(set_aside).await;
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             tracing::debug!(
                 first_seq = first.seq,
@@ -483,6 +548,24 @@ impl Running {
             Err(join) => tracing::error!(error = %join, "store-lost commit task failed"),
         }
         err
+    }
+
+    /// Set aside the undeliverable records whose alarms were just
+    /// committed. A failure leaves the record in the queue: reported again
+    /// after the next reconnect, a second alarm, never a silent loss.
+    async fn set_aside(&mut self, seqs: Vec<u64>) {
+        for seq in seqs {
+            let store = Arc::clone(&self.p.store);
+            match tokio::task::spawn_blocking(move || store.set_aside(seq)).await {
+                Ok(Ok(())) => {
+                    self.reported.insert(seq);
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(seq, error = %err, "cannot set the undeliverable record aside")
+                }
+                Err(join) => tracing::error!(seq, error = %join, "set-aside task failed"),
+            }
+        }
     }
 
     /// The disk refused a write: reopen the store (the engine must not be

@@ -754,6 +754,19 @@ const CASES: &[Case] = &[
         expected: "",
     },
     Case {
+        name: "packet size too small for an audit record",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nmax_packet_size = \"8KiB\"\n",
+        )],
+        append: "max_frame_len = 16\n",
+        line: 8,
+        column: 19,
+        key: "mqtt.max_packet_size",
+        message: "an audit record can be up to",
+        expected: "",
+    },
+    Case {
         name: "unknown parity",
         edits: &[],
         append: "parity = \"mark\"\n",
@@ -1679,6 +1692,36 @@ fn base_is_valid() {
     assert_eq!(cfg.devices.len(), 1);
 }
 
+/// A closed lot's lists are split so each lot record fits the packet: the
+/// smaller the packet (or the larger the scanner's frames, which a lot
+/// closed by a scan carries), the fewer entries per record.
+#[test]
+fn lot_records_carry_as_many_list_entries_as_the_packet_size_allows() {
+    let per_part = |mqtt: &str, device: &str| {
+        let text = BASE
+            .replace(
+                "host = \"localhost\"\n",
+                &format!("host = \"localhost\"\n{mqtt}"),
+            )
+            .replace(
+                "path = \"/dev/ttyUSB0\"\n",
+                &format!("path = \"/dev/ttyUSB0\"\n{device}"),
+            );
+        let cfg = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        cfg.stations[0].lot.totals_per_part
+    };
+    let default = per_part("", "");
+    let small = per_part("max_packet_size = \"24KiB\"\n", "");
+    let long_frames = per_part("", "max_frame_len = 4096\n");
+    let vast = per_part("max_packet_size = \"1MiB\"\n", "");
+    assert!(small >= 1 && small < default, "{small} vs {default}");
+    assert!(
+        long_frames >= 1 && long_frames < default,
+        "{long_frames} vs {default}"
+    );
+    assert_eq!(vast, crate::station::MAX_TOTALS_LIST);
+}
+
 #[test]
 fn each_broken_config_is_reported_at_its_line_column_and_key() {
     let mut failures = Vec::new();
@@ -2110,6 +2153,7 @@ fn summary_shows_what_a_technician_checks() {
         "gw1 (site p1, line l1)",
         "/tmp/lg",
         "localhost:1883",
+        "packets:  up to 64KiB, which every record fits; a closed lot's lists continue past",
         "records:  p1/l1/st10/{kind}",
         "status:   p1/l1/gateway/gw1/status",
         "commands: p1/l1/gateway/gw1/cmd/+",

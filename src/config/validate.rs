@@ -30,6 +30,7 @@ pub const BAUD_RATES: &[u32] = &[
 const ROOT_PLACEHOLDERS: &[&str] = &["site", "line", "gateway"];
 const RECORD_PLACEHOLDERS: &[&str] = &["root", "site", "line", "gateway", "station", "kind"];
 
+mod records;
 mod stations;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -86,26 +87,8 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     )?;
     v.unique_device_paths(&raw.devices)?;
     v.lot_counters(&raw.root.station, &stations, &devices)?;
-    for (entry, device) in raw.devices.iter().zip(&devices) {
-        // Only scanner frames can grow with the config; a Modbus record's
-        // size is bounded by its (short) register names.
-        let DeviceKind::SerialScanner(sc) = &device.kind else {
-            continue;
-        };
-        // Worst case on the wire: every byte a JSON-escaped control character
-        // (6 bytes) in `code`, plus base64 in `raw_b64`, plus the envelope.
-        let worst = sc.framing.max_len.saturating_mul(8).saturating_add(2048);
-        if worst > mqtt.max_packet_bytes {
-            return Err(v.err_plain(
-                entry.span.clone(),
-                &format!("device[{}].max_frame_len", entry.index),
-                format!(
-                    "a {}-byte frame can make a record of up to {worst} bytes, larger than mqtt.max_packet_size ({} bytes); lower max_frame_len or raise mqtt.max_packet_size to at least {worst} bytes",
-                    sc.framing.max_len, mqtt.max_packet_bytes
-                ),
-            ));
-        }
-    }
+    let mut stations = stations;
+    v.record_sizes(&raw, &gateway, &mqtt, &mut stations, &devices)?;
 
     Ok(Config {
         source: src.file.to_path_buf(),

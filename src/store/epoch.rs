@@ -86,12 +86,10 @@ pub enum Why {
 pub fn created_alarm(epoch: Epoch, why: Why, data_dir: &std::path::Path) -> Record {
     let message = match why {
         Why::New => format!(
-            "a new store was created in {} with epoch {epoch}: this is the first start of this \
-             gateway, or its previous store is gone (data directory deleted or replaced, a new \
-             card). seq starts again at 1 in this epoch, so records of a previous epoch with the \
-             same seq are different records. The lot numbering allocator of every station \
-             starts afresh: numbers a previous store issued in the current numbering period \
-             (or ever, for a template that never resets) may be issued again",
+            "a new store was created in {} with epoch {epoch}: the first start of this gateway, \
+             or its previous store is gone (data directory deleted or replaced, a new card). seq \
+             starts again at 1 in this epoch. Every station's lot numbering starts afresh: \
+             numbers of the current period (any, for a template that never resets) may repeat",
             data_dir.display()
         ),
         Why::Upgrade => format!(
@@ -131,7 +129,8 @@ pub(super) fn store_alarm(event: AlarmEvent, message: String) -> Record {
         operator: None,
         body: Body::Alarm {
             event,
-            message: Some(message),
+            // Bounded like every alarm's (a path is in it).
+            message: Some(crate::record::bounded(message, crate::record::MAX_MESSAGE)),
             store: None,
         },
     }

@@ -14,6 +14,7 @@
 //! after every (re)connect. Also: the retained status (last will `offline`),
 //! and MES commands in, results out.
 
+pub mod bound;
 pub mod command;
 pub mod payload;
 mod session;
@@ -67,9 +68,23 @@ pub struct CommandRequest {
     pub reply: oneshot::Sender<CommandOutcome>,
 }
 
+/// A stored record the uplink cannot publish (larger than
+/// `mqtt.max_packet_size`), handed to the pipeline: the uplink commits
+/// nothing itself, so the pipeline commits the `record-undeliverable`
+/// alarm, then sets the record aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undeliverable {
+    pub seq: u64,
+    pub kind: &'static str,
+    /// Its payload size and the limit it exceeds (topic and packet header
+    /// included), in bytes.
+    pub bytes: usize,
+    pub max: usize,
+}
+
 /// Everything the uplink task needs. `T` is the pipeline's input queue item,
-/// built from a [`CommandRequest`]; commands share that one queue with device
-/// readings so both are applied in arrival order.
+/// built from a [`CommandRequest`] or an [`Undeliverable`]; commands share
+/// that one queue with device readings so both are applied in arrival order.
 pub struct Uplink<T> {
     pub gateway: GatewayConfig,
     pub mqtt: MqttConfig,
@@ -84,7 +99,7 @@ pub struct Uplink<T> {
     pub health: HealthRegistry,
 }
 
-impl<T: From<CommandRequest> + Send + 'static> Uplink<T> {
+impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
     /// Run until `shutdown` turns true: connect, publish, reconnect with
     /// jittered backoff, forever.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {

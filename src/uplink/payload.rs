@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::rfc3339_ms;
 use crate::config::GatewayConfig;
 use crate::devices::health::HealthSnapshot;
-use crate::record::{Body, ContextSource, Gs1Reading, LotTotals, Record};
+use crate::record::{Body, ContextSource, Gs1Reading, LotEvent, LotTotals, Record};
 use crate::store::{CapacityStatus, Epoch, StoreStats};
 
 /// Version of the payload contract.
@@ -126,25 +126,49 @@ fn change_fields(m: &mut Map<String, Value>, name: &str, value: Value, previous:
 }
 
 fn totals_json(t: &LotTotals) -> Value {
+    let mut m = Map::new();
+    m.insert("opened".into(), json!(rfc3339_ms(t.opened_ms)));
+    m.insert("closed".into(), json!(rfc3339_ms(t.closed_ms)));
+    m.insert(
+        "duration_s".into(),
+        json!(t.closed_ms.saturating_sub(t.opened_ms) as f64 / 1000.0),
+    );
+    m.insert("good".into(), json!(t.good));
+    m.insert("scrap".into(), json!(t.scrap));
+    m.insert("counts".into(), json!(t.counts));
+    m.insert("products".into(), json!(t.products));
+    m.insert("rejects".into(), json!(t.rejects));
+    lists_json(t, &mut m);
+    m.insert("materials_truncated".into(), json!(t.materials_truncated));
+    m.insert("materials_untallied".into(), json!(t.materials_untallied));
+    m.insert("operators_truncated".into(), json!(t.operators_truncated));
+    m.insert("orders_truncated".into(), json!(t.orders_truncated));
+    if let Some(listed) = &t.listed {
+        m.insert("materials_listed".into(), json!(listed.materials));
+        m.insert("operators_listed".into(), json!(listed.operators));
+        m.insert("orders_listed".into(), json!(listed.orders));
+    }
+    Value::Object(m)
+}
+
+/// The three lists of a lot's totals (a `closed` record's first part, or
+/// a `totals` record's next part).
+fn lists_json(t: &LotTotals, m: &mut Map<String, Value>) {
     let materials: Vec<Value> = t
         .materials
         .iter()
         .map(|mt| json!({"gtin": mt.gtin, "lot": mt.lot, "count": mt.count}))
         .collect();
-    json!({
-        "opened": rfc3339_ms(t.opened_ms),
-        "closed": rfc3339_ms(t.closed_ms),
-        "duration_s": t.closed_ms.saturating_sub(t.opened_ms) as f64 / 1000.0,
-        "good": t.good,
-        "scrap": t.scrap,
-        "counts": t.counts,
-        "products": t.products,
-        "rejects": t.rejects,
-        "materials": materials,
-        "materials_truncated": t.materials_truncated,
-        "operators": t.operators,
-        "orders": t.orders,
-    })
+    m.insert("materials".into(), Value::Array(materials));
+    m.insert("operators".into(), json!(t.operators));
+    m.insert("orders".into(), json!(t.orders));
+}
+
+/// A `totals` continuation: the next entries of the closed lot's lists.
+fn totals_part_json(t: &LotTotals) -> Value {
+    let mut m = Map::new();
+    lists_json(t, &mut m);
+    Value::Object(m)
 }
 
 fn data(body: &Body) -> Value {
@@ -174,14 +198,29 @@ fn data(body: &Body) -> Value {
             source,
             number_seq,
             totals,
+            part,
         } => {
             m.insert("event".into(), json!(event.as_str()));
-            source_fields(source, &mut m);
+            let continued = *event == LotEvent::Totals;
+            // A continuation carries only the lists: its `closed` record
+            // already says why and how the lot closed.
+            if !continued {
+                source_fields(source, &mut m);
+            }
             if let Some(n) = number_seq {
                 m.insert("number_seq".into(), json!(n));
             }
+            if let Some(p) = part {
+                m.insert("part".into(), json!(p.part));
+                m.insert("parts".into(), json!(p.parts));
+            }
             if let Some(t) = totals {
-                m.insert("totals".into(), totals_json(t));
+                let t = if continued {
+                    totals_part_json(t)
+                } else {
+                    totals_json(t)
+                };
+                m.insert("totals".into(), t);
             }
         }
         Body::Product {
@@ -398,7 +437,7 @@ mod schema_tests {
     use super::*;
     use crate::gs1::Element;
     use crate::record::{
-        AlarmEvent, Boundary, CommandOrigin, ContextField, LotEvent, Material, MaterialTally,
+        AlarmEvent, Boundary, CommandOrigin, ContextField, Listed, Material, MaterialTally, Part,
         RejectReason, StoreFigures,
     };
 
@@ -522,12 +561,14 @@ mod schema_tests {
                 },
                 number_seq: Some(7),
                 totals: None,
+                part: None,
             },
             Body::Lot {
                 event: LotEvent::Opened,
                 source: ContextSource::Auto,
                 number_seq: Some(8),
                 totals: None,
+                part: None,
             },
             Body::Lot {
                 event: LotEvent::Closed,
@@ -549,10 +590,36 @@ mod schema_tests {
                         lot: Some("B1".into()),
                         count: 1,
                     }],
-                    materials_truncated: false,
+                    materials_truncated: true,
+                    materials_untallied: 4,
                     operators: vec!["OP1".into()],
+                    operators_truncated: true,
                     orders: vec!["WO1".into()],
+                    orders_truncated: false,
+                    listed: Some(Listed {
+                        materials: 2,
+                        operators: 1,
+                        orders: 1,
+                    }),
                 })),
+                part: Some(Part { part: 1, parts: 2 }),
+            },
+            Body::Lot {
+                event: LotEvent::Totals,
+                source: ContextSource::Target {
+                    counter: "good".into(),
+                    target: 500,
+                },
+                number_seq: Some(7),
+                totals: Some(Box::new(LotTotals {
+                    materials: vec![MaterialTally {
+                        gtin: Some("09506000134352".into()),
+                        lot: Some("B2".into()),
+                        count: 3,
+                    }],
+                    ..LotTotals::default()
+                })),
+                part: Some(Part { part: 2, parts: 2 }),
             },
             Body::Lot {
                 event: LotEvent::Closed,
@@ -561,6 +628,7 @@ mod schema_tests {
                 },
                 number_seq: None,
                 totals: Some(Box::default()),
+                part: Some(Part { part: 1, parts: 1 }),
             },
             Body::Product {
                 rule: "part".into(),
@@ -646,6 +714,17 @@ mod schema_tests {
                     first_seq: Some(1001),
                     last_seq: Some(100_000),
                     count: Some(99_000),
+                    ..StoreFigures::default()
+                })),
+            },
+            Body::Alarm {
+                event: AlarmEvent::RecordUndeliverable,
+                message: Some("record 9 cannot be delivered".into()),
+                store: Some(Box::new(StoreFigures {
+                    seq: Some(9),
+                    record_kind: Some("lot".into()),
+                    record_bytes: Some(70_000),
+                    max_packet_size: Some(65_536),
                     ..StoreFigures::default()
                 })),
             },

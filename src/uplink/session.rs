@@ -10,7 +10,8 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{CommandOutcome, CommandRequest, Uplink, command, payload};
+use super::bound::PUBLISH_OVERHEAD;
+use super::{CommandOutcome, CommandRequest, Undeliverable, Uplink, command, payload};
 use crate::clock::now_ms;
 use crate::devices::backoff::Backoff;
 use crate::tasks::AbortOnDrop;
@@ -23,9 +24,6 @@ pub enum Ended {
 
 /// A command result waiting to be published.
 pub type CommandResult = (String, Option<String>, CommandOutcome);
-
-/// Fixed header, topic length and packet id of an MQTT PUBLISH, at most.
-const PUBLISH_OVERHEAD: usize = 16;
 
 /// What a publish request was, in the order it was handed to rumqttc.
 /// `Some(seq)` for a record, `None` for status and command results.
@@ -44,7 +42,7 @@ pub struct Session<'u, T> {
     cursor: u64,
 }
 
-impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
+impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session<'u, T> {
     pub async fn run(
         up: &'u Uplink<T>,
         committed: &mut watch::Receiver<u64>,
@@ -235,19 +233,17 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                     .topics
                     .record_topic(record.station.as_deref(), record.body.kind());
                 let body = payload::record(&self.up.gateway, self.up.store.epoch(), &record);
-                if topic.len() + body.len() + PUBLISH_OVERHEAD > self.up.mqtt.max_packet_bytes {
+                let bytes = topic.len() + body.len() + PUBLISH_OVERHEAD;
+                if bytes > self.up.mqtt.max_packet_bytes {
                     // It could never be sent and would block every record
-                    // behind it: set it aside, counted; the MES sees the gap.
-                    tracing::error!(
-                        seq = record.seq,
-                        bytes = body.len(),
-                        max = self.up.mqtt.max_packet_bytes,
-                        "record larger than mqtt.max_packet_size set aside"
-                    );
-                    self.up
-                        .store
-                        .set_aside(record.seq)
-                        .map_err(|e| format!("store set-aside failed: {e}"))?;
+                    // behind it: skipped, and handed to the pipeline, which
+                    // commits an alarm naming it, then sets it aside.
+                    self.undeliverable(Undeliverable {
+                        seq: record.seq,
+                        kind: record.body.kind(),
+                        bytes,
+                        max: self.up.mqtt.max_packet_bytes,
+                    });
                     continue;
                 }
                 {
@@ -262,6 +258,25 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             }
         }
         Ok(())
+    }
+
+    /// Report a record that cannot be published. Records made by this
+    /// gateway's config always fit (`linegate check` proves it); one stored
+    /// under an earlier config with larger limits may not.
+    fn undeliverable(&self, u: Undeliverable) {
+        tracing::error!(
+            seq = u.seq,
+            kind = u.kind,
+            bytes = u.bytes,
+            max = u.max,
+            "record larger than mqtt.max_packet_size: cannot be delivered; reported by an alarm"
+        );
+        let commands = self.up.commands.clone();
+        // Off the session's loop: the pipeline's queue may be full for a
+        // moment, and the report must not be lost nor stall publishing.
+        tokio::spawn(async move {
+            let _ = commands.send(u.into()).await;
+        });
     }
 
     fn on_event(
