@@ -67,7 +67,7 @@ use crate::uplink::command;
 use crate::uplink::{CommandOutcome, CommandRequest};
 
 /// The socket's file name in the data directory.
-pub const SOCKET_NAME: &str = "control.sock";
+pub const SOCKET_NAME: &str = crate::config::CONTROL_SOCKET;
 /// Mode of the socket file: read and write (connect) for owner and group.
 pub const SOCKET_MODE: u32 = 0o660;
 /// Longest request line, in bytes (the newline not counted).
@@ -196,7 +196,8 @@ pub struct ControlSocket {
 pub fn bind(data_dir: &Path) -> io::Result<ControlSocket> {
     let path = socket_path(data_dir);
     let replaced_stale = remove_stale_socket(&path)?;
-    let tmp = data_dir.join(format!(".{SOCKET_NAME}.{}", std::process::id()));
+    // No pid in the name: only the daemon holding the store binds here.
+    let tmp = data_dir.join(crate::config::CONTROL_SOCKET_BINDING);
     remove_stale_socket(&tmp)?;
     let listener = UnixListener::bind(&tmp)?;
     let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
