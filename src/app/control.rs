@@ -276,7 +276,7 @@ struct Client {
     /// Set while the client is waiting on its peer: for its request line,
     /// or for the peer to take its reply. Such a client may be evicted.
     on_peer: Arc<AtomicBool>,
-    evict: Option<oneshot::Sender<()>>,
+    evict: oneshot::Sender<()>,
 }
 
 impl Clients {
@@ -293,10 +293,7 @@ impl Clients {
                 .iter()
                 .position(|c| c.on_peer.load(Ordering::Acquire))
             {
-                let mut client = self.live.remove(i);
-                if let Some(evict) = client.evict.take() {
-                    let _ = evict.send(());
-                }
+                let _ = self.live.remove(i).evict.send(());
                 tracing::debug!(
                     "control socket: all slots taken; the oldest idle client is closed"
                 );
@@ -328,7 +325,7 @@ impl Clients {
         self.live.push(Client {
             task,
             on_peer,
-            evict: Some(evict_tx),
+            evict: evict_tx,
         });
     }
 }
