@@ -626,12 +626,14 @@ async fn probe_shows_raw_words_beside_decoded_values() {
 /// holds 7); a read from `cut_from` on gets a reply whose byte count
 /// promises every register asked for but which carries only two (the MBAP
 /// length matches what is sent), so no Modbus client can decode it.
-/// Each accepted connection is reported with its time.
+/// Each accepted connection is reported with its time. Clearing the
+/// returned flag makes it answer every read in full (the converter fixed).
 fn truncating_plc(
     cut_from: u16,
 ) -> (
     u16,
     mpsc::UnboundedReceiver<tokio::time::Instant>,
+    Arc<std::sync::atomic::AtomicBool>,
     AbortOnDrop<()>,
 ) {
     use tokio::io::AsyncWriteExt;
@@ -640,16 +642,20 @@ fn truncating_plc(
     let port = std_listener.local_addr().expect("addr").port();
     let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
+    let cutting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cut = Arc::clone(&cutting);
     let server = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let _ = accepted_tx.send(tokio::time::Instant::now());
+            let cut = Arc::clone(&cut);
             tokio::spawn(async move {
                 // MBAP (7) + function + start + count: every read request.
                 let mut req = [0u8; 12];
                 while stream.read_exact(&mut req).await.is_ok() {
                     let start = u16::from_be_bytes([req[8], req[9]]);
                     let count = u16::from_be_bytes([req[10], req[11]]);
-                    let sent = if start >= cut_from { 2 } else { count };
+                    let cuts = cut.load(std::sync::atomic::Ordering::Relaxed);
+                    let sent = if cuts && start >= cut_from { 2 } else { count };
                     let mut pdu = vec![req[7], (count * 2) as u8];
                     for _ in 0..sent {
                         pdu.extend_from_slice(&7u16.to_be_bytes());
@@ -665,12 +671,12 @@ fn truncating_plc(
             });
         }
     });
-    (port, accepted, AbortOnDrop(server))
+    (port, accepted, cutting, AbortOnDrop(server))
 }
 
 #[tokio::test]
 async fn a_block_with_undecodable_replies_is_one_outage_with_growing_backoff() {
-    let (port, mut accepted, _plc) = truncating_plc(100);
+    let (port, mut accepted, cutting, _plc) = truncating_plc(100);
     let mut cfg = device(
         port,
         vec![
@@ -749,6 +755,22 @@ async fn a_block_with_undecodable_replies_is_one_outage_with_growing_backoff() {
     assert!(why.contains("request failed"), "{why}");
     assert!(
         !h.failing_blocks.contains_key("holding 0..1 (unit 1)"),
+        "{h:?}"
+    );
+
+    // The converter is fixed: one Online at the next connection's first
+    // whole poll, the long block's values arrive, nothing fails any more.
+    cutting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (_, skipped) = dev.until("online", is_online).await;
+    assert!(!skipped.iter().any(is_offline), "{skipped:#?}");
+    let s = dev.samples("st1").await;
+    assert_eq!(
+        value_of(&s, "long"),
+        Some((0x0007_0007_0007_0007, 1_970_354_902_204_423.0))
+    );
+    let h = dev.health.snapshot();
+    assert!(
+        h.online && h.connects == 1 && h.failing_blocks.is_empty(),
         "{h:?}"
     );
 }
