@@ -23,6 +23,15 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
 }
 
+/// The control socket's file name in the data directory (`app::control`).
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// The name the control socket is bound under before it is renamed into
+/// place (no longer than [`CONTROL_SOCKET`]: the same length limit holds).
+pub const CONTROL_SOCKET_BINDING: &str = ".control.tmp";
+/// The longest path a Unix socket can be bound at: `sun_path` holds 108
+/// bytes on Linux, its terminating NUL included.
+pub const MAX_SOCKET_PATH: usize = 107;
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// Gateway id: MQTT client id and the `gateway` field of every record.
