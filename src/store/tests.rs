@@ -1363,7 +1363,9 @@ mod salvage_suite {
             "{report:?}"
         );
         assert_eq!(report.highest_seen, good.committed.len() as u64);
-        assert_eq!(report.records, 701, "{report:?}");
+        // Whether the cut tail held a record's bytes (then undecodable)
+        // depends on the page layout; every entry is either read or counted.
+        assert_eq!(report.records + report.undecodable, 701, "{report:?}");
         assert!(
             report
                 .message()
@@ -1472,7 +1474,7 @@ mod salvage_suite {
         let alarms = created(&*store);
         assert_eq!(seqs(&alarms), [1]);
         assert!(message(&alarms[0]).contains(&epoch.to_string()));
-        assert!(message(&alarms[0]).contains("lot numbering allocator"));
+        assert!(message(&alarms[0]).contains("lot numbering starts afresh"));
         let floor_text = std::fs::read_to_string(data.path().join(floor::FILE_NAME)).unwrap();
         assert!(
             floor_text.contains(&format!("epoch {epoch}")),
