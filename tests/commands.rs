@@ -9,6 +9,7 @@ use common::*;
 use linegate::devices::pty::VirtualSerial;
 use rumqttc::QoS;
 use serde_json::Value;
+use std::time::Duration;
 
 const FILTER: &str = "plant1/line3/#";
 const CMD: &str = "plant1/line3/gateway/gw-test/cmd";
@@ -383,4 +384,117 @@ async fn commands_of_any_size_are_refused_without_touching_the_session() {
         "no command may break the MQTT session:\n{log}"
     );
     assert_eq!(gw.log_count("MQTT connected"), 2, "{log}");
+}
+
+/// Issue: from about 2,000 commands a second the gateway dropped its own
+/// connection ("Failed to send mqtt requests to eventloop"), and most
+/// commands left neither result nor audit. Now every command is answered
+/// (`gateway busy: command queue full` included) or counted in the status,
+/// the session stays up, and the records flowing meanwhile all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_flood_is_answered_or_counted_and_records_keep_flowing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const FLOOD: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start_with_keep_alive(broker.port, FILTER, Duration::from_secs(60)).await;
+    let pty = Arc::new(VirtualSerial::open().unwrap());
+    let gw = Gateway::start(
+        dir.path(),
+        &config_toml(&dir.path().join("data"), broker.port, pty.slave_path()),
+    );
+    wait_online(&rec).await;
+
+    // Scans stream in (200 a second) for the whole flood.
+    let stop = Arc::new(AtomicBool::new(false));
+    let scans = tokio::spawn(common::ledger::stream_scans(pty.clone(), stop.clone(), 10));
+
+    // The MES floods: its own client, as fast as the broker takes QoS 1.
+    let mut opts = rumqttc::MqttOptions::new("flooder", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(60))
+        .set_inflight(1000);
+    let (flooder, mut flood_loop) = rumqttc::AsyncClient::new(opts, 1000);
+    let acked = Arc::new(tokio::sync::Notify::new());
+    let pubacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (a, p) = (acked.clone(), pubacks.clone());
+    let pump = tokio::spawn(async move {
+        while let Ok(ev) = flood_loop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = ev {
+                p.fetch_add(1, Ordering::SeqCst);
+                a.notify_waiters();
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    for i in 0..FLOOD {
+        // Every fifth names an unknown station: refused, audited.
+        let station = if i % 5 == 4 { "st99" } else { "st10" };
+        let body = format!(
+            r#"{{"id":"f-{i}","station":"{station}","operator":"OP{}"}}"#,
+            i % 97
+        );
+        flooder
+            .publish(format!("{CMD}/set-operator"), QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+    }
+    let p = pubacks.clone();
+    wait_until(&acked, WAIT, "the broker took the flood", move || {
+        p.load(Ordering::SeqCst) >= FLOOD
+    })
+    .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let inputs = scans.await.unwrap();
+    pump.abort();
+
+    // Every command answered, or counted in the status.
+    let mut answered = std::collections::BTreeSet::new();
+    let mut seen = 0;
+    let mut unanswered = 0;
+    let mut busy = 0;
+    let all = rec
+        .wait_for_within(Duration::from_secs(120), |m| {
+            for msg in &m[seen..] {
+                let v = msg.json();
+                if msg.topic.ends_with("/set-operator/result") {
+                    if let Some(id) = v["id"].as_str() {
+                        answered.insert(id.to_owned());
+                    }
+                    if v["reason"] == "gateway busy: command queue full" {
+                        busy += 1;
+                    }
+                } else if msg.topic.ends_with("/status") && v["online"] == true {
+                    unanswered = v["commands"]["unanswered"].as_u64().unwrap_or(0);
+                }
+            }
+            seen = m.len();
+            answered.len() + unanswered as usize == FLOOD
+        })
+        .await;
+    let report = common::ledger::settle_and_check(&gw, &rec, &inputs).await;
+    eprintln!(
+        "flood: {FLOOD} commands in {took:?} ({:.0}/s); {} answered ({busy} busy), {unanswered} counted unanswered; {} scans; ledger: {report}",
+        FLOOD as f64 / took.as_secs_f64(),
+        answered.len(),
+        inputs.len(),
+    );
+    let log = gw.log_text();
+    assert!(
+        all,
+        "{} answered + {unanswered} counted != {FLOOD}",
+        answered.len()
+    );
+    assert!(
+        !log.contains("MQTT connection lost") && gw.log_count("MQTT connected") == 1,
+        "the flood must not break the gateway's MQTT session:\n{}",
+        log.lines()
+            .filter(|l| l.contains("MQTT"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    report.assert_nothing_lost();
+    report.assert_every_input_delivered();
 }
