@@ -109,7 +109,6 @@ pub struct Session<'u, T> {
 }
 
 impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
-    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         up: &'u Uplink<T>,
         committed: &mut watch::Receiver<u64>,
@@ -242,8 +241,9 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
         }
     }
 
-    /// Publish the result of command `name`, if its topic is usable; a
-    /// result there is no room for is counted instead.
+    /// Publish the result of command `name`, if its topic is usable (else it
+    /// was audited only). `false` when there is no room for it: the caller
+    /// counts it.
     fn answer(&mut self, name: &str, id: Option<&str>, outcome: &CommandOutcome) -> bool {
         if !command::answerable(name) {
             // Audited, but its result topic would be unusable.
@@ -533,10 +533,10 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             });
             return;
         }
-        // Refused unaudited: the pipeline cannot take it. Answered if there
-        // is room for the result, else counted.
+        // Refused unaudited: the pipeline cannot take it. Answered if its
+        // name allows a result and there is room for it, else counted.
         self.stats.commands_busy += 1;
-        if !self.answer(&name, id.as_deref(), &Err(BUSY.into())) {
+        if !command::answerable(&name) || !self.answer(&name, id.as_deref(), &Err(BUSY.into())) {
             self.stats.commands_unanswered += 1;
             if self.stats.commands_unanswered.is_power_of_two() {
                 tracing::warn!(
