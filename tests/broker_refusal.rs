@@ -111,3 +111,26 @@ async fn records_the_broker_refuses_are_kept_counted_and_delivered_later() {
         "{log}"
     );
 }
+
+/// A broker whose packet limit (announced in its CONNACK) is below
+/// `mqtt.max_packet_size` is named in the log at connect: a record between
+/// the two limits could not be sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_packet_limit_below_max_packet_size_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_with(free_port(), "max_packet_size 10000");
+    let pty = VirtualSerial::open().unwrap();
+    let gw = Gateway::start(
+        dir.path(),
+        &config_toml(&dir.path().join("data"), broker.port, pty.slave_path()),
+    );
+    assert!(
+        gw.wait_log("broker_max=10000", WAIT).await,
+        "{}",
+        gw.log_text()
+    );
+    assert!(
+        gw.log_text()
+            .contains("smaller packets than mqtt.max_packet_size")
+    );
+}

@@ -149,7 +149,18 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             _ = shutdown.changed() => return Ended::Shutdown,
         };
         match connack {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                let broker_max = ack.properties.and_then(|p| p.max_packet_size);
+                if let Some(max) = broker_max.filter(|&m| (m as usize) < up.mqtt.max_packet_bytes) {
+                    // rumqttc refuses to send a larger packet by failing the
+                    // connection, so such a record would stall the uplink.
+                    tracing::warn!(
+                        broker_max = max,
+                        max_packet_size = up.mqtt.max_packet_bytes,
+                        "the broker accepts smaller packets than mqtt.max_packet_size; a record larger than the broker's limit cannot be sent: raise the broker's limit or lower mqtt.max_packet_size"
+                    );
+                }
+            }
             Ok(other) => return Ended::Lost(format!("unexpected first event {other:?}")),
             Err(err) => return Ended::Lost(err.to_string()),
         }
