@@ -49,7 +49,7 @@ pub const MAX_INCOMING_PACKET: u32 = 1 << 20;
 
 /// Status messages and command results waiting in the outbox for room in
 /// rumqttc's request queue, at most. (Records are bounded by the window.)
-const MAX_WAITING: usize = 256;
+const MAX_WAITING: usize = 1024;
 
 /// Commands handed to the pipeline whose result is not yet published, at
 /// most: beyond it a command is refused as busy rather than queued.
@@ -123,7 +123,7 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
         opts.set_keep_alive(up.mqtt.keepalive)
             .set_clean_start(true)
             // Room for status and command results beside the record window.
-            .set_outgoing_inflight_upper_limit(up.mqtt.max_inflight.saturating_add(16))
+            .set_outgoing_inflight_upper_limit(up.mqtt.max_inflight.saturating_add(64))
             .set_max_packet_size(Some(MAX_INCOMING_PACKET))
             .set_connection_timeout(5)
             .set_last_will(LastWill::new(
