@@ -133,11 +133,6 @@ impl Mosquitto {
         m
     }
 
-    /// Its own directory (deleted with it), e.g. for an ACL file.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// SIGHUP: the broker reloads its config (and its ACL file).
     pub fn reload(&self) {
         if let Some(pid) = self.pid() {
