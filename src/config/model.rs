@@ -116,7 +116,7 @@ pub struct MqttConfig {
     pub password: Option<Secret>,
     /// Records published and not yet acknowledged, at most (default 32).
     pub max_inflight: u16,
-    /// Largest MQTT packet sent or accepted, in bytes (default 64 KiB).
+    /// Largest MQTT packet sent, in bytes (default 64 KiB).
     pub max_packet_bytes: usize,
     /// Backoff between reconnect attempts.
     pub reconnect: BackoffConfig,

@@ -1,6 +1,6 @@
 //! Uplink: the MQTT session to the MES broker (rumqttc, QoS 1).
 //!
-//! Publishes records from the store in `seq` order, one record per message,
+//! MQTT 5 (`rumqttc::v5`). Publishes records from the store in `seq` order, one record per message,
 //! and deletes a record only after its PUBACK. rumqttc's `publish()` returning
 //! `Ok` means only "queued in memory", so acknowledgements are correlated from
 //! the event stream: every publish request is remembered in order, tagged with
@@ -57,6 +57,21 @@ impl Outbound {
     }
 }
 
+/// The uplink's counters since the gateway started, shown in the status.
+#[derive(Debug, Default, Clone)]
+pub struct UplinkStats {
+    /// Commands refused with `gateway busy: command queue full`, unaudited.
+    pub commands_busy: u64,
+    /// Of those, the ones there was no room to answer either: no result, no
+    /// audit record, only this count.
+    pub commands_unanswered: u64,
+    /// Records the broker refused (PUBACK reason code >= 0x80): kept in the
+    /// store and sent again.
+    pub records_refused: u64,
+    /// The broker's last refusal: its reason code and reason string.
+    pub last_refusal: Option<String>,
+}
+
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
 pub type CommandOutcome = Result<(), String>;
 
@@ -106,6 +121,7 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
         let mut backoff = Backoff::new(self.mqtt.reconnect);
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();
+        let mut stats = UplinkStats::default();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -117,6 +133,7 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
                 &mut results_rx,
                 &mut shutdown,
                 &mut backoff,
+                &mut stats,
             )
             .await;
             match ended {

@@ -325,6 +325,7 @@ pub fn status(
     stats: &StoreStats,
     capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
+    uplink: &super::UplinkStats,
 ) -> Vec<u8> {
     let oldest_age_s = stats
         .oldest_ts_ms
@@ -351,6 +352,14 @@ pub fn status(
             "dropped": capacity.dropped,
         },
         "devices": devices,
+        "commands": {
+            "busy": uplink.commands_busy,
+            "unanswered": uplink.commands_unanswered,
+        },
+        "broker": {
+            "refused": uplink.records_refused,
+            "last_refusal": uplink.last_refusal,
+        },
     });
     serde_json::to_vec(&body).unwrap_or_default()
 }
