@@ -337,21 +337,25 @@ async fn commands_of_any_size_are_refused_without_touching_the_session() {
                 .starts_with(&format!(r#"{{"id":"{id}""#))
         })
     };
-    rec.wait_for("audits of the refused commands", |m| {
+    let refusals = |msgs: &[Message]| {
+        msgs.iter()
+            .filter(|m| m.topic == format!("{CMD}/set-lot/result"))
+            .map(Message::json)
+            .filter(|v| v["accepted"] == false)
+            .collect::<Vec<_>>()
+    };
+    // An audit record and its result are two messages: wait for both.
+    rec.wait_for("audits and results of the refused commands", |m| {
         refused
             .iter()
             .map(|(id, _)| *id)
             .chain(["big-retained"])
             .all(|id| audited(m, id).len() == 1)
+            && refusals(m).len() >= 4
     })
     .await;
     let msgs = rec.snapshot();
-    let too_large = msgs
-        .iter()
-        .filter(|m| m.topic == format!("{CMD}/set-lot/result"))
-        .map(Message::json)
-        .filter(|v| v["accepted"] == false)
-        .collect::<Vec<_>>();
+    let too_large = refusals(&msgs);
     assert_eq!(too_large.len(), 4, "{too_large:?}");
     for v in &too_large {
         assert_eq!(v["reason"], "payload larger than 4096 bytes", "{v}");
