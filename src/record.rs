@@ -3,7 +3,8 @@
 //! Records are produced by `station`, given their `seq` by `store` at commit,
 //! and turned into the wire format by `uplink`. This type is the internal
 //! vocabulary; the MQTT payload (docs/mqtt.md) is built from it in
-//! `uplink::payload` and nowhere else.
+//! `uplink::payload` and nowhere else. Free texts are bounded here
+//! ([`bounded`], [`MAX_MESSAGE`]) so every record fits one MQTT packet.
 
 use std::collections::BTreeMap;
 
@@ -67,9 +68,14 @@ pub enum Body {
         /// Sequence number of a lot number generated from the template.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         number_seq: Option<u64>,
-        /// What the lot made and used; on `closed` only.
+        /// What the lot made and used; on `closed` (all of it, lists
+        /// possibly split) and `totals` (the rest of the lists) only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         totals: Option<Box<LotTotals>>,
+        /// Which of the lot records carrying one close's totals this is
+        /// (`closed` is part 1, its `totals` continuations follow).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<Part>,
     },
     /// A part made under the open lot, identified by its serial.
     Product {
@@ -215,6 +221,9 @@ pub struct Material {
 pub enum LotEvent {
     Opened,
     Closed,
+    /// The rest of a closed lot's lists (materials, operators, orders), in
+    /// the records right after its `closed` record.
+    Totals,
 }
 
 impl LotEvent {
@@ -222,8 +231,38 @@ impl LotEvent {
         match self {
             LotEvent::Opened => "opened",
             LotEvent::Closed => "closed",
+            LotEvent::Totals => "totals",
         }
     }
+}
+
+/// Part `part` of the `parts` lot records that carry one close's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub part: u32,
+    pub parts: u32,
+}
+
+/// The longest free text (alarm message, reject message, refusal reason)
+/// a record carries, in bytes; longer text is cut at a character boundary
+/// and ends with [`CUT_MARK`].
+pub const MAX_MESSAGE: usize = 512;
+/// What ends a text cut to its bound.
+pub const CUT_MARK: &str = "…";
+
+/// `text` cut to at most `max` bytes (at a character boundary, ending with
+/// [`CUT_MARK`] when cut).
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(CUT_MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(CUT_MARK);
+    text
 }
 
 /// One material (by GTIN and lot) consumed into a lot, and how many times.
@@ -257,12 +296,80 @@ pub struct LotTotals {
     /// More distinct materials were consumed than the totals list.
     #[serde(default)]
     pub materials_truncated: bool,
+    /// Material scans of materials the full list could not hold: the
+    /// list's counts plus this add up to every material consumed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub materials_untallied: u64,
     /// Operators logged in at any time while the lot was open.
     #[serde(default)]
     pub operators: Vec<String>,
+    /// More distinct operators logged in than the list holds.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub operators_truncated: bool,
     /// Work orders set at any time while the lot was open.
     #[serde(default)]
     pub orders: Vec<String>,
+    /// More distinct orders were set than the list holds.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub orders_truncated: bool,
+    /// How many entries each list has in all, over every part, when the
+    /// lists were split over several lot records (set on the `closed`
+    /// record only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed: Option<Listed>,
+}
+
+/// The full length of a closed lot's lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub materials: u64,
+    pub operators: u64,
+    pub orders: u64,
+}
+
+/// What follows the first `keep` entries of `list`, removed from it.
+fn take_tail<T>(list: &mut Vec<T>, keep: usize) -> Vec<T> {
+    list.split_off(list.len().min(keep))
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl LotTotals {
+    /// Split a closed lot's totals so no lot record lists more than
+    /// `per_part` entries of any list: the first part keeps every scalar
+    /// and the first entries, each further part (a `totals` record) only
+    /// the next entries of the lists. The first part's `listed` gives the
+    /// full length of each list.
+    pub fn split(mut self, per_part: usize) -> (LotTotals, Vec<LotTotals>) {
+        let per_part = per_part.max(1);
+        self.listed = Some(Listed {
+            materials: self.materials.len() as u64,
+            operators: self.operators.len() as u64,
+            orders: self.orders.len() as u64,
+        });
+        let mut materials = take_tail(&mut self.materials, per_part);
+        let mut operators = take_tail(&mut self.operators, per_part);
+        let mut orders = take_tail(&mut self.orders, per_part);
+        let mut rest = Vec::new();
+        while !(materials.is_empty() && operators.is_empty() && orders.is_empty()) {
+            let next_materials = take_tail(&mut materials, per_part);
+            let next_operators = take_tail(&mut operators, per_part);
+            let next_orders = take_tail(&mut orders, per_part);
+            rest.push(LotTotals {
+                materials: std::mem::replace(&mut materials, next_materials),
+                operators: std::mem::replace(&mut operators, next_operators),
+                orders: std::mem::replace(&mut orders, next_orders),
+                ..LotTotals::default()
+            });
+        }
+        (self, rest)
+    }
 }
 
 /// Why a scan was refused.
@@ -400,6 +507,16 @@ pub struct StoreFigures {
     /// Records ever dropped unsent by this store, this drop included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_total: Option<u64>,
+    /// `record-undeliverable`: the record's seq, kind, payload size and
+    /// the limit it exceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packet_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +549,15 @@ pub enum AlarmEvent {
     /// The store was found damaged at start and rebuilt from what could be
     /// read; the message gives the counts and where the damaged copy is.
     StoreDamaged,
+    /// A new store (a new `epoch`) was made at start: a first start, or the
+    /// previous store is gone. `seq` starts again at 1 in it.
+    StoreCreated,
+    /// The data directory was deleted, moved or replaced while the gateway
+    /// ran; it stops (exit 74) and starts again on a new store.
+    StoreLost,
+    /// A stored record could not be published (larger than
+    /// `mqtt.max_packet_size`): it was set aside; the alarm names its seq.
+    RecordUndeliverable,
 }
 
 impl AlarmEvent {
@@ -450,14 +576,20 @@ impl AlarmEvent {
             AlarmEvent::DiskFullCleared => "disk-full-cleared",
             AlarmEvent::RecordsDropped => "records-dropped",
             AlarmEvent::StoreDamaged => "store-damaged",
+            AlarmEvent::StoreCreated => "store-created",
+            AlarmEvent::StoreLost => "store-lost",
+            AlarmEvent::RecordUndeliverable => "record-undeliverable",
         }
     }
 
-    /// One of the store's own alarms (capacity, disk, drops, damage).
+    /// One of the store's own alarms (capacity, disk, drops, damage, a
+    /// record set aside as undeliverable).
     pub fn is_store(self) -> bool {
         matches!(
             self,
             AlarmEvent::StoreDamaged
+                | AlarmEvent::StoreCreated
+                | AlarmEvent::StoreLost
                 | AlarmEvent::StoreFilling
                 | AlarmEvent::StoreFillingCleared
                 | AlarmEvent::StoreFull
@@ -465,6 +597,7 @@ impl AlarmEvent {
                 | AlarmEvent::DiskFull
                 | AlarmEvent::DiskFullCleared
                 | AlarmEvent::RecordsDropped
+                | AlarmEvent::RecordUndeliverable
         )
     }
 }

@@ -257,3 +257,103 @@ fn a_damaged_redb_store_is_salvaged_and_the_gateway_runs() {
         "the damaged copy is kept"
     );
 }
+
+/// `linegate <args>`, expected to exit on its own within 10 s (killed and
+/// reported as `None` otherwise): its exit code and stderr.
+fn exit_of(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = (0..1000).find_map(|_| {
+        let s = child.try_wait().unwrap();
+        if s.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        s
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.and_then(|s| s.code()), stderr)
+}
+
+#[test]
+fn check_refuses_a_fifo_a_device_and_bad_bytes_with_64_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("linegate.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut latin1 = VALID.replace("plant1", "UsinX").into_bytes();
+    let at = latin1.iter().position(|&b| b == b'X').unwrap();
+    latin1[at] = 0xE9;
+    let latin1_file = dir.path().join("latin1.toml");
+    std::fs::write(&latin1_file, latin1).unwrap();
+    for (file, what) in [
+        (
+            fifo.as_path(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            Path::new("/dev/zero"),
+            "it is a character device, not a regular file",
+        ),
+        (
+            latin1_file.as_path(),
+            "latin1.toml:3:13: the file is not UTF-8 text: byte 0xE9",
+        ),
+    ] {
+        for args in [vec!["check"], vec!["run", "--config"]] {
+            let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            all.push(file.as_os_str());
+            let (code, stderr) = exit_of(&all);
+            assert_eq!(code, Some(64), "{file:?} {args:?}: {stderr}");
+            assert!(stderr.contains(what), "{file:?} {args:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_data_dir_that_cannot_hold_the_control_socket_fails_check_with_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("/tmp/{}", "d".repeat(100));
+    for (data_dir, what) in [
+        ("da\\u0000ta", "contains a NUL character"),
+        (long.as_str(), "a Unix socket path holds at most 107"),
+    ] {
+        let text = VALID.replace("data_dir = \"data\"", &format!("data_dir = \"{data_dir}\""));
+        let cfg = write(dir.path(), "bad.toml", &text);
+        for args in [vec!["check"], vec!["run", "--config"]] {
+            let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            all.push(cfg.as_os_str());
+            let (code, stderr) = exit_of(&all);
+            assert_eq!(code, Some(64), "{data_dir} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("bad.toml:5:12: key gateway.data_dir") && stderr.contains(what),
+                "{data_dir} {args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_how_to_use_it() {
+    for args in [
+        vec![],
+        vec!["bogus"],
+        vec!["check"],
+        vec!["run"],
+        vec!["run", "--config"],
+        vec!["check", "x.toml", "--bogus"],
+    ] {
+        let all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let (code, stderr) = exit_of(&all);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("Usage:") || stderr.contains("--help"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -242,7 +242,7 @@ async fn drop_oldest_reports_exactly_the_records_it_dropped() {
     let rig = Rig::start("max_bytes = \"64KiB\"\nwhen_full = \"drop-oldest\"\n", "").await;
     let mut inputs = Vec::new();
     scan_all(&rig.pty, &codes("A", 50), &mut inputs).await;
-    rig.rec.wait_records(51).await;
+    rig.rec.wait_records(52).await; // 50 scans, device-online, store-created
 
     rig.cut().await;
     let outage = codes("B", 1500);
@@ -382,7 +382,7 @@ async fn refuse_loses_nothing_accepted_and_counts_every_refusal() {
     let rig = Rig::start("max_bytes = \"64KiB\"\nwhen_full = \"refuse\"\n", "").await;
     let mut inputs = Vec::new();
     scan_all(&rig.pty, &codes("A", 50), &mut inputs).await;
-    rig.rec.wait_records(51).await;
+    rig.rec.wait_records(52).await; // 50 scans, device-online, store-created
 
     rig.cut().await;
     let outage = codes("B", 1500);

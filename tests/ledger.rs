@@ -106,3 +106,32 @@ fn every_kind_of_damage_is_reported() {
     let caught = std::panic::catch_unwind(|| report.assert_nothing_lost());
     assert!(caught.is_err(), "a lossy run must fail the check");
 }
+
+/// A record's key is `(epoch, seq)`: a store wiped and started again has a
+/// new epoch and counts from seq 1, which is neither a conflict nor out of
+/// order; the same seq twice in one epoch with other content still is.
+#[test]
+fn the_same_seq_in_another_epoch_is_another_record() {
+    let in_epoch = |epoch: &str, seq: u64, code: &str| {
+        let mut m = msg(seq, "st10", code);
+        let text = String::from_utf8(m.payload).unwrap();
+        m.payload = text
+            .replacen("{", &format!(r#"{{"epoch":"{epoch}","#), 1)
+            .into_bytes();
+        m
+    };
+    let commits = [commit(SystemTime::now(), 1, 2)];
+    let received = vec![
+        in_epoch("e1", 1, "A"),
+        in_epoch("e1", 2, "B"),
+        in_epoch("e2", 1, "C"),
+        in_epoch("e2", 2, "D"),
+    ];
+    let report = Ledger::check(&commits, &received, &[]);
+    assert_eq!((report.conflicts, report.duplicates), (0, 0), "{report}");
+    assert_eq!(report.order_violations, 0, "{report}");
+    report.assert_nothing_lost();
+
+    let again = vec![in_epoch("e1", 1, "A"), in_epoch("e1", 1, "C")];
+    assert_eq!(Ledger::check(&commits, &again, &[]).conflicts, 1);
+}

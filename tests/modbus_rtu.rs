@@ -227,6 +227,8 @@ async fn a_dead_unit_does_not_slow_the_healthy_one() {
     assert!(h.rejects >= 1);
     let last = h.last_error.unwrap_or_default();
     assert!(last.starts_with("unit 2: no reply within"), "{last}");
+    let failing: Vec<&str> = h.failing_blocks.keys().map(String::as_str).collect();
+    assert_eq!(failing, ["holding 0..1 (unit 2)"], "the status names it");
 
     // It comes back: its values arrive again.
     sim.set_holding(2, 0, &[9]);
@@ -262,6 +264,8 @@ async fn exception_is_counted_without_offline() {
         last.contains("unit 2: modbus exception reading holding 0..1: Illegal data address"),
         "{last}"
     );
+    let failing: Vec<&str> = h.failing_blocks.keys().map(String::as_str).collect();
+    assert_eq!(failing, ["holding 0..1 (unit 2)"], "the status names it");
     assert_eq!(
         seen.iter()
             .filter(|r| r.event == DeviceEvent::Online)
@@ -277,6 +281,8 @@ async fn exception_is_counted_without_offline() {
         .until("unit 2 sample", |r| samples_of(r, "bus1/press").is_some())
         .await;
     assert!(!skipped.iter().any(is_offline));
+    let h = dev.health.snapshot();
+    assert!(h.failing_blocks.is_empty(), "{h:?}");
 }
 
 #[tokio::test]

@@ -284,6 +284,8 @@ async fn an_exception_skips_its_block_only_and_is_counted() {
         err.contains("Illegal data address") && err.contains("holding 100..101"),
         "{err}"
     );
+    let failing: Vec<&str> = h.failing_blocks.keys().map(String::as_str).collect();
+    assert_eq!(failing, ["holding 100..101 (unit 1)"]);
     assert!(!dev.drain().iter().any(is_offline));
 
     // The PLC fixes its map: the value appears, nothing reconnects.
@@ -299,11 +301,12 @@ async fn an_exception_skips_its_block_only_and_is_counted() {
         unreachable!()
     };
     assert_eq!(value_of(&s, "unmapped"), Some((9, 9.0)));
-    assert_eq!(dev.health.snapshot().connects, 1);
+    let h = dev.health.snapshot();
+    assert!(h.connects == 1 && h.failing_blocks.is_empty(), "{h:?}");
 }
 
 #[tokio::test]
-async fn a_malformed_reply_is_rejected_not_decoded() {
+async fn a_malformed_reply_is_rejected_not_decoded_and_the_device_is_offline_until_it_heals() {
     let plc = SimPlc::start().await.expect("sim plc");
     plc.set_holding_u32(0, 42, WordOrder::Abcd);
     plc.set_input(50, &[5]);
@@ -333,15 +336,52 @@ async fn a_malformed_reply_is_rejected_not_decoded() {
             ),
         ],
     ));
+    // Blocks answered with the wrong shape: the device is not online (its
+    // polls are not whole), one Offline names the first bad block, and the
+    // block that reads keeps reporting on the same connection.
+    let (offline, skipped) = dev.until("offline", is_offline).await;
+    let DeviceEvent::Offline(msg) = &offline.event else {
+        unreachable!()
+    };
+    assert!(
+        msg.contains("malformed reply") && msg.contains("coil 0..1"),
+        "{msg}"
+    );
+    assert!(!skipped.iter().any(is_online), "{skipped:#?}");
     for _ in 0..3 {
-        let s = dev.samples("st1").await;
+        let (r, skipped) = dev
+            .until("sample", |r| matches!(r.event, DeviceEvent::Sample(_)))
+            .await;
+        assert!(skipped.is_empty(), "one Offline per outage: {skipped:#?}");
+        let DeviceEvent::Sample(s) = r.event else {
+            unreachable!()
+        };
         let names: Vec<&str> = s.iter().map(|s| &*s.name).collect();
         assert_eq!(names, ["fine"]);
     }
     let h = dev.health.snapshot();
-    assert!(h.rejects >= 6 && h.connects == 1, "{h:?}");
+    assert!(!h.online && h.rejects >= 6, "{h:?}");
     assert!(h.last_error.unwrap_or_default().contains("malformed reply"));
-    assert!(!dev.drain().iter().any(is_offline));
+    let failing: Vec<&str> = h.failing_blocks.keys().map(String::as_str).collect();
+    assert_eq!(failing, ["coil 0..1 (unit 1)", "holding 0..2 (unit 1)"]);
+    assert_eq!(
+        plc.connections(),
+        1,
+        "a malformed reply keeps the connection"
+    );
+
+    // The PLC answers properly again: one Online, nothing fails any more.
+    plc.heal();
+    let (_, skipped) = dev.until("online", is_online).await;
+    assert!(!skipped.iter().any(is_offline), "{skipped:#?}");
+    let s = dev.samples("st1").await;
+    assert_eq!(value_of(&s, "short"), Some((42, 42.0)));
+    let h = dev.health.snapshot();
+    assert!(
+        h.online && h.connects == 1 && h.failing_blocks.is_empty(),
+        "{h:?}"
+    );
+    assert_eq!(plc.connections(), 1);
 }
 
 #[tokio::test]
@@ -579,4 +619,158 @@ async fn probe_shows_raw_words_beside_decoded_values() {
         .expect("probe gives up")
         .expect_err("nobody listens");
     println!("probe error: {err}");
+}
+
+/// A PLC behind a TCP↔serial converter that cuts long replies: a read of
+/// holding registers below `cut_from` is answered in full (every register
+/// holds 7); a read from `cut_from` on gets a reply whose byte count
+/// promises every register asked for but which carries only two (the MBAP
+/// length matches what is sent), so no Modbus client can decode it.
+/// Each accepted connection is reported with its time. Clearing the
+/// returned flag makes it answer every read in full (the converter fixed).
+fn truncating_plc(
+    cut_from: u16,
+) -> (
+    u16,
+    mpsc::UnboundedReceiver<tokio::time::Instant>,
+    Arc<std::sync::atomic::AtomicBool>,
+    AbortOnDrop<()>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let port = std_listener.local_addr().expect("addr").port();
+    let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+    let (accepted_tx, accepted) = mpsc::unbounded_channel();
+    let cutting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cut = Arc::clone(&cutting);
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = accepted_tx.send(tokio::time::Instant::now());
+            let cut = Arc::clone(&cut);
+            tokio::spawn(async move {
+                // MBAP (7) + function + start + count: every read request.
+                let mut req = [0u8; 12];
+                while stream.read_exact(&mut req).await.is_ok() {
+                    let start = u16::from_be_bytes([req[8], req[9]]);
+                    let count = u16::from_be_bytes([req[10], req[11]]);
+                    let cuts = cut.load(std::sync::atomic::Ordering::Relaxed);
+                    let sent = if cuts && start >= cut_from { 2 } else { count };
+                    let mut pdu = vec![req[7], (count * 2) as u8];
+                    for _ in 0..sent {
+                        pdu.extend_from_slice(&7u16.to_be_bytes());
+                    }
+                    let mut reply = vec![req[0], req[1], 0, 0];
+                    reply.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+                    reply.push(req[6]);
+                    reply.extend_from_slice(&pdu);
+                    if stream.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted, cutting, AbortOnDrop(server))
+}
+
+#[tokio::test]
+async fn a_block_with_undecodable_replies_is_one_outage_with_growing_backoff() {
+    let (port, mut accepted, cutting, _plc) = truncating_plc(100);
+    let mut cfg = device(
+        port,
+        vec![
+            reg(
+                "good",
+                "st1",
+                Table::Holding,
+                0,
+                DataType::U16,
+                WordOrder::Abcd,
+                Role::Counter,
+            ),
+            holding("long", 100, DataType::U64, WordOrder::Abcd),
+        ],
+    );
+    cfg.poll.interval = Duration::from_millis(20);
+    cfg.poll.reconnect = BackoffConfig {
+        min: Duration::from_millis(20),
+        max: Duration::from_secs(1),
+    };
+    let mut dev = spawn(cfg);
+
+    // A bounded run: every reconnect without backoff would take at most
+    // 2 × 20 ms plus one poll; with it, the waits grow towards 1 s.
+    let window = Duration::from_secs(4);
+    let readings = dev.collect_for(window).await;
+    let mut times = Vec::new();
+    while let Ok(t) = accepted.try_recv() {
+        times.push(t);
+    }
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    println!("{} connections in {window:?}, gaps {gaps:?}", times.len());
+
+    let alarms: Vec<&DeviceEvent> = readings
+        .iter()
+        .map(|r| &r.event)
+        .filter(|e| !matches!(e, DeviceEvent::Sample(_)))
+        .collect();
+    assert!(
+        matches!(alarms.as_slice(), [DeviceEvent::Offline(_)]),
+        "one Offline for the whole outage, no Online: {alarms:#?}"
+    );
+    let DeviceEvent::Offline(msg) = alarms[0] else {
+        unreachable!()
+    };
+    assert!(msg.contains("holding 100..104"), "names the block: {msg}");
+
+    assert!(times.len() >= 3, "it keeps reconnecting: {gaps:?}");
+    assert!(
+        times.len() <= 25,
+        "the reconnect backoff must grow: {} connections in {window:?}",
+        times.len()
+    );
+    let longest = gaps.iter().max().copied().unwrap_or_default();
+    assert!(
+        longest >= Duration::from_millis(200),
+        "the reconnect backoff must grow: {gaps:?}"
+    );
+
+    // The block that reads keeps reporting: the good counter is not lost.
+    let good = readings
+        .iter()
+        .filter(|r| match &r.event {
+            DeviceEvent::Sample(s) => value_of(s, "good") == Some((7, 7.0)),
+            _ => false,
+        })
+        .count();
+    assert!(good >= 1, "{readings:#?}");
+
+    let h = dev.health.snapshot();
+    assert!(!h.online && h.connects == 0, "{h:?}");
+    let why = h
+        .failing_blocks
+        .get("holding 100..104 (unit 1)")
+        .unwrap_or_else(|| panic!("the status names the failing block: {h:?}"));
+    assert!(why.contains("request failed"), "{why}");
+    assert!(
+        !h.failing_blocks.contains_key("holding 0..1 (unit 1)"),
+        "{h:?}"
+    );
+
+    // The converter is fixed: one Online at the next connection's first
+    // whole poll, the long block's values arrive, nothing fails any more.
+    cutting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (_, skipped) = dev.until("online", is_online).await;
+    assert!(!skipped.iter().any(is_offline), "{skipped:#?}");
+    let s = dev.samples("st1").await;
+    assert_eq!(
+        value_of(&s, "long"),
+        Some((0x0007_0007_0007_0007, 1_970_354_902_204_423.0))
+    );
+    let h = dev.health.snapshot();
+    assert!(
+        h.online && h.connects == 1 && h.failing_blocks.is_empty(),
+        "{h:?}"
+    );
 }

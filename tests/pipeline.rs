@@ -205,7 +205,7 @@ async fn a_thousand_scans_get_a_thousand_gap_free_seqs() {
         .flat_map(|i| format!("ITEM-{i:04}\r\n").into_bytes())
         .collect();
     pty.write(&burst).await.unwrap();
-    rec.wait_records(1001).await; // 1000 scans + the online alarm
+    rec.wait_records(1002).await; // 1000 scans, the online alarm, store-created
 
     let records = rec.records();
     let seqs = check_seqs(&records);
@@ -507,12 +507,12 @@ async fn acks_not_resent_after_sigkill_once_idle(engine: Option<&'static str>) {
         .flat_map(|i| format!("ACK-{i:03}\r\n").into_bytes())
         .collect();
     pty.write(&burst).await.unwrap();
-    rec.wait_records(201).await;
+    rec.wait_records(202).await; // and store-created
 
     // Wait (bounded, on the gateway's own log) for the idle ack sync that
-    // covers every ack of the burst (queue empty, all 201 records committed).
+    // covers every ack of the burst (queue empty, all 202 records committed).
     assert!(
-        gw.wait_log("acknowledgements synced depth=0 last_seq=201", WAIT)
+        gw.wait_log("acknowledgements synced depth=0 last_seq=202", WAIT)
             .await,
         "acks never synced"
     );

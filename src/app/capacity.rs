@@ -612,7 +612,7 @@ impl Capacity {
             operator: None,
             body: Body::Alarm {
                 event,
-                message: Some(message),
+                message: Some(crate::record::bounded(message, crate::record::MAX_MESSAGE)),
                 store: Some(Box::new(figures)),
             },
         });

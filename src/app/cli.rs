@@ -1,7 +1,8 @@
 //! The command line: `run`, `check`, `probe`, `lot`, `demo`, and the exit
 //! codes.
 //!
-//! Exit codes follow sysexits(3): 0 success, 64 invalid configuration
+//! Exit codes follow sysexits(3): 0 success, 2 usage error (clap's: an
+//! unknown subcommand or option, a missing argument), 64 invalid configuration
 //! (the message names file, line, column and key), 65 the daemon refused a
 //! `lot` command (the reason is printed), 69 a device could not be reached
 //! (`probe`) or the daemon is not running (`lot`), 70 internal failure, 74

@@ -4,8 +4,8 @@
 //! The daemon listens on `<data_dir>/control.sock`, a Unix stream socket with
 //! mode 0660: root and the daemon's group may use it, nobody else. A client
 //! sends one JSON request on one line (at most [`MAX_REQUEST`] bytes, within
-//! [`READ_TIMEOUT`]) and gets one JSON reply line; then the daemon closes the
-//! connection.
+//! [`READ_TIMEOUT`] of connecting) and gets one JSON reply line; then the
+//! daemon closes the connection.
 //!
 //! | request | reply when it worked |
 //! |---|---|
@@ -30,23 +30,33 @@
 //! record is committed; its records reach the MES like any other (`audit`
 //! with `"origin":"local"`, `lot`/`context` with `"source":"local"`).
 //!
-//! The server is bounded: [`MAX_CLIENTS`] connections at a time (others wait
-//! in the listen backlog), a request line of [`MAX_REQUEST`] bytes, and every
-//! wait has a timeout. Garbage gets an `invalid` reply or a closed
-//! connection, never a panic.
+//! The server is bounded: [`MAX_CLIENTS`] connections served at a time, a
+//! request line of [`MAX_REQUEST`] bytes, and every wait has a timeout.
+//! Garbage gets an `invalid` reply or a closed connection, never a panic.
+//!
+//! **Idle clients cannot starve it.** A connection is accepted at once, even
+//! when every slot is taken: it then takes the slot of the oldest client
+//! that is waiting on its peer (still sending its request line, or not
+//! taking its reply), which is told so (`unavailable`) and closed. Only
+//! clients whose request is with the pipeline keep their slot; a new
+//! connection waits for one of those to finish only when all are. A
+//! request line must arrive within [`READ_TIMEOUT`] of connecting, which
+//! `linegate lot` does at once. So a local user holding a hundred idle
+//! connections delays a real request by nothing, and each of them is
+//! closed after at most [`READ_TIMEOUT`].
 
 use std::io::{self, BufRead as _, Write as _};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -57,15 +67,18 @@ use crate::uplink::command;
 use crate::uplink::{CommandOutcome, CommandRequest};
 
 /// The socket's file name in the data directory.
-pub const SOCKET_NAME: &str = "control.sock";
+pub const SOCKET_NAME: &str = crate::config::CONTROL_SOCKET;
 /// Mode of the socket file: read and write (connect) for owner and group.
 pub const SOCKET_MODE: u32 = 0o660;
 /// Longest request line, in bytes (the newline not counted).
 pub const MAX_REQUEST: usize = command::MAX_COMMAND_BYTES;
 /// Connections served at a time.
 pub const MAX_CLIENTS: usize = 4;
-/// Time a client has to send its request line.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has, from connecting, to send its request line.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time an evicted client gets to take the note why (it is small: the
+/// socket buffer takes it at once unless the client left it full).
+const EVICT_NOTE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Time a client has to take the reply.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the pipeline: queueing behind readings, then the commit
@@ -183,7 +196,8 @@ pub struct ControlSocket {
 pub fn bind(data_dir: &Path) -> io::Result<ControlSocket> {
     let path = socket_path(data_dir);
     let replaced_stale = remove_stale_socket(&path)?;
-    let tmp = data_dir.join(format!(".{SOCKET_NAME}.{}", std::process::id()));
+    // No pid in the name: only the daemon holding the store binds here.
+    let tmp = data_dir.join(crate::config::CONTROL_SOCKET_BINDING);
     remove_stale_socket(&tmp)?;
     let listener = UnixListener::bind(&tmp)?;
     let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
@@ -230,28 +244,89 @@ impl ControlSocket {
     /// Serve clients until the task is aborted. Each connection runs in its
     /// own task, owned here: aborting this task ends them all.
     pub async fn serve(self, input: mpsc::Sender<Input>) {
-        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-        let mut clients = JoinSet::new();
+        let mut clients = Clients::default();
         loop {
-            while clients.try_join_next().is_some() {}
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return; // never closed
-            };
-            match self.listener.accept().await {
-                Ok((stream, _)) => {
-                    let input = input.clone();
-                    clients.spawn(async move {
-                        serve_client(stream, &input).await;
-                        drop(slot);
-                    });
-                }
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
                 Err(err) => {
                     // E.g. out of file descriptors: do not spin.
                     tracing::warn!(error = %err, "control socket: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
+            };
+            clients.make_room().await;
+            clients.spawn(stream, input.clone());
+        }
+    }
+}
+
+/// The connections being served, at most [`MAX_CLIENTS`] of them live; the
+/// one owner of their slots.
+#[derive(Default)]
+struct Clients {
+    tasks: JoinSet<()>,
+    /// Live clients, oldest first; an evicted one leaves at once (its task
+    /// only writes its short note and ends).
+    live: Vec<Client>,
+}
+
+struct Client {
+    task: tokio::task::Id,
+    /// Set while the client is waiting on its peer: for its request line,
+    /// or for the peer to take its reply. Such a client may be evicted.
+    on_peer: Arc<AtomicBool>,
+    evict: oneshot::Sender<()>,
+}
+
+impl Clients {
+    /// Frees a slot for a new connection: forgets finished clients, evicts
+    /// the oldest one waiting on its peer when all slots are taken, and
+    /// waits for one to finish only when every client is with the pipeline.
+    async fn make_room(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            self.finished(done);
+        }
+        while self.live.len() >= MAX_CLIENTS {
+            if let Some(i) = self
+                .live
+                .iter()
+                .position(|c| c.on_peer.load(Ordering::Acquire))
+            {
+                let _ = self.live.remove(i).evict.send(());
+                tracing::debug!(
+                    "control socket: all slots taken; the oldest idle client is closed"
+                );
+                return;
+            }
+            match self.tasks.join_next_with_id().await {
+                Some(done) => self.finished(done),
+                None => return,
             }
         }
+    }
+
+    fn finished(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(err) => err.id(),
+        };
+        self.live.retain(|c| c.task != id);
+    }
+
+    fn spawn(&mut self, stream: UnixStream, input: mpsc::Sender<Input>) {
+        let on_peer = Arc::new(AtomicBool::new(true));
+        let (evict_tx, evict_rx) = oneshot::channel();
+        let flag = Arc::clone(&on_peer);
+        let task = self
+            .tasks
+            .spawn(async move { serve_client(stream, &input, &flag, evict_rx).await })
+            .id();
+        self.live.push(Client {
+            task,
+            on_peer,
+            evict: evict_tx,
+        });
     }
 }
 
@@ -291,8 +366,27 @@ async fn read_line(stream: &mut UnixStream) -> io::Result<Line> {
     Ok(Line::Request(buf))
 }
 
-async fn serve_client(mut stream: UnixStream, input: &mpsc::Sender<Input>) {
-    let reply = match tokio::time::timeout(READ_TIMEOUT, read_line(&mut stream)).await {
+async fn serve_client(
+    mut stream: UnixStream,
+    input: &mpsc::Sender<Input>,
+    on_peer: &AtomicBool,
+    mut evicted: oneshot::Receiver<()>,
+) {
+    let read = tokio::select! {
+        read = tokio::time::timeout(READ_TIMEOUT, read_line(&mut stream)) => read,
+        _ = &mut evicted => {
+            let note = failure(
+                Failure::Unavailable,
+                format!(
+                    "closed: no request line yet, and its slot was needed (at most {MAX_CLIENTS} clients at a time)"
+                ),
+                None,
+            );
+            let _ = tokio::time::timeout(EVICT_NOTE_TIMEOUT, send_reply(&mut stream, &note)).await;
+            return;
+        }
+    };
+    let reply = match read {
         Err(_) => failure(
             Failure::Invalid,
             format!("no complete request line within {READ_TIMEOUT:?}"),
@@ -308,19 +402,30 @@ async fn serve_client(mut stream: UnixStream, input: &mpsc::Sender<Input>) {
             format!("request line longer than {MAX_REQUEST} bytes"),
             None,
         ),
-        Ok(Ok(Line::Request(line))) => handle(&line, input).await,
+        Ok(Ok(Line::Request(line))) => {
+            on_peer.store(false, Ordering::Release);
+            let reply = handle(&line, input).await;
+            on_peer.store(true, Ordering::Release);
+            reply
+        }
     };
+    let write = tokio::time::timeout(WRITE_TIMEOUT, send_reply(&mut stream, &reply));
+    tokio::select! {
+        written = write => match written {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(error = %err, "control socket: reply not delivered"),
+            Err(_) => tracing::debug!("control socket: client did not take its reply"),
+        },
+        _ = &mut evicted => tracing::debug!("control socket: client did not take its reply before its slot was needed"),
+    }
+}
+
+/// Writes `reply` as one line and closes the sending side.
+async fn send_reply(stream: &mut UnixStream, reply: &Value) -> io::Result<()> {
     let mut text = reply.to_string();
     text.push('\n');
-    let write = async {
-        stream.write_all(text.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::debug!(error = %err, "control socket: reply not delivered"),
-        Err(_) => tracing::debug!("control socket: client did not take its reply"),
-    }
+    stream.write_all(text.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 /// Answer one request line.

@@ -1,6 +1,7 @@
 //! `linegate demo`: the real pipeline with no hardware and no services.
 //!
-//! Starts an embedded MQTT broker (rumqttd) on a free loopback port, a
+//! Starts an embedded MQTT broker (rumqttd) on free loopback ports (MQTT 5
+//! for the gateway, 3.1.1 for the MES side), a
 //! simulated serial scanner (a pseudo-terminal), a simulated press PLC (a
 //! tokio-modbus server counting good parts and scrap, with a run state), the
 //! gateway itself on a generated config, and an MES-side subscriber that
@@ -413,8 +414,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Start rumqttd on 127.0.0.1:`port` in its own thread.
-fn start_broker(port: u16) -> anyhow::Result<()> {
+/// Start rumqttd in its own thread: an MQTT 3.1.1 listener on
+/// 127.0.0.1:`port` (the MES side) and an MQTT 5 one on `v5_port` (the
+/// gateway's).
+fn start_broker(port: u16, v5_port: u16) -> anyhow::Result<()> {
     let text = format!(
         r#"id = 0
 [router]
@@ -429,6 +432,16 @@ name = "v4-1"
 listen = "127.0.0.1:{port}"
 next_connection_delay_ms = 1
     [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 65536
+    max_inflight_count = 100
+    dynamic_filters = true
+
+[v5.1]
+name = "v5-1"
+listen = "127.0.0.1:{v5_port}"
+next_connection_delay_ms = 1
+    [v5.1.connections]
     connection_timeout_ms = 60000
     max_payload_size = 65536
     max_inflight_count = 100
@@ -457,7 +470,8 @@ const STEP_WAIT: Duration = Duration::from_secs(10);
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let port = free_port()?;
-    start_broker(port)?;
+    let v5_port = free_port()?;
+    start_broker(port, v5_port)?;
     let pty =
         VirtualSerial::open().context("cannot create the simulated scanner (pseudo-terminal)")?;
     let (data_dir, temporary) = match &args.data_dir {
@@ -474,7 +488,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut press = Press::new(plc);
     let cfg = config::parse(
         Path::new("<demo>"),
-        &demo_config(port, pty.slave_path(), plc_port, &data_dir),
+        &demo_config(v5_port, pty.slave_path(), plc_port, &data_dir),
     )
     .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let root = cfg.mqtt.topics.root.clone();

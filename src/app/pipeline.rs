@@ -10,7 +10,9 @@
 //! `commit_interval` spaces commits: the next starts no sooner than that
 //! after the last one started. A record is *accepted* when its commit
 //! returns. Command replies are sent only after their audit record is
-//! committed.
+//! committed. A record the uplink cannot publish (too large for the packet
+//! size) comes back on the same queue: an alarm naming it is committed,
+//! then the record is set aside.
 //!
 //! Capacity (`app::capacity`): before a reading or command touches a
 //! station, the pipeline asks whether the store has room; a refusal is
@@ -32,6 +34,14 @@
 //!   readings count as refused. A full disk never makes the process exit.
 //! - Any other failure is fatal: the pipeline stops with the error, the
 //!   process exits (74), and the store recovers on restart.
+//!
+//! The store's place is checked before every commit and once a second
+//! (`Store::check_place`): a data directory deleted, moved or replaced
+//! while the gateway runs would take every later commit with it. The
+//! pending batch and a `store-lost` alarm are committed into the store
+//! still open, the uplink gets [`LOST_DRAIN`] to deliver them, and the
+//! pipeline stops with the error (exit 74): restarted, the gateway begins a
+//! new store, announced with a new epoch.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,9 +53,10 @@ use crate::app::capacity::{self, Capacity, Incoming};
 use crate::clock::clock_synced;
 use crate::config::StoreConfig;
 use crate::devices::{DeviceEvent, Reading};
+use crate::record::{AlarmEvent, Body, Record, StoreFigures};
 use crate::station::{Emitted, StationView, Stations, rejected_command_audit};
 use crate::store::{self, Batch, CapacityStatus, Store, StoreError};
-use crate::uplink::{CommandOutcome, CommandRequest, Outbound};
+use crate::uplink::{CommandOutcome, CommandRequest, Outbound, Undeliverable};
 
 /// How often acknowledgements are made durable while no commit happens.
 const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -54,6 +65,10 @@ const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 /// idle logout). Boundaries are acted on within this time. Capacity alarms
 /// and the disk's free space are checked at the same pace.
 const STATION_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the uplink may take to deliver what is in a store whose data
+/// directory went away, before the pipeline stops.
+const LOST_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The answer to a command refused because the store has no room.
 const STORE_FULL_REFUSAL: &str =
@@ -66,6 +81,14 @@ pub enum Input {
     Command(CommandRequest),
     /// A read-only look at every station (`linegate lot show`).
     Inspect(oneshot::Sender<Vec<StationView>>),
+    /// A stored record the uplink cannot publish.
+    Undeliverable(Undeliverable),
+}
+
+impl From<Undeliverable> for Input {
+    fn from(u: Undeliverable) -> Self {
+        Input::Undeliverable(u)
+    }
 }
 
 impl From<Reading> for Input {
@@ -107,6 +130,9 @@ struct Pending {
     bytes: u64,
     /// Readings and commands applied to the stations for this batch.
     applied: u64,
+    /// Records this batch's `record-undeliverable` alarms report: set
+    /// aside once the alarms are committed.
+    set_aside: Vec<u64>,
 }
 
 impl Pending {
@@ -116,7 +142,7 @@ impl Pending {
         self.batch.state.extend(emitted.state);
     }
 
-    fn push(&mut self, record: crate::record::Record) {
+    fn push(&mut self, record: Record) {
         self.bytes += store::encoded_len(&record);
         self.batch.records.push(record);
     }
@@ -137,6 +163,9 @@ struct Running {
     p: Pipeline,
     cap: Capacity,
     unresolved: Option<Unresolved>,
+    /// Undeliverable records already reported by a committed alarm (the
+    /// uplink reports one again after each reconnect until it is aside).
+    reported: std::collections::BTreeSet<u64>,
 }
 
 impl Pipeline {
@@ -149,6 +178,7 @@ impl Pipeline {
             p: self,
             cap,
             unresolved: None,
+            reported: Default::default(),
         };
         running.publish_status();
         running.run(input).await
@@ -221,6 +251,7 @@ impl Running {
             Input::Inspect(reply) => {
                 let _ = reply.send(self.p.stations.views());
             }
+            Input::Undeliverable(u) => self.on_undeliverable(u, pending),
         }
     }
 
@@ -301,10 +332,49 @@ impl Running {
         pending.replies.push((req.reply, outcome));
     }
 
+    /// A record the uplink cannot publish: a `record-undeliverable` alarm
+    /// naming it goes into the batch (like the store's own alarms, without
+    /// asking capacity), and the record is set aside once that is durable.
+    fn on_undeliverable(&mut self, u: Undeliverable, pending: &mut Pending) {
+        if self.reported.contains(&u.seq) || pending.set_aside.contains(&u.seq) {
+            return;
+        }
+        let message = format!(
+            "record {} ({}) makes an MQTT packet of {} bytes, larger than mqtt.max_packet_size ({} bytes): it cannot be delivered and is set aside in the store",
+            u.seq, u.kind, u.bytes, u.max
+        );
+        let figures = StoreFigures {
+            seq: Some(u.seq),
+            record_kind: Some(u.kind.to_owned()),
+            record_bytes: Some(u.bytes as u64),
+            max_packet_size: Some(u.max as u64),
+            ..StoreFigures::default()
+        };
+        pending.push(Record {
+            seq: 0,
+            ts_ms: crate::clock::now_ms(),
+            clock_synced: clock_synced(),
+            station: None,
+            device: None,
+            lot: None,
+            order: None,
+            operator: None,
+            body: Body::Alarm {
+                event: AlarmEvent::RecordUndeliverable,
+                message: Some(message),
+                store: Some(Box::new(figures)),
+            },
+        });
+        pending.set_aside.push(u.seq);
+    }
+
     /// Once a second: retry a disk that refused a commit, raise or clear
     /// capacity alarms, and let the stations see the clock (unless the
     /// store has no room for what they would make).
     async fn on_tick(&mut self, pending: &mut Pending) -> Result<(), StoreError> {
+        if let Err(err) = self.p.store.check_place() {
+            return Err(self.lost(err, std::mem::take(&mut pending.batch)).await);
+        }
         let now_ms = crate::clock::now_ms();
         let disk = store::disk_space(&self.p.store_dir).ok();
         if self.cap.retry_due(Instant::now(), disk) {
@@ -370,8 +440,12 @@ impl Running {
             replies,
             bytes,
             applied,
+            set_aside,
         } = pending;
         batch.coalesce_state();
+        if let Err(err) = self.p.store.check_place() {
+            return Err(self.lost(err, batch).await);
+        }
         let usage = self.p.store.usage();
         let disk = store::disk_space(&self.p.store_dir).ok();
         // The free space first: drop-oldest frees what is added when the
@@ -423,6 +497,14 @@ impl Running {
             }
             out.dropping.clear();
         }
+        if !matches!(committing, Ok(Ok(_)))
+            && let Some(&first) = set_aside.iter().min()
+        {
+            // The alarms were not committed: the uplink reads these
+            // records again and reports them again.
+            let mut out = self.p.outbound.lock();
+            out.rewind = Some(out.rewind.map_or(first, |r| r.min(first)));
+        }
         let records = match committing {
             Ok(Ok(records)) => records,
             Ok(Err(err)) if self.is_disk_full(&err) => {
@@ -451,6 +533,7 @@ impl Running {
             }
         };
         self.cap.committed();
+        self.set_aside(set_aside).await;
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             tracing::debug!(
                 first_seq = first.seq,
@@ -465,6 +548,61 @@ impl Running {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// The data directory went away (`err`, from `check_place`): commit
+    /// `batch` and a `store-lost` alarm into the store still open, let the
+    /// uplink deliver for up to [`LOST_DRAIN`] (nothing leaves if the
+    /// broker is unreachable), and return `err` to stop the gateway.
+    async fn lost(&mut self, err: StoreError, mut batch: Batch) -> StoreError {
+        let StoreError::Lost { what } = &err else {
+            return err;
+        };
+        tracing::error!(error = %err, "the store's data directory went away; delivering what can be, then stopping (exit 74) to start on a new store");
+        batch
+            .records
+            .push(store::lost_alarm(what, self.p.store.epoch()));
+        let store = Arc::clone(&self.p.store);
+        match tokio::task::spawn_blocking(move || store.commit(batch)).await {
+            Ok(Ok(records)) => {
+                if let Some(last) = records.last() {
+                    self.p.committed.send_replace(last.seq);
+                }
+                let until = Instant::now() + LOST_DRAIN;
+                let mut poll = tokio::time::interval(std::time::Duration::from_millis(50));
+                while self.p.store.usage().depth > 0 && Instant::now() < until {
+                    poll.tick().await;
+                }
+                let depth = self.p.store.usage().depth;
+                if depth > 0 {
+                    tracing::error!(
+                        depth,
+                        "records not delivered before the stop are lost with the data directory"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot commit the store-lost alarm"),
+            Err(join) => tracing::error!(error = %join, "store-lost commit task failed"),
+        }
+        err
+    }
+
+    /// Set aside the undeliverable records whose alarms were just
+    /// committed. A failure leaves the record in the queue: reported again
+    /// after the next reconnect, a second alarm, never a silent loss.
+    async fn set_aside(&mut self, seqs: Vec<u64>) {
+        for seq in seqs {
+            let store = Arc::clone(&self.p.store);
+            match tokio::task::spawn_blocking(move || store.set_aside(seq)).await {
+                Ok(Ok(())) => {
+                    self.reported.insert(seq);
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(seq, error = %err, "cannot set the undeliverable record aside")
+                }
+                Err(join) => tracing::error!(seq, error = %join, "set-aside task failed"),
+            }
+        }
     }
 
     /// The disk refused a write: reopen the store (the engine must not be

@@ -97,6 +97,45 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Longest message kept: a message quoting a 10 MB value is cut here.
+const MAX_MESSAGE_CHARS: usize = 300;
+/// Longest excerpt of a source line shown under a headline…
+const EXCERPT_CHARS: usize = 100;
+/// …of which this many before the column of the error, at most.
+const EXCERPT_BEFORE: usize = 40;
+
+/// `message`, cut to [`MAX_MESSAGE_CHARS`] characters (saying so).
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => message,
+        Some((cut, _)) => format!(
+            "{}… (cut; {} characters in all)",
+            &message[..cut],
+            message.chars().count()
+        ),
+    }
+}
+
+/// The byte offset of char `n` of `text` (its length past the end).
+fn byte_of_char(text: &str, n: usize) -> usize {
+    text.char_indices().nth(n).map_or(text.len(), |(i, _)| i)
+}
+
+impl ConfigError {
+    /// The config file is not UTF-8 text: located at its first invalid byte
+    /// (`valid` bytes of `bytes` decode), with the line up to there.
+    pub(crate) fn not_utf8(file: &Path, bytes: &[u8], valid: usize) -> Self {
+        let text = std::str::from_utf8(&bytes[..valid.min(bytes.len())]).unwrap_or_default();
+        let byte = bytes.get(valid).copied().unwrap_or_default();
+        Source::new(file, text).error(
+            valid..valid,
+            None,
+            format!("the file is not UTF-8 text: byte 0x{byte:02X} cannot start or continue a UTF-8 character here"),
+            Some("a UTF-8 text file (convert it, e.g. with `iconv -f latin1 -t utf-8`)".to_owned()),
+        )
+    }
+}
+
 /// The config text and its file name: turns byte spans into [`ConfigError`]s.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Source<'a> {
@@ -149,7 +188,7 @@ impl<'a> Source<'a> {
             line,
             column,
             key,
-            message: message.into(),
+            message: bounded(message.into()),
             expected,
             detail: Some(Box::new(Detail {
                 snippet: Some(self.snippet(&span)),
@@ -158,7 +197,9 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// `  12 | baud = "x"` / `     |        ^^^`
+    /// `  12 | baud = "x"` / `     |        ^^^`: the source line and a caret
+    /// under the span. A line longer than [`EXCERPT_CHARS`] is shown as an
+    /// excerpt around the column, `…` marking what is left out.
     fn snippet(&self, span: &Range<usize>) -> String {
         let start = self.clamp(span.start);
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
@@ -167,19 +208,40 @@ impl<'a> Source<'a> {
             .map_or(self.text.len(), |i| start + i);
         let line_text = self.text[line_start..line_end].trim_end_matches('\r');
         let (line, _) = self.line_col(start);
+        // Chars of the line: before the span, in all.
+        let col = self.text[line_start..start].chars().count();
+        let total = line_text.chars().count();
+        let (from, to) = if total <= EXCERPT_CHARS {
+            (0, total)
+        } else {
+            let from = col
+                .saturating_sub(EXCERPT_BEFORE)
+                .min(total - EXCERPT_CHARS);
+            (from, from + EXCERPT_CHARS)
+        };
+        let (from_b, to_b) = (byte_of_char(line_text, from), byte_of_char(line_text, to));
+        let lead = if from > 0 { "…" } else { "" };
+        let tail = if to < total { "…" } else { "" };
         // Keep tabs so the caret lines up under tab-indented text.
-        let pad: String = self.text[line_start..start]
+        let caret_at = (line_start + from_b).max(start.min(line_start + to_b));
+        let pad: String = lead
             .chars()
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .map(|_| ' ')
+            .chain(
+                self.text[(line_start + from_b).min(caret_at)..caret_at]
+                    .chars()
+                    .map(|c| if c == '\t' { '\t' } else { ' ' }),
+            )
             .collect();
         let end = self
             .clamp(span.end.max(start))
-            .min(line_start + line_text.len());
+            .min(line_start + to_b.max(start - line_start));
         let width = self.text[start..end.max(start)].chars().count().max(1);
         let number = line.to_string();
         let gutter = " ".repeat(number.len());
         format!(
-            "{number} | {line_text}\n{gutter} | {pad}{}",
+            "{number} | {lead}{}{tail}\n{gutter} | {pad}{}",
+            &line_text[from_b..to_b],
             "^".repeat(width)
         )
     }

@@ -56,6 +56,14 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         fmt_duration(m.keepalive),
         m.max_inflight
     )?;
+    if let Some(st) = cfg.stations.first() {
+        writeln!(
+            out,
+            "packets:  up to {}, which every record fits; a closed lot's lists continue past {} entries in further lot records",
+            fmt_size(m.max_packet_bytes as u64),
+            st.lot.totals_per_part
+        )?;
+    }
     let t = &m.topics;
     let first_station = cfg.stations.first().map(|st| st.id.as_str());
     let records = match first_station {

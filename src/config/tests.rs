@@ -754,6 +754,19 @@ const CASES: &[Case] = &[
         expected: "",
     },
     Case {
+        name: "packet size too small for an audit record",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nmax_packet_size = \"8KiB\"\n",
+        )],
+        append: "max_frame_len = 16\n",
+        line: 8,
+        column: 19,
+        key: "mqtt.max_packet_size",
+        message: "an audit record can be up to",
+        expected: "",
+    },
+    Case {
         name: "unknown parity",
         edits: &[],
         append: "parity = \"mark\"\n",
@@ -1658,6 +1671,90 @@ const CASES: &[Case] = &[
         message: "duplicate key",
         expected: "",
     },
+    // --- places: paths, hosts ---
+    Case {
+        name: "data_dir with a NUL",
+        edits: &[("data_dir = \"/tmp/lg\"", "data_dir = \"/tmp/l\\u0000g\"")],
+        append: "",
+        line: 5,
+        column: 12,
+        key: "gateway.data_dir",
+        message: "contains a NUL character",
+        expected: "directory path",
+    },
+    Case {
+        name: "data_dir too long for the control socket",
+        edits: &[(
+            "data_dir = \"/tmp/lg\"",
+            "data_dir = \"/var/lib/linegate/plant-one/line-three/gateway-press-01/store-area/data-directory-of-press-01xx\"",
+        )],
+        append: "",
+        line: 5,
+        column: 12,
+        key: "gateway.data_dir",
+        message: "would be 108 bytes long; a Unix socket path holds at most 107, so the data directory may be at most 94 bytes",
+        expected: "",
+    },
+    Case {
+        name: "a device path with a NUL",
+        edits: &[("path = \"/dev/ttyUSB0\"", "path = \"/dev/tty\\u0000USB0\"")],
+        append: "",
+        line: 14,
+        column: 8,
+        key: "device[0].path",
+        message: "contains a NUL character",
+        expected: "",
+    },
+    Case {
+        name: "mqtt.host with a NUL",
+        edits: &[("host = \"localhost\"", "host = \"local\\u0000host\"")],
+        append: "",
+        line: 7,
+        column: 8,
+        key: "mqtt.host",
+        message: "\"local\\0host\" contains the control character '\\0'",
+        expected: "host name or IP address",
+    },
+    Case {
+        name: "mqtt.host with a port",
+        edits: &[("host = \"localhost\"", "host = \"localhost:1883\"")],
+        append: "",
+        line: 7,
+        column: 8,
+        key: "mqtt.host",
+        message: "is not a host name: write only the host or IP address, without scheme, port or spaces",
+        expected: "",
+    },
+    Case {
+        name: "mqtt.host with a character no host name has",
+        edits: &[("host = \"localhost\"", "host = \"broker*1\"")],
+        append: "",
+        line: 7,
+        column: 8,
+        key: "mqtt.host",
+        message: "\"broker*1\" is not a host name: the character '*'",
+        expected: "",
+    },
+    Case {
+        name: "modbus host with an empty label",
+        edits: &[("host = \"10.0.0.5\"", "host = \"plc..line3\"")],
+        append: modbus!(good!()),
+        line: 19,
+        column: 8,
+        key: "device[1].host",
+        message: "not a host name: an empty label",
+        expected: "no scheme, no port",
+    },
+    Case {
+        name: "modbus host with a tab",
+        edits: &[("host = \"10.0.0.5\"", "host = \"plc\\t1\"")],
+        append: modbus!(good!()),
+        line: 19,
+        column: 8,
+        key: "device[1].host",
+        message: "contains the control character '\\t'",
+        expected: "",
+    },
 ];
 
 fn build(case: &Case) -> String {
@@ -1677,6 +1774,36 @@ fn build(case: &Case) -> String {
 fn base_is_valid() {
     let cfg = parse(Path::new("base.toml"), BASE).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.devices.len(), 1);
+}
+
+/// A closed lot's lists are split so each lot record fits the packet: the
+/// smaller the packet (or the larger the scanner's frames, which a lot
+/// closed by a scan carries), the fewer entries per record.
+#[test]
+fn lot_records_carry_as_many_list_entries_as_the_packet_size_allows() {
+    let per_part = |mqtt: &str, device: &str| {
+        let text = BASE
+            .replace(
+                "host = \"localhost\"\n",
+                &format!("host = \"localhost\"\n{mqtt}"),
+            )
+            .replace(
+                "path = \"/dev/ttyUSB0\"\n",
+                &format!("path = \"/dev/ttyUSB0\"\n{device}"),
+            );
+        let cfg = parse(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        cfg.stations[0].lot.totals_per_part
+    };
+    let default = per_part("", "");
+    let small = per_part("max_packet_size = \"24KiB\"\n", "");
+    let long_frames = per_part("", "max_frame_len = 4096\n");
+    let vast = per_part("max_packet_size = \"1MiB\"\n", "");
+    assert!(small >= 1 && small < default, "{small} vs {default}");
+    assert!(
+        long_frames >= 1 && long_frames < default,
+        "{long_frames} vs {default}"
+    );
+    assert_eq!(vast, crate::station::MAX_TOTALS_LIST);
 }
 
 #[test]
@@ -2110,6 +2237,7 @@ fn summary_shows_what_a_technician_checks() {
         "gw1 (site p1, line l1)",
         "/tmp/lg",
         "localhost:1883",
+        "packets:  up to 64KiB, which every record fits; a closed lot's lists continue past",
         "records:  p1/l1/st10/{kind}",
         "status:   p1/l1/gateway/gw1/status",
         "commands: p1/l1/gateway/gw1/cmd/+",
@@ -2696,6 +2824,154 @@ fn default_silent_interval_is_three_and_a_half_characters_at_least_1750us() {
             default_silent_interval(&l),
             Duration::from_micros(micros),
             "{l:?}"
+        );
+    }
+}
+
+#[test]
+fn a_host_of_5000_characters_is_refused_and_quoted_short() {
+    let long = "a".repeat(5000);
+    for (from, key) in [
+        ("host = \"localhost\"", "mqtt.host"),
+        ("host = \"10.0.0.5\"", "device[1].host"),
+    ] {
+        let text =
+            (BASE.to_owned() + modbus!(good!())).replacen(from, &format!("host = \"{long}\""), 1);
+        let err = parse(Path::new("linegate.toml"), &text).expect_err("too long");
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert!(
+            err.message
+                .contains("… (5000 characters) is 5000 bytes long; a host name has at most 253"),
+            "{err}"
+        );
+        assert!(err.to_string().len() < 600, "{err}");
+    }
+    // 253 characters in labels of 63 at most: a host name.
+    let ok = [&"a".repeat(63)[..]; 4].join(".")[..253].to_owned();
+    let text = BASE.replacen("host = \"localhost\"", &format!("host = \"{ok}\""), 1);
+    parse(Path::new("linegate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_huge_value_prints_an_excerpt_around_the_column_not_the_whole_line() {
+    // `baud` wants an integer: the message would quote the whole string.
+    let value = "x".repeat(1 << 20);
+    let text = format!("{BASE}baud = \"{value}\" # the end\n");
+    let err = parse(Path::new("linegate.toml"), &text).expect_err("bad baud");
+    let shown = err.to_string();
+    assert!(shown.len() < 1000, "{} bytes: {shown:.2000}", shown.len());
+    assert_eq!((err.line, err.column), (15, 8), "{shown:.2000}");
+    assert!(err.message.contains("(cut; "), "{shown:.2000}");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 3, "{shown}");
+    // The excerpt starts at the line's start (the column is near it), is
+    // cut after 100 characters, and the caret stays under the value.
+    assert_eq!(lines[1], format!("15 | baud = \"{}…", "x".repeat(100 - 8)));
+    assert_eq!(lines[2], format!("   |        {}", "^".repeat(93)));
+
+    // Far along a long line, the excerpt starts 40 characters before the
+    // column, marked with `…`, and the caret lines up under it.
+    let text = BASE.replace(
+        "path = \"/dev/ttyUSB0\"",
+        &format!(
+            "path = \"/dev/{}\" ; \"{}\"",
+            "p".repeat(300),
+            "q".repeat(300)
+        ),
+    );
+    let err = parse(Path::new("linegate.toml"), &text).expect_err("syntax");
+    let shown = err.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 3, "{shown}");
+    let excerpt = lines[1].split_once(" | ").map(|x| x.1).unwrap_or_default();
+    let caret = lines[2].split_once(" | ").map(|x| x.1).unwrap_or_default();
+    assert!(
+        excerpt.starts_with('…') && excerpt.ends_with('…'),
+        "{shown}"
+    );
+    assert_eq!(excerpt.chars().count(), 102, "{shown}");
+    let at = caret.chars().position(|c| c == '^').unwrap_or_default();
+    assert_eq!(
+        at, 41,
+        "40 characters (and the `…`) before the column: {shown}"
+    );
+    assert_eq!(excerpt.chars().nth(at), Some(';'), "{shown}");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_at_its_first_invalid_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("linegate.toml");
+    // Latin-1 "é" (0xE9) in `site` on line 3, after `site = "Usin`.
+    let mut bytes = BASE
+        .replace("site = \"p1\"", "site = \"UsinX\"")
+        .into_bytes();
+    let at = bytes.iter().position(|&b| b == b'X').expect("marker");
+    bytes[at] = 0xE9;
+    std::fs::write(&file, &bytes).expect("write");
+    let err = load(&file).expect_err("not UTF-8");
+    assert_eq!(
+        (err.line, err.column, err.key.as_deref()),
+        (3, 13, None),
+        "{err}"
+    );
+    assert!(err.message.contains("not UTF-8 text: byte 0xE9"), "{err}");
+    assert_eq!(
+        err.snippet(),
+        Some("3 | site = \"Usin\n  |             ^"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_password_file_that_is_a_device_or_a_fifo_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("pass.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let big = dir.path().join("pass.big");
+    std::fs::write(&big, vec![b'p'; (MAX_SECRET_BYTES + 1) as usize]).expect("write");
+    for (file, what) in [
+        ("/dev/zero", "it is a character device, not a regular file"),
+        ("pass.fifo", "it is a FIFO (named pipe), not a regular file"),
+        ("pass.big", "it is larger than 64KiB"),
+    ] {
+        let text = BASE.replace(
+            "host = \"localhost\"\n",
+            &format!("host = \"localhost\"\nusername = \"u\"\npassword_file = \"{file}\"\n"),
+        );
+        let err = parse(&dir.path().join("linegate.toml"), &text).expect_err(file);
+        assert_eq!(err.key.as_deref(), Some("mqtt.password_file"), "{err}");
+        assert!(err.message.contains(what), "{file}: {err}");
+    }
+}
+
+#[test]
+fn a_config_that_is_a_device_a_fifo_or_too_large_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("linegate.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let big = dir.path().join("big.toml");
+    let mut text = BASE.to_owned();
+    text.push_str(&"#".repeat(MAX_CONFIG_BYTES as usize));
+    std::fs::write(&big, text).expect("write");
+    for (file, what) in [
+        (
+            Path::new("/dev/zero"),
+            "it is a character device, not a regular file",
+        ),
+        (
+            fifo.as_path(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (big.as_path(), "it is larger than 4MiB"),
+        (dir.path(), "it is a directory, not a regular file"),
+    ] {
+        let err = load(file).expect_err("refused");
+        assert_eq!((err.line, err.column), (0, 0), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("cannot read config file: {what}")),
+            "{err}"
         );
     }
 }

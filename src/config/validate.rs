@@ -30,6 +30,8 @@ pub const BAUD_RATES: &[u32] = &[
 const ROOT_PLACEHOLDERS: &[&str] = &["site", "line", "gateway"];
 const RECORD_PLACEHOLDERS: &[&str] = &["root", "site", "line", "gateway", "station", "kind"];
 
+mod places;
+mod records;
 mod stations;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -44,7 +46,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         id: v.id(&g.id, "gateway.id")?,
         site: v.id(&g.site, "gateway.site")?,
         line: v.id(&g.line, "gateway.line")?,
-        data_dir: v.path(&g.data_dir, "gateway.data_dir")?,
+        data_dir: v.data_dir(&g.data_dir)?,
     };
     let calendar = v.calendar(g.time_zone.as_ref(), &raw.root.shift)?;
 
@@ -86,26 +88,8 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     )?;
     v.unique_device_paths(&raw.devices)?;
     v.lot_counters(&raw.root.station, &stations, &devices)?;
-    for (entry, device) in raw.devices.iter().zip(&devices) {
-        // Only scanner frames can grow with the config; a Modbus record's
-        // size is bounded by its (short) register names.
-        let DeviceKind::SerialScanner(sc) = &device.kind else {
-            continue;
-        };
-        // Worst case on the wire: every byte a JSON-escaped control character
-        // (6 bytes) in `code`, plus base64 in `raw_b64`, plus the envelope.
-        let worst = sc.framing.max_len.saturating_mul(8).saturating_add(2048);
-        if worst > mqtt.max_packet_bytes {
-            return Err(v.err_plain(
-                entry.span.clone(),
-                &format!("device[{}].max_frame_len", entry.index),
-                format!(
-                    "a {}-byte frame can make a record of up to {worst} bytes, larger than mqtt.max_packet_size ({} bytes); lower max_frame_len or raise mqtt.max_packet_size to at least {worst} bytes",
-                    sc.framing.max_len, mqtt.max_packet_bytes
-                ),
-            ));
-        }
-    }
+    let mut stations = stations;
+    v.record_sizes(&raw, &gateway, &mqtt, &mut stations, &devices)?;
 
     Ok(Config {
         source: src.file.to_path_buf(),
@@ -195,6 +179,13 @@ impl Validator<'_> {
         let s = v.get_ref();
         if s.trim().is_empty() {
             return Err(self.err(v.span(), key, "must not be empty"));
+        }
+        if s.contains('\0') {
+            return Err(self.err(
+                v.span(),
+                key,
+                "contains a NUL character (\\u0000), which no path can hold",
+            ));
         }
         let p = Path::new(s);
         if p.is_absolute() {
@@ -455,14 +446,7 @@ impl Validator<'_> {
         stations: &[StationConfig],
     ) -> Result<MqttConfig> {
         let m = raw.get_ref();
-        let host = self.non_empty(&m.host, "mqtt.host")?;
-        if host.contains("://") || host.chars().any(char::is_whitespace) {
-            return Err(self.err(
-                m.host.span(),
-                "mqtt.host",
-                format!("\"{host}\" is not a host name: write only the host, without scheme, port or spaces"),
-            ));
-        }
+        let host = self.host(&m.host, "mqtt.host", false)?;
         let port = self.int(m.port.as_ref(), "mqtt.port", 1883, 1..=65535)?;
         let keepalive = self.duration(
             m.keepalive.as_ref(),
@@ -532,13 +516,16 @@ impl Validator<'_> {
     /// Reads a secret file: trailing newline trimmed, must not be empty.
     fn secret(&self, v: &Spanned<String>, key: &str) -> Result<Secret> {
         let path = self.path(v, key)?;
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let cannot = |e: &dyn std::fmt::Display| {
             self.err_plain(
                 v.span(),
                 key,
                 format!("cannot read password file {}: {e}", path.display()),
             )
-        })?;
+        };
+        let bytes =
+            super::files::read_bounded(&path, super::MAX_SECRET_BYTES).map_err(|e| cannot(&e))?;
+        let text = String::from_utf8(bytes).map_err(|_| cannot(&"it is not UTF-8 text"))?;
         let secret = text.trim_end_matches(['\n', '\r']);
         if secret.is_empty() {
             return Err(self.err_plain(
@@ -671,21 +658,7 @@ impl Validator<'_> {
         stations: &[StationConfig],
     ) -> Result<ModbusTcpConfig> {
         let key = |k: &str| format!("{prefix}.{k}");
-        let host = self.non_empty(&m.host, &key("host"))?;
-        let bad_host = host.contains("://")
-            || host.chars().any(char::is_whitespace)
-            || host.contains('/')
-            || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err());
-        if bad_host {
-            return Err(self.err(
-                m.host.span(),
-                &key("host"),
-                format!(
-                    "\"{host}\" is not a host name: write only the host or IP address, \
-                     without scheme, port or spaces (the port goes in `port`)"
-                ),
-            ));
-        }
+        let host = self.host(&m.host, &key("host"), true)?;
         let port = self.int(m.port.as_ref(), &key("port"), 502, 1..=65535)?;
         let unit_id = self.int(m.unit_id.as_ref(), &key("unit_id"), 1, 0..=255)?;
         let poll = self.poll(

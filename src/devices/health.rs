@@ -18,8 +18,13 @@ pub struct HealthSnapshot {
     pub frames: u64,
     /// Frames rejected: too long, or containing bytes a scanner never sends.
     pub rejects: u64,
-    /// Times the device was (re)opened successfully.
+    /// Times the device was (re)opened successfully (a Modbus device: came
+    /// online, every register block read).
     pub connects: u64,
+    /// Register blocks whose last read failed, e.g. `holding 100..104 (unit 1)`,
+    /// with why; a block leaves the list when it reads again.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing_blocks: BTreeMap<String, String>,
 }
 
 /// Handle a device task uses to report its health.
@@ -56,6 +61,24 @@ impl DeviceHealth {
         self.with(|h| {
             h.rejects += 1;
             h.last_error = Some(reason);
+        });
+    }
+
+    /// A register block's read failed: named in the status until it reads again.
+    pub fn block_failed(&self, block: &str, why: &str) {
+        self.with(|h| match h.failing_blocks.get_mut(block) {
+            Some(w) if w == why => {}
+            Some(w) => why.clone_into(w),
+            None => {
+                h.failing_blocks.insert(block.to_owned(), why.to_owned());
+            }
+        });
+    }
+
+    /// A register block read fine.
+    pub fn block_read(&self, block: &str) {
+        self.with(|h| {
+            h.failing_blocks.remove(block);
         });
     }
 

@@ -96,21 +96,31 @@ impl OpenLot {
             });
         } else {
             t.materials_truncated = true;
+            t.materials_untallied = t.materials_untallied.saturating_add(1);
         }
     }
 
     pub fn operator(&mut self, who: &str) {
-        push_name(&mut self.totals.operators, who);
+        let t = &mut self.totals;
+        push_name(&mut t.operators, &mut t.operators_truncated, who);
     }
 
     pub fn order(&mut self, order: &str) {
-        push_name(&mut self.totals.orders, order);
+        let t = &mut self.totals;
+        push_name(&mut t.orders, &mut t.orders_truncated, order);
     }
 }
 
-fn push_name(list: &mut Vec<String>, name: &str) {
-    if list.len() < MAX_NAMES && !list.iter().any(|n| n == name) {
+/// Add `name` to a list of distinct names; one that no longer fits sets
+/// `truncated`.
+fn push_name(list: &mut Vec<String>, truncated: &mut bool, name: &str) {
+    if list.iter().any(|n| n == name) {
+        return;
+    }
+    if list.len() < MAX_NAMES {
         list.push(name.to_owned());
+    } else {
+        *truncated = true;
     }
 }
 

@@ -17,14 +17,17 @@ use std::collections::{BTreeMap, VecDeque};
 pub use self::context::Context;
 use self::counters::Counters;
 pub use self::counters::{CounterMark, Movement, classify, counter_key};
+/// Entries a lot's longest list (materials) holds.
+pub use self::lot::MAX_MATERIALS as MAX_TOTALS_LIST;
 pub use self::lot::{LotState, OpenLot, lot_key};
 use self::serials::Serials;
 pub use self::serials::serial_prefix;
+pub use self::workstation::gs1_reading;
 use self::workstation::{At, Env, Station};
 use crate::config::{DeviceConfig, StationConfig};
 use crate::devices::{DeviceEvent, Reading};
 use crate::numbering::Calendar;
-use crate::record::{AlarmEvent, Body, CommandOrigin, ContextSource, Record};
+use crate::record::{AlarmEvent, Body, CommandOrigin, ContextSource, MAX_MESSAGE, Record, bounded};
 
 /// How many recent command ids are remembered to refuse replays.
 const RECENT_COMMANDS: usize = 256;
@@ -297,7 +300,7 @@ impl Stations {
             },
             DeviceEvent::Offline(why) => Body::Alarm {
                 event: AlarmEvent::DeviceOffline,
-                message: Some(why.clone()),
+                message: Some(bounded(why.clone(), MAX_MESSAGE)),
                 store: None,
             },
         };
@@ -351,7 +354,10 @@ impl Stations {
             command: cmd.name.clone(),
             id: Some(cmd.id.clone()),
             accepted: verdict.is_ok(),
-            reason: verdict.as_ref().err().map(ToString::to_string),
+            reason: verdict
+                .as_ref()
+                .err()
+                .map(|r| bounded(r.to_string(), MAX_MESSAGE)),
             payload: truncate(&cmd.payload),
             origin: cmd.origin,
         };
@@ -447,7 +453,7 @@ pub fn rejected_command_audit(
         command: name.to_owned(),
         id,
         accepted: false,
-        reason: Some(reason.to_owned()),
+        reason: Some(bounded(reason.to_owned(), MAX_MESSAGE)),
         payload: truncate(payload),
         origin: CommandOrigin::Mes,
     };
@@ -468,15 +474,10 @@ fn gateway_record(ts_ms: u64, clock_synced: bool, body: Body) -> Record {
     }
 }
 
+/// The payload as kept in an audit record: at most [`AUDIT_PAYLOAD_MAX`]
+/// bytes, ending with `…` when cut.
 fn truncate(payload: &str) -> String {
-    if payload.len() <= AUDIT_PAYLOAD_MAX {
-        return payload.to_owned();
-    }
-    let mut end = AUDIT_PAYLOAD_MAX;
-    while !payload.is_char_boundary(end) {
-        end -= 1;
-    }
-    payload[..end].to_owned()
+    bounded(payload.to_owned(), AUDIT_PAYLOAD_MAX)
 }
 
 #[cfg(test)]

@@ -1269,3 +1269,87 @@ fn command_ids_are_remembered_across_a_restart() {
     assert_eq!(v, Err(Rejection::Duplicate("mes-77".into())));
     assert_eq!(kinds(&rig.commit(e)), ["audit"], "no second lot number");
 }
+
+/// A lot closed after more materials, operators and orders than one record
+/// may list: the `closed` record is followed by `totals` records, numbered
+/// part/parts, each listing at most `totals_per_part` entries; put together
+/// they hold every list entry, and the material counts plus
+/// `materials_untallied` add up to every material scanned.
+#[test]
+fn long_lot_lists_continue_in_totals_records_that_add_up() {
+    let mut cfg = full_cfg();
+    cfg.lot.totals_per_part = 10;
+    let mut rig = Rig::new(vec![cfg], vec![], Calendar::utc());
+    rig.command_ok(1, CommandAction::OpenLot(Some("L-BIG".into())));
+    let scans = MAX_TOTALS_LIST + 44;
+    for i in 0..scans {
+        let raw = format!("]d2010950600013435210B{i:05}");
+        let out = rig.scan(2, raw.as_bytes());
+        assert_eq!(kinds(&out), ["context"], "{raw}");
+    }
+    // One material scanned twice more: counted, not listed again.
+    rig.scan(3, b"]d2010950600013435210B00000");
+    for i in 0..70 {
+        rig.command_ok(4, CommandAction::SetOperator(Some(format!("OP{i}"))));
+    }
+    for i in 0..25 {
+        let order = CommandAction::SetOrder {
+            order: Some(format!("WO{i}")),
+            materials: None,
+        };
+        rig.command_ok(5, order);
+    }
+    let out = rig.command_ok(6, CommandAction::CloseLot);
+    let lots: Vec<&Record> = out
+        .iter()
+        .filter(|r| matches!(r.body, Body::Lot { .. }))
+        .collect();
+    let parts = MAX_TOTALS_LIST.div_ceil(10);
+    assert_eq!(lots.len(), parts);
+    let first = totals(lots[0]);
+    let listed = first
+        .listed
+        .expect("the closed record says how long its lists are");
+    assert_eq!(
+        (listed.materials, listed.operators, listed.orders),
+        (MAX_TOTALS_LIST as u64, 64, 25)
+    );
+    assert!(first.materials_truncated && first.operators_truncated && !first.orders_truncated);
+    assert_eq!(first.materials_untallied, 44);
+    let (mut materials, mut operators, mut orders) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in lots.iter().enumerate() {
+        let Body::Lot { event, part, .. } = &r.body else {
+            unreachable!()
+        };
+        let want = if i == 0 {
+            LotEvent::Closed
+        } else {
+            LotEvent::Totals
+        };
+        assert_eq!(*event, want);
+        assert_eq!(
+            r.lot.as_deref(),
+            Some("L-BIG"),
+            "stamped with the closed lot"
+        );
+        let part = part.expect("numbered");
+        assert_eq!((part.part as usize, part.parts as usize), (i + 1, parts));
+        let t = totals(r);
+        assert!(t.materials.len() <= 10 && t.operators.len() <= 10 && t.orders.len() <= 10);
+        materials.extend(t.materials.iter().cloned());
+        operators.extend(t.operators.iter().cloned());
+        orders.extend(t.orders.iter().cloned());
+    }
+    // Every part follows the closed record directly.
+    let at = out.iter().position(|r| std::ptr::eq(r, lots[0])).unwrap();
+    assert!(
+        out[at..at + parts]
+            .iter()
+            .all(|r| matches!(r.body, Body::Lot { .. }))
+    );
+    assert_eq!(materials.len(), MAX_TOTALS_LIST);
+    assert_eq!(operators.len(), 64);
+    assert_eq!(orders.len(), 25);
+    let counted: u64 = materials.iter().map(|m| m.count).sum();
+    assert_eq!(counted + first.materials_untallied, scans as u64 + 1);
+}

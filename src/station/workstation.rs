@@ -15,8 +15,8 @@ use crate::config::{DuplicateWindow, Rotate, RuleAction, ScanRule, StationConfig
 use crate::gs1::{self, Decoded};
 use crate::numbering::{Calendar, Fields};
 use crate::record::{
-    AlarmEvent, Body, Boundary, ContextField, ContextSource, Gs1Reading, LotEvent, Material,
-    Record, RejectReason,
+    AlarmEvent, Body, Boundary, ContextField, ContextSource, Gs1Reading, LotEvent, MAX_MESSAGE,
+    Material, Part, Record, RejectReason, bounded,
 };
 
 /// Ticks further apart than this are a gap (downtime or a clock step).
@@ -71,7 +71,7 @@ pub fn gs1_reading(d: &Decoded) -> Option<Gs1Reading> {
         Some(Ok(elements)) => Some(Gs1Reading::Elements(elements.clone())),
         Some(Err(e)) => Some(Gs1Reading::Error {
             code: e.code().to_owned(),
-            message: e.to_string(),
+            message: bounded(e.to_string(), MAX_MESSAGE),
         }),
     }
 }
@@ -106,7 +106,7 @@ impl Station {
             at,
             Body::Alarm {
                 event,
-                message: Some(message),
+                message: Some(bounded(message, MAX_MESSAGE)),
                 store: None,
             },
         ));
@@ -135,24 +135,33 @@ impl Station {
         self.lot.open.as_ref().is_some_and(|o| o.lot == lot)
     }
 
-    /// Close the open lot, if any: a `closed` record carrying its totals.
+    /// Close the open lot, if any: a `closed` record carrying its totals,
+    /// followed by `totals` records with the rest of its lists when they
+    /// are longer than one record may carry (`totals_per_part`).
     pub fn close_lot(&mut self, at: &At<'_>, source: ContextSource, out: &mut Emitted) -> bool {
         let Some(open) = self.lot.open.take() else {
             return false;
         };
         let mut totals = open.totals;
         totals.closed_ms = at.ts_ms;
-        // Stamped with the lot it closes: ctx.lot still names it.
-        let rec = self.record(
-            at,
-            Body::Lot {
-                event: LotEvent::Closed,
-                source,
-                number_seq: open.number_seq,
-                totals: Some(Box::new(totals)),
-            },
-        );
-        out.records.push(rec);
+        let (first, rest) = totals.split(self.cfg.lot.totals_per_part);
+        let parts = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
+        let records = std::iter::once((LotEvent::Closed, first))
+            .chain(rest.into_iter().map(|t| (LotEvent::Totals, t)));
+        for (part, (event, totals)) in (1..).zip(records) {
+            // Stamped with the lot it closes: ctx.lot still names it.
+            let rec = self.record(
+                at,
+                Body::Lot {
+                    event,
+                    source: source.clone(),
+                    number_seq: open.number_seq,
+                    totals: Some(Box::new(totals)),
+                    part: Some(Part { part, parts }),
+                },
+            );
+            out.records.push(rec);
+        }
         self.ctx.lot = None;
         self.serials.lot_closed(&mut out.state);
         self.serials_truncated = false;
@@ -187,6 +196,7 @@ impl Station {
                 source,
                 number_seq,
                 totals: None,
+                part: None,
             },
         ));
         self.persist_ctx(out);
@@ -342,7 +352,7 @@ impl Station {
             at,
             Body::Reject {
                 reason,
-                message,
+                message: bounded(message, MAX_MESSAGE),
                 rule: rule.map(str::to_owned),
                 raw: raw.to_vec(),
                 gs1: gs1_reading(decoded),

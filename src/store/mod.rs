@@ -16,6 +16,7 @@
 //! refused, and [`disk_space`] reads the filesystem's free space.
 
 mod codec;
+mod epoch;
 mod floor;
 mod redb;
 mod reopen;
@@ -32,6 +33,7 @@ use crate::config::{StoreConfig, StoreEngine};
 use crate::record::Record;
 
 pub use self::codec::CodecError;
+pub use self::epoch::{Epoch, lost_alarm};
 pub use self::floor::FILE_NAME as FLOOR_FILE;
 pub use self::redb::RedbStore;
 pub use self::reopen::{DiskSpace, ReopenableStore, disk_space};
@@ -73,6 +75,11 @@ pub enum StoreError {
     /// This store cannot be reopened in place.
     #[error("this store cannot be reopened in place")]
     NotReopenable,
+    /// The data directory, or the store in it, is no longer the one opened:
+    /// deleted, moved or replaced while the gateway ran. Commits would go
+    /// into files no restart finds.
+    #[error("the data directory was deleted, moved or replaced while linegate ran: {what}")]
+    Lost { what: String },
 }
 
 impl StoreError {
@@ -222,10 +229,10 @@ mod open_tests {
         let store = open(&config(None), dir.path()).unwrap();
         assert_eq!(
             store.stats().depth,
-            1,
-            "the sled store was opened, not replaced"
+            2,
+            "the sled store (its store-created alarm and a record) was opened, not replaced"
         );
-        assert_eq!(store.commit(one_record()).unwrap()[0].seq, 2);
+        assert_eq!(store.commit(one_record()).unwrap()[0].seq, 3);
         assert!(!dir.path().join(STORE_DIR).join(redb::FILE_NAME).exists());
     }
 
@@ -256,6 +263,8 @@ pub struct StoreStats {
     pub last_seq: u64,
     /// Stored records that could not be decoded and were set aside.
     pub corrupt: u64,
+    /// The store's epoch (none for an engine opened on its own, in tests).
+    pub epoch: Option<Epoch>,
 }
 
 /// The cheap part of [`StoreStats`]: kept in memory, no I/O.
@@ -445,6 +454,19 @@ pub trait Store: Send + Sync + 'static {
     /// previous I/O error").
     fn disk_full_seen(&self) -> bool {
         false
+    }
+
+    /// The store's epoch: `seq` counts within it (`store::epoch`).
+    fn epoch(&self) -> Option<Epoch> {
+        None
+    }
+
+    /// Fail with [`StoreError::Lost`] if the data directory or the store's
+    /// files were deleted, moved or replaced since the store was opened.
+    /// Cheap (a few `stat` calls): the pipeline asks before every commit
+    /// and once a second.
+    fn check_place(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

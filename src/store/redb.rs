@@ -59,7 +59,7 @@ use ::redb::{
 
 use super::codec::{decode, encode, kept_by_drop_oldest};
 use super::floor::SeqFloor;
-use super::{Batch, DropPlan, Store, StoreError, StoreStats, Usage};
+use super::{Batch, DropPlan, Epoch, Store, StoreError, StoreStats, Usage};
 use crate::config::StoreEngine;
 use crate::record::Record;
 
@@ -498,6 +498,7 @@ impl Store for RedbStore {
             },
             last_seq: inner.last_seq,
             corrupt: inner.corrupt,
+            epoch: self.epoch(),
         }
     }
 
@@ -557,6 +558,14 @@ impl Store for RedbStore {
             bytes: inner.bytes,
             last_seq: inner.last_seq,
         }
+    }
+
+    fn epoch(&self) -> Option<Epoch> {
+        self.floor.as_ref().and_then(|f| f.epoch())
+    }
+
+    fn check_place(&self) -> Result<(), StoreError> {
+        self.floor.as_ref().map_or(Ok(()), |f| f.check())
     }
 
     fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {

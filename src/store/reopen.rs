@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use super::{Batch, DropPlan, Store, StoreError, StoreStats, Usage};
+use super::{Batch, DropPlan, Epoch, Store, StoreError, StoreStats, Usage};
 use crate::config::StoreConfig;
 use crate::record::Record;
 
@@ -78,6 +78,8 @@ pub struct ReopenableStore {
     last: Mutex<StoreStats>,
     /// A call failed with a full disk since the engine was last opened.
     disk_full: AtomicBool,
+    /// The epoch of the store first opened: a reopen must find the same.
+    epoch: Option<Epoch>,
 }
 
 impl ReopenableStore {
@@ -87,6 +89,7 @@ impl ReopenableStore {
         let engine = super::open(cfg, data_dir)?;
         let last = engine.stats();
         Ok(ReopenableStore {
+            epoch: engine.epoch(),
             cfg: cfg.clone(),
             data_dir: data_dir.to_owned(),
             dir: data_dir.join(super::STORE_DIR),
@@ -212,6 +215,19 @@ impl Store for ReopenableStore {
         }
         drop_cached_pages(&self.dir);
         let engine = super::open(&self.cfg, &self.data_dir)?;
+        if engine.epoch() != self.epoch {
+            // Another store took this one's place: this process must not
+            // go on as if it were the same (the gateway stops, exit 74).
+            let show = |e: Option<Epoch>| e.map_or("none".to_owned(), |e| e.to_string());
+            return Err(StoreError::Lost {
+                what: format!(
+                    "the store reopened in {} has epoch {}, not {}",
+                    self.dir.display(),
+                    show(engine.epoch()),
+                    show(self.epoch)
+                ),
+            });
+        }
         *self.last() = engine.stats();
         self.disk_full.store(false, Ordering::Release);
         *self.engine.write().unwrap_or_else(PoisonError::into_inner) = Some(engine);
@@ -221,5 +237,18 @@ impl Store for ReopenableStore {
 
     fn disk_full_seen(&self) -> bool {
         self.disk_full.load(Ordering::Acquire)
+    }
+
+    fn epoch(&self) -> Option<Epoch> {
+        self.epoch
+    }
+
+    /// While the engine is closed there is nothing to check: the reopen
+    /// checks the epoch it finds.
+    fn check_place(&self) -> Result<(), StoreError> {
+        match self.with(|e| e.check_place()) {
+            Err(StoreError::Unavailable) => Ok(()),
+            r => r,
+        }
     }
 }

@@ -26,10 +26,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::codec::{decode, encode, kept_by_drop_oldest};
 use super::floor::SeqFloor;
-use super::{Batch, DropPlan, Store, StoreError, StoreStats, Usage};
+use super::{Batch, DropPlan, Epoch, Store, StoreError, StoreStats, Usage};
 use crate::config::StoreEngine;
 use crate::record::Record;
 
@@ -62,9 +63,105 @@ struct Counters {
     corrupt: u64,
 }
 
+/// How long dropping a [`SledDb`] waits at most for sled to release its
+/// lock (its background writers finish within milliseconds; this bound only
+/// keeps a stuck one from hanging the caller).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// A sled database that is closed when dropped: the drop returns only once
+/// sled has released its lock on the log file, so the same directory can be
+/// opened again at once (`ReopenableStore::reopen` after a full disk, a
+/// salvage reading a scratch copy several times, a restart in tests).
+///
+/// sled takes an exclusive `flock` on its log `db` and holds it for as long
+/// as any handle on that open file lives. Dropping the last `Db` flushes and
+/// syncs, but the jobs sled hands its I/O thread pool (writing a sealed
+/// buffer to the log, truncating a segment) hold their own handle until
+/// they return, which on a loaded machine can be well after the drop: an
+/// open right then fails with `WouldBlock`.
+pub(super) struct SledDb {
+    // Dropped first (fields drop in declaration order), then `_released`
+    // waits for the lock.
+    db: ::sled::Db,
+    _released: Released,
+}
+
+impl SledDb {
+    /// Open sled in `dir` as linegate always does.
+    pub(super) fn open(dir: &Path, cache_bytes: u64) -> Result<SledDb, ::sled::Error> {
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(::sled::Mode::LowSpace)
+            // No background flusher: commits flush and fsync themselves, and
+            // the pipeline syncs acks when idle (`sync_acks`). sled's own
+            // periodic `sync_all` ran concurrently with commits and made
+            // their latency tail several times longer (BENCHMARKS.md).
+            .flush_every_ms(None)
+            .open()?;
+        // The log sled has just locked, opened again: the same file even if
+        // its name is gone or taken by another by the time of the drop.
+        let path = dir.join("db");
+        let log = File::open(&path)?;
+        Ok(SledDb {
+            db,
+            _released: Released { log, path },
+        })
+    }
+}
+
+impl std::ops::Deref for SledDb {
+    type Target = ::sled::Db;
+
+    fn deref(&self) -> &::sled::Db {
+        &self.db
+    }
+}
+
+/// Waits, when dropped, until sled's log is no longer locked.
+struct Released {
+    /// The log, opened a second time (its own open file description).
+    log: File,
+    path: PathBuf,
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            // A lock of our own, on our own open file description, conflicts
+            // with sled's for as long as any of sled's handles lives; ours
+            // is released when the duplicate closes, at once.
+            let Ok(file) = self.log.try_clone() else {
+                return;
+            };
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => {
+                    let _ = locked.unlock();
+                    return;
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if started.elapsed() < RELEASE_WAIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err((_, errno)) => {
+                    tracing::warn!(
+                        file = %self.path.display(),
+                        %errno,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "sled still holds its lock after the store was closed"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The sled-backed durable queue.
 pub struct SledStore {
-    pub(super) db: ::sled::Db,
+    pub(super) db: SledDb,
     /// sled's log file, opened a second time so we can `fdatasync` it.
     log: File,
     dir: PathBuf,
@@ -80,16 +177,7 @@ impl SledStore {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         super::refuse_other_engine(dir, StoreEngine::Sled)?;
         super::create_dir_durable(dir)?;
-        let db = ::sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(::sled::Mode::LowSpace)
-            // No background flusher: commits flush and fsync themselves, and
-            // the pipeline syncs acks when idle (`sync_acks`). sled's own
-            // periodic `sync_all` ran concurrently with commits and made
-            // their latency tail several times longer (BENCHMARKS.md).
-            .flush_every_ms(None)
-            .open()?;
+        let db = SledDb::open(dir, cache_bytes)?;
         let log = File::open(dir.join("db"))?;
         // What recovery found may still be only in the page cache (after a
         // kill -9 during a commit): make it durable before any of it counts
@@ -275,6 +363,7 @@ impl Store for SledStore {
             oldest_ts_ms,
             last_seq: c.last_seq,
             corrupt: c.corrupt,
+            epoch: self.epoch(),
         }
     }
 
@@ -325,6 +414,14 @@ impl Store for SledStore {
             bytes: c.bytes,
             last_seq: c.last_seq,
         }
+    }
+
+    fn epoch(&self) -> Option<Epoch> {
+        self.floor.as_ref().and_then(|f| f.epoch())
+    }
+
+    fn check_place(&self) -> Result<(), StoreError> {
+        self.floor.as_ref().map_or(Ok(()), |f| f.check())
     }
 
     fn plan_drop(&self, bytes: u64, skip: &BTreeSet<u64>) -> Result<DropPlan, StoreError> {

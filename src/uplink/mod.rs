@@ -1,6 +1,6 @@
 //! Uplink: the MQTT session to the MES broker (rumqttc, QoS 1).
 //!
-//! Publishes records from the store in `seq` order, one record per message,
+//! MQTT 5 (`rumqttc::v5`). Publishes records from the store in `seq` order, one record per message,
 //! and deletes a record only after its PUBACK. rumqttc's `publish()` returning
 //! `Ok` means only "queued in memory", so acknowledgements are correlated from
 //! the event stream: every publish request is remembered in order, tagged with
@@ -17,6 +17,7 @@
 //! connections again. Also: the retained status (last will `offline`),
 //! and MES commands in, results out.
 
+pub mod bound;
 pub mod command;
 pub mod payload;
 mod session;
@@ -62,6 +63,21 @@ impl Outbound {
     }
 }
 
+/// The uplink's counters since the gateway started, shown in the status.
+#[derive(Debug, Default, Clone)]
+pub struct UplinkStats {
+    /// Commands refused with `gateway busy: command queue full`, unaudited.
+    pub commands_busy: u64,
+    /// Of those, the ones there was no room to answer either: no result, no
+    /// audit record, only this count.
+    pub commands_unanswered: u64,
+    /// Records the broker refused (PUBACK reason code >= 0x80): kept in the
+    /// store and sent again.
+    pub records_refused: u64,
+    /// The broker's last refusal: its reason code and reason string.
+    pub last_refusal: Option<String>,
+}
+
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
 pub type CommandOutcome = Result<(), String>;
 
@@ -73,9 +89,23 @@ pub struct CommandRequest {
     pub reply: oneshot::Sender<CommandOutcome>,
 }
 
+/// A stored record the uplink cannot publish (larger than
+/// `mqtt.max_packet_size`), handed to the pipeline: the uplink commits
+/// nothing itself, so the pipeline commits the `record-undeliverable`
+/// alarm, then sets the record aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undeliverable {
+    pub seq: u64,
+    pub kind: &'static str,
+    /// Its payload size and the limit it exceeds (topic and packet header
+    /// included), in bytes.
+    pub bytes: usize,
+    pub max: usize,
+}
+
 /// Everything the uplink task needs. `T` is the pipeline's input queue item,
-/// built from a [`CommandRequest`]; commands share that one queue with device
-/// readings so both are applied in arrival order.
+/// built from a [`CommandRequest`] or an [`Undeliverable`]; commands share
+/// that one queue with device readings so both are applied in arrival order.
 pub struct Uplink<T> {
     pub gateway: GatewayConfig,
     pub mqtt: MqttConfig,
@@ -90,7 +120,7 @@ pub struct Uplink<T> {
     pub health: HealthRegistry,
 }
 
-impl<T: From<CommandRequest> + Send + 'static> Uplink<T> {
+impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
     /// Run until `shutdown` turns true: connect, publish, reconnect with
     /// jittered backoff, cut short when the broker comes back
     /// ([`wait_for_broker`]), forever.
@@ -98,6 +128,7 @@ impl<T: From<CommandRequest> + Send + 'static> Uplink<T> {
         let mut backoff = Backoff::new(self.mqtt.reconnect);
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();
+        let mut stats = UplinkStats::default();
         let mut rng = fastrand::Rng::new();
         loop {
             if *shutdown.borrow() {
@@ -110,6 +141,7 @@ impl<T: From<CommandRequest> + Send + 'static> Uplink<T> {
                 &mut results_rx,
                 &mut shutdown,
                 &mut backoff,
+                &mut stats,
             )
             .await;
             match ended {

@@ -12,19 +12,22 @@ use serde_json::{Map, Value, json};
 use crate::clock::rfc3339_ms;
 use crate::config::GatewayConfig;
 use crate::devices::health::HealthSnapshot;
-use crate::record::{Body, ContextSource, Gs1Reading, LotTotals, Record};
-use crate::store::{CapacityStatus, StoreStats};
+use crate::record::{Body, ContextSource, Gs1Reading, LotEvent, LotTotals, Record};
+use crate::store::{CapacityStatus, Epoch, StoreStats};
 
 /// Version of the payload contract.
 pub const VERSION: u32 = 2;
 
-/// The JSON payload of one record.
-pub fn record(gw: &GatewayConfig, r: &Record) -> Vec<u8> {
+/// The JSON payload of one record, from the store of `epoch`.
+pub fn record(gw: &GatewayConfig, epoch: Option<Epoch>, r: &Record) -> Vec<u8> {
     let mut m = Map::new();
     m.insert("v".into(), json!(VERSION));
     m.insert("gateway".into(), json!(gw.id));
     m.insert("site".into(), json!(gw.site));
     m.insert("line".into(), json!(gw.line));
+    if let Some(epoch) = epoch {
+        m.insert("epoch".into(), json!(epoch.to_string()));
+    }
     m.insert("seq".into(), json!(r.seq));
     m.insert("ts".into(), json!(rfc3339_ms(r.ts_ms)));
     m.insert("clock_synced".into(), json!(r.clock_synced));
@@ -123,25 +126,49 @@ fn change_fields(m: &mut Map<String, Value>, name: &str, value: Value, previous:
 }
 
 fn totals_json(t: &LotTotals) -> Value {
+    let mut m = Map::new();
+    m.insert("opened".into(), json!(rfc3339_ms(t.opened_ms)));
+    m.insert("closed".into(), json!(rfc3339_ms(t.closed_ms)));
+    m.insert(
+        "duration_s".into(),
+        json!(t.closed_ms.saturating_sub(t.opened_ms) as f64 / 1000.0),
+    );
+    m.insert("good".into(), json!(t.good));
+    m.insert("scrap".into(), json!(t.scrap));
+    m.insert("counts".into(), json!(t.counts));
+    m.insert("products".into(), json!(t.products));
+    m.insert("rejects".into(), json!(t.rejects));
+    lists_json(t, &mut m);
+    m.insert("materials_truncated".into(), json!(t.materials_truncated));
+    m.insert("materials_untallied".into(), json!(t.materials_untallied));
+    m.insert("operators_truncated".into(), json!(t.operators_truncated));
+    m.insert("orders_truncated".into(), json!(t.orders_truncated));
+    if let Some(listed) = &t.listed {
+        m.insert("materials_listed".into(), json!(listed.materials));
+        m.insert("operators_listed".into(), json!(listed.operators));
+        m.insert("orders_listed".into(), json!(listed.orders));
+    }
+    Value::Object(m)
+}
+
+/// The three lists of a lot's totals (a `closed` record's first part, or
+/// a `totals` record's next part).
+fn lists_json(t: &LotTotals, m: &mut Map<String, Value>) {
     let materials: Vec<Value> = t
         .materials
         .iter()
         .map(|mt| json!({"gtin": mt.gtin, "lot": mt.lot, "count": mt.count}))
         .collect();
-    json!({
-        "opened": rfc3339_ms(t.opened_ms),
-        "closed": rfc3339_ms(t.closed_ms),
-        "duration_s": t.closed_ms.saturating_sub(t.opened_ms) as f64 / 1000.0,
-        "good": t.good,
-        "scrap": t.scrap,
-        "counts": t.counts,
-        "products": t.products,
-        "rejects": t.rejects,
-        "materials": materials,
-        "materials_truncated": t.materials_truncated,
-        "operators": t.operators,
-        "orders": t.orders,
-    })
+    m.insert("materials".into(), Value::Array(materials));
+    m.insert("operators".into(), json!(t.operators));
+    m.insert("orders".into(), json!(t.orders));
+}
+
+/// A `totals` continuation: the next entries of the closed lot's lists.
+fn totals_part_json(t: &LotTotals) -> Value {
+    let mut m = Map::new();
+    lists_json(t, &mut m);
+    Value::Object(m)
 }
 
 fn data(body: &Body) -> Value {
@@ -171,14 +198,29 @@ fn data(body: &Body) -> Value {
             source,
             number_seq,
             totals,
+            part,
         } => {
             m.insert("event".into(), json!(event.as_str()));
-            source_fields(source, &mut m);
+            let continued = *event == LotEvent::Totals;
+            // A continuation carries only the lists: its `closed` record
+            // already says why and how the lot closed.
+            if !continued {
+                source_fields(source, &mut m);
+            }
             if let Some(n) = number_seq {
                 m.insert("number_seq".into(), json!(n));
             }
+            if let Some(p) = part {
+                m.insert("part".into(), json!(p.part));
+                m.insert("parts".into(), json!(p.parts));
+            }
             if let Some(t) = totals {
-                m.insert("totals".into(), totals_json(t));
+                let t = if continued {
+                    totals_part_json(t)
+                } else {
+                    totals_json(t)
+                };
+                m.insert("totals".into(), t);
             }
         }
         Body::Product {
@@ -283,6 +325,7 @@ pub fn status(
     stats: &StoreStats,
     capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
+    uplink: &super::UplinkStats,
 ) -> Vec<u8> {
     let oldest_age_s = stats
         .oldest_ts_ms
@@ -293,6 +336,7 @@ pub fn status(
         "online": true,
         "ts": rfc3339_ms(now_ms),
         "version": env!("CARGO_PKG_VERSION"),
+        "epoch": stats.epoch.map(|e| e.to_string()),
         "queue": {
             "depth": stats.depth,
             "bytes": stats.bytes,
@@ -308,6 +352,14 @@ pub fn status(
             "dropped": capacity.dropped,
         },
         "devices": devices,
+        "commands": {
+            "busy": uplink.commands_busy,
+            "unanswered": uplink.commands_unanswered,
+        },
+        "broker": {
+            "refused": uplink.records_refused,
+            "last_refusal": uplink.last_refusal,
+        },
     });
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -369,8 +421,10 @@ mod tests {
                 gs1: None,
             },
         };
-        let v: Value = serde_json::from_slice(&record(&gw(), &rec)).unwrap();
+        let epoch: Epoch = "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60".parse().unwrap();
+        let v: Value = serde_json::from_slice(&record(&gw(), Some(epoch), &rec)).unwrap();
         assert_eq!(v["seq"], 9);
+        assert_eq!(v["epoch"], "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60");
         assert_eq!(v["kind"], "scan");
         assert_eq!(v["order"], "WO1");
         assert!(
@@ -392,7 +446,7 @@ mod schema_tests {
     use super::*;
     use crate::gs1::Element;
     use crate::record::{
-        AlarmEvent, Boundary, CommandOrigin, ContextField, LotEvent, Material, MaterialTally,
+        AlarmEvent, Boundary, CommandOrigin, ContextField, Listed, Material, MaterialTally, Part,
         RejectReason, StoreFigures,
     };
 
@@ -516,12 +570,14 @@ mod schema_tests {
                 },
                 number_seq: Some(7),
                 totals: None,
+                part: None,
             },
             Body::Lot {
                 event: LotEvent::Opened,
                 source: ContextSource::Auto,
                 number_seq: Some(8),
                 totals: None,
+                part: None,
             },
             Body::Lot {
                 event: LotEvent::Closed,
@@ -543,10 +599,36 @@ mod schema_tests {
                         lot: Some("B1".into()),
                         count: 1,
                     }],
-                    materials_truncated: false,
+                    materials_truncated: true,
+                    materials_untallied: 4,
                     operators: vec!["OP1".into()],
+                    operators_truncated: true,
                     orders: vec!["WO1".into()],
+                    orders_truncated: false,
+                    listed: Some(Listed {
+                        materials: 2,
+                        operators: 1,
+                        orders: 1,
+                    }),
                 })),
+                part: Some(Part { part: 1, parts: 2 }),
+            },
+            Body::Lot {
+                event: LotEvent::Totals,
+                source: ContextSource::Target {
+                    counter: "good".into(),
+                    target: 500,
+                },
+                number_seq: Some(7),
+                totals: Some(Box::new(LotTotals {
+                    materials: vec![MaterialTally {
+                        gtin: Some("09506000134352".into()),
+                        lot: Some("B2".into()),
+                        count: 3,
+                    }],
+                    ..LotTotals::default()
+                })),
+                part: Some(Part { part: 2, parts: 2 }),
             },
             Body::Lot {
                 event: LotEvent::Closed,
@@ -555,6 +637,7 @@ mod schema_tests {
                 },
                 number_seq: None,
                 totals: Some(Box::default()),
+                part: Some(Part { part: 1, parts: 1 }),
             },
             Body::Product {
                 rule: "part".into(),
@@ -643,6 +726,17 @@ mod schema_tests {
                     ..StoreFigures::default()
                 })),
             },
+            Body::Alarm {
+                event: AlarmEvent::RecordUndeliverable,
+                message: Some("record 9 cannot be delivered".into()),
+                store: Some(Box::new(StoreFigures {
+                    seq: Some(9),
+                    record_kind: Some("lot".into()),
+                    record_bytes: Some(70_000),
+                    max_packet_size: Some(65_536),
+                    ..StoreFigures::default()
+                })),
+            },
             Body::Audit {
                 command: "set-lot".into(),
                 id: None,
@@ -667,7 +761,8 @@ mod schema_tests {
         for body in bodies {
             let kind = body.kind();
             assert!(kinds.contains(&kind), "kind {kind} not in the schema");
-            let v: Value = serde_json::from_slice(&record(&gw, &sample(body))).unwrap();
+            let epoch = "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60".parse().ok();
+            let v: Value = serde_json::from_slice(&record(&gw, epoch, &sample(body))).unwrap();
             check_object(&v, &schema, kind);
             check_object(&v["data"], &schema["$defs"][kind], &format!("{kind}.data"));
         }

@@ -1,17 +1,30 @@
-//! One MQTT connection: connect, republish everything unacknowledged, track
+//! One MQTT 5 connection: connect, republish everything unacknowledged, track
 //! PUBACKs, receive commands, publish status and results, until it breaks.
+//!
+//! Nothing that arrives ends the session: the gateway announces a Maximum
+//! Packet Size ([`MAX_INCOMING_PACKET`]) so the broker never sends it more,
+//! subscribes to commands with Retain As Published and without the retained
+//! messages present at subscribe time, and never hands rumqttc more than its
+//! request queue takes: what waits for room waits here, bounded (the
+//! outbox), and a command there is no room to answer is counted.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeReasonCode,
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, LastWill, Packet, PubAck, PubAckReason, RetainForwardRule, SubscribeReasonCode,
 };
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{CommandOutcome, CommandRequest, Uplink, command, payload};
+use super::bound::PUBLISH_OVERHEAD;
+use super::{CommandOutcome, CommandRequest, Undeliverable, Uplink, UplinkStats, command, payload};
 use crate::clock::now_ms;
+use crate::config::BackoffConfig;
 use crate::devices::backoff::Backoff;
 use crate::tasks::AbortOnDrop;
 
@@ -24,27 +37,76 @@ pub enum Ended {
 /// A command result waiting to be published.
 pub type CommandResult = (String, Option<String>, CommandOutcome);
 
-/// Fixed header, topic length and packet id of an MQTT PUBLISH, at most.
-const PUBLISH_OVERHEAD: usize = 16;
+/// The largest MQTT packet the gateway accepts (announced to the broker as
+/// the MQTT 5 Maximum Packet Size, so it never sends a larger one). Every
+/// command up to this size is refused with a result and an audit record
+/// when it is over [`command::MAX_COMMAND_BYTES`]; a larger one is never
+/// delivered. Bounded so a hostile publisher cannot make the gateway buffer
+/// MQTT's 256 MB maximum.
+pub const MAX_INCOMING_PACKET: u32 = 1 << 20;
+
+/// Status messages and command results waiting in the outbox for room in
+/// rumqttc's request queue, at most. (Records are bounded by the window.)
+const MAX_WAITING: usize = 1024;
+
+/// Commands handed to the pipeline whose result is not yet published, at
+/// most: beyond it a command is refused as busy rather than queued.
+const MAX_AWAITING_RESULT: usize = 1024;
+
+/// Why a command is refused when the gateway cannot take more.
+const BUSY: &str = "gateway busy: command queue full";
+
+/// Delay before records the broker refused (PUBACK reason code >= 0x80)
+/// are sent again in the same connection: from 1 s, doubling, up to 60 s.
+const REFUSED_RETRY: BackoffConfig = BackoffConfig {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
 
 /// What a publish request was, in the order it was handed to rumqttc.
-/// `Some(seq)` for a record, `None` for status and command results.
-type Tag = Option<u64>;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// A record and its `seq`.
+    Record(u64),
+    Status,
+    Result,
+}
+
+/// A publish waiting for room in rumqttc's request queue.
+struct Waiting {
+    topic: String,
+    body: Vec<u8>,
+    retain: bool,
+    tag: Tag,
+}
 
 pub struct Session<'u, T> {
     up: &'u Uplink<T>,
     client: AsyncClient,
+    /// Publishes not yet taken by rumqttc's request queue, in order.
+    outbox: VecDeque<Waiting>,
+    /// Status messages and results in `outbox`.
+    waiting: usize,
     /// Publish requests handed to rumqttc, not yet given a packet id.
     queued: VecDeque<Tag>,
     /// Packet id → request, written and awaiting PUBACK.
     inflight: HashMap<u16, Tag>,
-    /// Records in `queued` or `inflight`.
+    /// Records in `outbox`, `queued` or `inflight`.
     records_out: usize,
     /// Highest `seq` handed to rumqttc in this session.
     cursor: u64,
+    /// The lowest record the broker refused (PUBACK reason >= 0x80) since
+    /// the last retry: kept in the store, sent again at `retry_at`.
+    refused_from: Option<u64>,
+    retry_at: Option<tokio::time::Instant>,
+    retry: Backoff,
+    /// Commands handed to the pipeline whose result is not yet published.
+    awaiting: Arc<AtomicUsize>,
+    /// Counters since the gateway started (they outlive the session).
+    stats: &'u mut UplinkStats,
 }
 
-impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
+impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session<'u, T> {
     pub async fn run(
         up: &'u Uplink<T>,
         committed: &mut watch::Receiver<u64>,
@@ -52,19 +114,22 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
         results_rx: &mut mpsc::Receiver<CommandResult>,
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
+        stats: &'u mut UplinkStats,
     ) -> Ended {
         let window = usize::from(up.mqtt.max_inflight);
         let mut opts = MqttOptions::new(&up.gateway.id, &up.mqtt.host, up.mqtt.port);
         opts.set_keep_alive(up.mqtt.keepalive)
-            .set_clean_session(true)
+            .set_clean_start(true)
             // Room for status and command results beside the record window.
-            .set_inflight(up.mqtt.max_inflight.saturating_add(16))
-            .set_max_packet_size(up.mqtt.max_packet_bytes, up.mqtt.max_packet_bytes)
+            .set_outgoing_inflight_upper_limit(up.mqtt.max_inflight.saturating_add(64))
+            .set_max_packet_size(Some(MAX_INCOMING_PACKET))
+            .set_connection_timeout(5)
             .set_last_will(LastWill::new(
                 up.mqtt.topics.status(),
                 payload::offline(&up.gateway),
                 QoS::AtLeastOnce,
                 true,
+                None,
             ));
         if let Some(user) = &up.mqtt.username {
             let password = up
@@ -76,14 +141,24 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             opts.set_credentials(user, password);
         }
         let (client, mut eventloop) = AsyncClient::new(opts, window * 2 + 64);
-        eventloop.network_options.set_connection_timeout(5);
 
         let connack = tokio::select! {
             r = eventloop.poll() => r,
             _ = shutdown.changed() => return Ended::Shutdown,
         };
         match connack {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                let broker_max = ack.properties.and_then(|p| p.max_packet_size);
+                if let Some(max) = broker_max.filter(|&m| (m as usize) < up.mqtt.max_packet_bytes) {
+                    // rumqttc refuses to send a larger packet by failing the
+                    // connection, so such a record would stall the uplink.
+                    tracing::warn!(
+                        broker_max = max,
+                        max_packet_size = up.mqtt.max_packet_bytes,
+                        "the broker accepts smaller packets than mqtt.max_packet_size; a record larger than the broker's limit cannot be sent: raise the broker's limit or lower mqtt.max_packet_size"
+                    );
+                }
+            }
             Ok(other) => return Ended::Lost(format!("unexpected first event {other:?}")),
             Err(err) => return Ended::Lost(err.to_string()),
         }
@@ -97,21 +172,30 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
         let mut s = Session {
             up,
             client,
+            outbox: VecDeque::new(),
+            waiting: 0,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
             records_out: 0,
             cursor: 0,
+            refused_from: None,
+            retry_at: None,
+            retry: Backoff::new(REFUSED_RETRY),
+            awaiting: Arc::new(AtomicUsize::new(0)),
+            stats,
         };
         // Subscribe before the first publish, then announce ourselves.
-        if let Err(e) = s
-            .client
-            .try_subscribe(up.mqtt.topics.command_filter(), QoS::AtLeastOnce)
-        {
+        // Retain As Published: a retained command published while we are
+        // connected arrives marked retained, and is refused. Retain
+        // Handling "never": retained commands already on the broker are not
+        // sent at subscribe, so none is refused again at every reconnect.
+        let mut filter = Filter::new(up.mqtt.topics.command_filter(), QoS::AtLeastOnce);
+        filter.preserve_retain = true;
+        filter.retain_forward_rule = RetainForwardRule::Never;
+        if let Err(e) = s.client.try_subscribe_many([filter]) {
             return Ended::Lost(e.to_string());
         }
-        if let Err(why) = s.publish_status() {
-            return Ended::Lost(why);
-        }
+        s.publish_status();
         let mut status_tick = tokio::time::interval(up.mqtt.status_interval);
         status_tick.tick().await;
         let mut committed_open = true;
@@ -127,6 +211,8 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             if let Err(why) = s.fill(limit) {
                 return Ended::Lost(why);
             }
+            s.flush();
+            let retry_at = s.retry_at;
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(Ok(ev)) => {
@@ -145,27 +231,17 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                     let now = flags(&capacity.borrow_and_update());
                     if now != shown {
                         shown = now;
-                        if let Err(why) = s.publish_status() {
-                            return Ended::Lost(why);
-                        }
+                        s.publish_status();
                     }
                 }
-                Some((name, id, outcome)) = results_rx.recv() => {
-                    if !command::answerable(&name) {
-                        // Audited, but its result topic would be unusable.
-                        continue;
-                    }
-                    let topic = up.mqtt.topics.command_result(&name);
-                    let body = payload::command_result(&up.gateway, &name, id.as_deref(), &outcome, now_ms());
-                    if let Err(why) = s.publish(topic, body, false, None) {
-                        return Ended::Lost(why);
-                    }
+                // Taken only when there is room to wait for rumqttc: the
+                // rest waits in the channel, and the commands behind it in
+                // their tasks.
+                Some((name, id, outcome)) = results_rx.recv(), if s.waiting < MAX_WAITING => {
+                    s.answer(&name, id.as_deref(), &outcome);
                 }
-                _ = status_tick.tick() => {
-                    if let Err(why) = s.publish_status() {
-                        return Ended::Lost(why);
-                    }
-                }
+                _ = status_tick.tick() => s.publish_status(),
+                () = sleep_until(retry_at), if retry_at.is_some() => s.retry_refused(),
                 _ = shutdown.changed() => {
                     s.goodbye(&mut events).await;
                     return Ended::Shutdown;
@@ -174,24 +250,81 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
         }
     }
 
-    fn publish(
-        &mut self,
-        topic: String,
-        body: Vec<u8>,
-        retain: bool,
-        tag: Tag,
-    ) -> Result<(), String> {
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, retain, body)
-            .map_err(|e| format!("publish request refused: {e}"))?;
-        self.queued.push_back(tag);
-        if tag.is_some() {
-            self.records_out += 1;
+    /// Publish the result of command `name`, if its topic is usable (else it
+    /// was audited only). `false` when there is no room for it: the caller
+    /// counts it.
+    fn answer(&mut self, name: &str, id: Option<&str>, outcome: &CommandOutcome) -> bool {
+        if !command::answerable(name) {
+            // Audited, but its result topic would be unusable.
+            return true;
         }
-        Ok(())
+        if self.waiting >= MAX_WAITING {
+            return false;
+        }
+        let topic = self.up.mqtt.topics.command_result(name);
+        let body = payload::command_result(&self.up.gateway, name, id, outcome, now_ms());
+        self.publish(topic, body, false, Tag::Result);
+        true
     }
 
-    fn publish_status(&mut self) -> Result<(), String> {
+    /// Send the records the broker refused again, from the lowest: `fill`
+    /// reads the store from there, skipping what is still out.
+    fn retry_refused(&mut self) {
+        self.retry_at = None;
+        if let Some(from) = self.refused_from.take() {
+            self.cursor = self.cursor.min(from.saturating_sub(1));
+        }
+    }
+
+    /// Queue a publish: handed to rumqttc at once when its request queue has
+    /// room, else waiting in the outbox, in order. A status waiting there is
+    /// replaced by the newer one.
+    fn publish(&mut self, topic: String, body: Vec<u8>, retain: bool, tag: Tag) {
+        if tag == Tag::Status
+            && let Some(w) = self.outbox.iter_mut().find(|w| w.tag == Tag::Status)
+        {
+            w.body = body;
+            return;
+        }
+        match tag {
+            Tag::Record(_) => self.records_out += 1,
+            Tag::Status | Tag::Result => self.waiting += 1,
+        }
+        self.outbox.push_back(Waiting {
+            topic,
+            body,
+            retain,
+            tag,
+        });
+        self.flush();
+    }
+
+    /// Hand rumqttc what waits in the outbox, oldest first, until its
+    /// request queue is full. A full queue is not an error: its event loop
+    /// takes requests as it writes them, and every write is an event, after
+    /// which the session flushes again. (A queue that is closed for good
+    /// means the event loop stopped, which ends the session by itself.)
+    fn flush(&mut self) {
+        while let Some(w) = self.outbox.front() {
+            let sent = self.client.try_publish(
+                w.topic.clone(),
+                QoS::AtLeastOnce,
+                w.retain,
+                w.body.clone(),
+            );
+            if sent.is_err() {
+                return;
+            }
+            let tag = w.tag;
+            self.outbox.pop_front();
+            if matches!(tag, Tag::Status | Tag::Result) {
+                self.waiting -= 1;
+            }
+            self.queued.push_back(tag);
+        }
+    }
+
+    fn publish_status(&mut self) {
         let stats = self.up.store.stats();
         let capacity = self.up.capacity.borrow().clone();
         let body = payload::status(
@@ -200,8 +333,9 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             &stats,
             &capacity,
             &self.up.health.snapshot(),
+            self.stats,
         );
-        self.publish(self.up.mqtt.topics.status(), body, true, None)
+        self.publish(self.up.mqtt.topics.status(), body, true, Tag::Status);
     }
 
     /// Hand rumqttc the next unacknowledged records, up to the window and
@@ -234,34 +368,51 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                     .mqtt
                     .topics
                     .record_topic(record.station.as_deref(), record.body.kind());
-                let body = payload::record(&self.up.gateway, &record);
-                if topic.len() + body.len() + PUBLISH_OVERHEAD > self.up.mqtt.max_packet_bytes {
+                let body = payload::record(&self.up.gateway, self.up.store.epoch(), &record);
+                let bytes = topic.len() + body.len() + PUBLISH_OVERHEAD;
+                if bytes > self.up.mqtt.max_packet_bytes {
                     // It could never be sent and would block every record
-                    // behind it: set it aside, counted; the MES sees the gap.
-                    tracing::error!(
-                        seq = record.seq,
-                        bytes = body.len(),
-                        max = self.up.mqtt.max_packet_bytes,
-                        "record larger than mqtt.max_packet_size set aside"
-                    );
-                    self.up
-                        .store
-                        .set_aside(record.seq)
-                        .map_err(|e| format!("store set-aside failed: {e}"))?;
+                    // behind it: skipped, and handed to the pipeline, which
+                    // commits an alarm naming it, then sets it aside.
+                    self.undeliverable(Undeliverable {
+                        seq: record.seq,
+                        kind: record.body.kind(),
+                        bytes,
+                        max: self.up.mqtt.max_packet_bytes,
+                    });
                     continue;
                 }
                 {
                     let mut out = self.up.outbound.lock();
-                    if out.dropping.contains(&record.seq) {
-                        // Being dropped by the commit in progress.
+                    // Being dropped by the commit in progress, or still out
+                    // (read again after a rewind).
+                    if out.dropping.contains(&record.seq) || !out.in_flight.insert(record.seq) {
                         continue;
                     }
-                    out.in_flight.insert(record.seq);
                 }
-                self.publish(topic, body, false, Some(record.seq))?;
+                self.publish(topic, body, false, Tag::Record(record.seq));
             }
         }
         Ok(())
+    }
+
+    /// Report a record that cannot be published. Records made by this
+    /// gateway's config always fit (`linegate check` proves it); one stored
+    /// under an earlier config with larger limits may not.
+    fn undeliverable(&self, u: Undeliverable) {
+        tracing::error!(
+            seq = u.seq,
+            kind = u.kind,
+            bytes = u.bytes,
+            max = u.max,
+            "record larger than mqtt.max_packet_size: cannot be delivered; reported by an alarm"
+        );
+        let commands = self.up.commands.clone();
+        // Off the session's loop: the pipeline's queue may be full for a
+        // moment, and the report must not be lost nor stall publishing.
+        tokio::spawn(async move {
+            let _ = commands.send(u.into()).await;
+        });
     }
 
     fn on_event(
@@ -284,22 +435,10 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                 // from the store rather than trust the stash.
                 return Err(format!("packet id collision on {pkid}"));
             }
-            Event::Incoming(Packet::PubAck(ack)) => match self.inflight.remove(&ack.pkid) {
-                Some(Some(seq)) => {
-                    self.records_out -= 1;
-                    if let Err(e) = self.up.store.ack(seq) {
-                        // The record stays and is sent again later: a duplicate, not a loss.
-                        tracing::error!(seq, error = %e, "could not delete acknowledged record");
-                    }
-                    // Out until acknowledged in the store: a drop planned in
-                    // between must not count it.
-                    self.up.outbound.lock().in_flight.remove(&seq);
-                }
-                Some(None) => {}
-                None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
-            },
+            Event::Incoming(Packet::PubAck(ack)) => self.on_puback(&ack),
             Event::Incoming(Packet::Publish(p)) => {
-                if let Some(name) = self.up.mqtt.topics.command_name(&p.topic) {
+                let topic = String::from_utf8_lossy(&p.topic);
+                if let Some(name) = self.up.mqtt.topics.command_name(&topic) {
                     self.on_command(name.to_owned(), &p.payload, p.retain, results_tx);
                 }
             }
@@ -307,21 +446,73 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
                 if ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+                    .any(|c| !matches!(c, SubscribeReasonCode::Success(_))) =>
             {
                 tracing::error!(
                     filter = %self.up.mqtt.topics.command_filter(),
+                    reasons = ?ack.return_codes,
                     "broker refused the command subscription"
                 );
             }
-            Event::Incoming(Packet::Disconnect) => return Err("broker sent DISCONNECT".into()),
+            Event::Incoming(Packet::Disconnect(d)) => {
+                return Err(format!("broker sent DISCONNECT ({:?})", d.reason_code));
+            }
             _ => {}
         }
         Ok(())
     }
 
+    /// A PUBACK. Only a reason code below 0x80 acknowledges delivery: a
+    /// record the broker refused (not authorised, quota exceeded, …) stays
+    /// in the store, is counted, and is sent again after a delay.
+    fn on_puback(&mut self, ack: &PubAck) {
+        let Some(tag) = self.inflight.remove(&ack.pkid) else {
+            tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id");
+            return;
+        };
+        let delivered = matches!(
+            ack.reason,
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+        );
+        let why = || {
+            let text = ack
+                .properties
+                .as_ref()
+                .and_then(|p| p.reason_string.clone());
+            format!(
+                "{:?}{}",
+                ack.reason,
+                text.map(|t| format!(": {t}")).unwrap_or_default()
+            )
+        };
+        let Tag::Record(seq) = tag else {
+            if !delivered {
+                tracing::warn!(kind = ?tag, reason = %why(), "broker refused a status or command result");
+            }
+            return;
+        };
+        self.records_out -= 1;
+        if delivered {
+            if let Err(e) = self.up.store.ack(seq) {
+                // The record stays and is sent again later: a duplicate, not a loss.
+                tracing::error!(seq, error = %e, "could not delete acknowledged record");
+            }
+        } else {
+            self.stats.records_refused += 1;
+            self.stats.last_refusal = Some(why());
+            tracing::error!(seq, reason = %why(), "broker refused a record; kept, sent again later");
+            self.refused_from = Some(self.refused_from.map_or(seq, |s| s.min(seq)));
+            if self.retry_at.is_none() {
+                self.retry_at = Some(tokio::time::Instant::now() + self.retry.next_delay());
+            }
+        }
+        // Out until acknowledged in the store: a drop planned in between
+        // must not count it. A refused record is no longer out either.
+        self.up.outbound.lock().in_flight.remove(&seq);
+    }
+
     fn on_command(
-        &self,
+        &mut self,
         name: String,
         payload: &[u8],
         retained: bool,
@@ -333,50 +524,77 @@ impl<'u, T: From<CommandRequest> + Send + 'static> Session<'u, T> {
             Err(refused) => refused.id.clone(),
         };
         if let Err(refused) = &parsed {
-            tracing::warn!(command = %name, reason = %refused.reason, "command refused");
+            tracing::warn!(command = %command::shown_name(&name), reason = %refused.reason, "command refused");
+        }
+        if !command::answerable(&name) {
+            tracing::warn!(command = %command::shown_name(&name), "command name unusable in a result topic; audited, not answered");
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         let request = CommandRequest {
             command: parsed,
             reply: reply_tx,
         };
-        if !command::answerable(&name) {
-            tracing::warn!(command = %command::shown_name(&name), "command name unusable in a result topic; audited, not answered");
-        }
         // Hand over synchronously so commands reach the stations in the order
         // they arrived; only the wait for the reply runs on its own.
-        match self.up.commands.try_send(request.into()) {
-            Ok(()) => {
-                let results = results_tx.clone();
-                tokio::spawn(async move {
-                    // The pipeline replies once the audit record is committed.
-                    if let Ok(outcome) = reply_rx.await {
-                        let _ = results.send((name, id, outcome)).await;
-                    }
-                });
+        let taken = if self.awaiting.load(Ordering::Relaxed) >= MAX_AWAITING_RESULT {
+            false
+        } else {
+            match self.up.commands.try_send(request.into()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => false,
+                // The pipeline is gone: the gateway is stopping.
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(command = %name, "command queue full; command refused unaudited");
-                let _ =
-                    results_tx.try_send((name, id, Err("gateway busy: command queue full".into())));
+        };
+        if taken {
+            let results = results_tx.clone();
+            let awaiting = self.awaiting.clone();
+            awaiting.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                // The pipeline replies once the audit record is committed.
+                if let Ok(outcome) = reply_rx.await {
+                    let _ = results.send((name, id, outcome)).await;
+                }
+                awaiting.fetch_sub(1, Ordering::Relaxed);
+            });
+            return;
+        }
+        // Refused unaudited: the pipeline cannot take it. Answered if its
+        // name allows a result and there is room for it, else counted.
+        self.stats.commands_busy += 1;
+        if !command::answerable(&name) || !self.answer(&name, id.as_deref(), &Err(BUSY.into())) {
+            self.stats.commands_unanswered += 1;
+            if self.stats.commands_unanswered.is_power_of_two() {
+                tracing::warn!(
+                    unanswered = self.stats.commands_unanswered,
+                    "commands arrive faster than they can be answered; refused unanswered, counted"
+                );
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    /// Clean shutdown: say offline (retained), then disconnect.
+    /// Clean shutdown: say offline (retained), then disconnect. Records
+    /// still waiting are left for the next start.
     async fn goodbye(&mut self, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
-        let _ = self.publish(
+        self.outbox.retain(|w| !matches!(w.tag, Tag::Record(_)));
+        self.outbox.retain(|w| w.tag != Tag::Status);
+        self.waiting = self.outbox.len();
+        self.publish(
             self.up.mqtt.topics.status(),
             payload::offline(&self.up.gateway),
             true,
-            None,
+            Tag::Status,
         );
-        let _ = self.client.try_disconnect();
         let wait = async {
-            while let Some(Ok(ev)) = events.recv().await {
-                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
-                    break;
+            let mut disconnecting = false;
+            loop {
+                self.flush();
+                if !disconnecting && self.outbox.is_empty() {
+                    disconnecting = self.client.try_disconnect().is_ok();
+                }
+                match events.recv().await {
+                    Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
                 }
             }
         };
@@ -389,6 +607,14 @@ impl<T> Drop for Session<'_, T> {
     /// again on the next connection, and drop-oldest may take it meanwhile.
     fn drop(&mut self) {
         self.up.outbound.lock().in_flight.clear();
+    }
+}
+
+/// Sleep until `at`, or forever when there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

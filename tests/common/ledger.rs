@@ -9,11 +9,15 @@
 //! - **accepted**: seqs the gateway logged as committed;
 //! - **delivered**: accepted seqs received at least once;
 //! - **lost**: accepted − delivered (must be empty);
-//! - **duplicates**: copies beyond the first of a seq (allowed: QoS 1);
-//! - **conflicts**: a seq received twice with different content (never
-//!   allowed: it would be two records under one seq);
-//! - **order violations**: per station, a first arrival whose seq is lower
-//!   than an earlier first arrival (replays come in seq order);
+//! - **duplicates**: copies beyond the first of an `(epoch, seq)` (allowed:
+//!   QoS 1);
+//! - **conflicts**: an `(epoch, seq)` received twice with different content
+//!   (never allowed: it would be two records under one key);
+//! - **order violations**: per epoch and station, a first arrival whose seq
+//!   is lower than an earlier first arrival (replays come in seq order);
+//!
+//! Records are told apart by `(epoch, seq)`, the MES's idempotency key: a
+//! store that was wiped starts a new epoch at seq 1.
 //! - **corrupt**: record-topic payloads that are not a JSON record with a seq;
 //! - **largest acceptance window**: for inputs the test sent (scan codes
 //!   with their send time), the longest time from sending to the commit that
@@ -104,8 +108,8 @@ impl Ledger {
             .collect();
         report.accepted = accepted.len() as u64;
 
-        let mut first: BTreeMap<u64, Value> = BTreeMap::new();
-        let mut last_first_by_station: BTreeMap<String, u64> = BTreeMap::new();
+        let mut first: BTreeMap<(String, u64), Value> = BTreeMap::new();
+        let mut last_first_by_station: BTreeMap<(String, String), u64> = BTreeMap::new();
         for m in received {
             let Some(v) = serde_json::from_slice::<Value>(&m.payload)
                 .ok()
@@ -117,7 +121,8 @@ impl Ledger {
                 continue;
             };
             let seq = v["seq"].as_u64().unwrap_or_default();
-            match first.get(&seq) {
+            let epoch = v["epoch"].as_str().unwrap_or_default().to_owned();
+            match first.get(&(epoch.clone(), seq)) {
                 Some(earlier) => {
                     report.duplicates += 1;
                     if *earlier != v {
@@ -126,18 +131,21 @@ impl Ledger {
                 }
                 None => {
                     let station = v["station"].as_str().unwrap_or("").to_owned();
-                    let last = last_first_by_station.entry(station).or_insert(0);
+                    let last = last_first_by_station
+                        .entry((epoch.clone(), station))
+                        .or_insert(0);
                     if seq < *last {
                         report.order_violations += 1;
                     }
                     *last = (*last).max(seq);
-                    first.insert(seq, v);
+                    first.insert((epoch, seq), v);
                 }
             }
         }
+        let received: BTreeSet<u64> = first.keys().map(|(_, seq)| *seq).collect();
         let lost: Vec<u64> = accepted
             .iter()
-            .filter(|s| !first.contains_key(s))
+            .filter(|s| !received.contains(s))
             .copied()
             .collect();
         report.lost_count = lost.len() as u64;
@@ -146,7 +154,7 @@ impl Ledger {
 
         let seq_of_code: BTreeMap<&str, u64> = first
             .iter()
-            .filter_map(|(seq, v)| Some((v["data"]["code"].as_str()?, *seq)))
+            .filter_map(|((_, seq), v)| Some((v["data"]["code"].as_str()?, *seq)))
             .collect();
         for input in inputs {
             let committed = seq_of_code

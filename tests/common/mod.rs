@@ -105,6 +105,8 @@ pub struct Mosquitto {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More lines for its config file (e.g. `acl_file …`).
+    extra: String,
 }
 
 impl Mosquitto {
@@ -115,14 +117,28 @@ impl Mosquitto {
 
     /// Start a broker on `port` (e.g. one a gateway is already configured for).
     pub fn start_on(port: u16) -> Mosquitto {
+        Self::start_with(port, "")
+    }
+
+    /// Start a broker on `port` with `extra` lines in its config file.
+    pub fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Mosquitto {
             port,
             child: None,
             dir,
+            extra: extra.to_owned(),
         };
         m.restart();
         m
+    }
+
+    /// SIGHUP: the broker reloads its config (and its ACL file).
+    pub fn reload(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        }
     }
 
     /// (Re)start the broker process on the same port, with a fresh, empty state.
@@ -130,7 +146,7 @@ impl Mosquitto {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n", self.port),
+            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n{}\n", self.port, self.extra),
         )
         .unwrap();
         let spawn = |exe: &str| {
@@ -227,8 +243,9 @@ impl Recorder {
     /// traffic, where a PINGRESP can queue behind thousands of PUBLISHes.
     pub async fn start_with_keep_alive(port: u16, filter: &str, keep_alive: Duration) -> Recorder {
         let mut opts = MqttOptions::new(format!("recorder-{}", free_port()), "127.0.0.1", port);
+        // Room for the oversized commands some tests send.
         opts.set_keep_alive(keep_alive)
-            .set_max_packet_size(1 << 20, 1 << 20);
+            .set_max_packet_size(8 << 20, 8 << 20);
         let (client, mut el) = AsyncClient::new(opts, 1000);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());
@@ -612,6 +629,25 @@ impl Gateway {
         }
         let _ = c.kill();
         let _ = c.wait();
+        Err(StopTimeout)
+    }
+
+    /// Wait up to `limit` for the gateway to exit by itself: its exit code
+    /// (`None` if it died by a signal), or `Err` (still running, left so).
+    /// A child's exit has no event to wait on here, so it is polled every
+    /// 20 ms.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<Option<i32>, StopTimeout> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(Child::try_wait) {
+                None => return Ok(None),
+                Some(Ok(Some(status))) => {
+                    self.child = None;
+                    return Ok(status.code());
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
         Err(StopTimeout)
     }
 

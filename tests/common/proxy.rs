@@ -274,6 +274,8 @@ struct Conn {
     trigger: AtomicU32,
     /// This connection's part of [`Control::in_flight`].
     in_flight: AtomicU64,
+    /// The client's CONNECT asked for MQTT 5 (PUBLISH then has properties).
+    v5: AtomicBool,
 }
 
 /// Which way a [`pump`] forwards.
@@ -297,6 +299,7 @@ async fn relay(mut client: TcpStream, upstream: u16, ctl: Arc<Control>) {
     let conn = Conn {
         trigger: AtomicU32::new(NO_TRIGGER),
         in_flight: AtomicU64::new(0),
+        v5: AtomicBool::new(false),
     };
     let end = {
         let (mut cr, mut cw) = client.split();
@@ -372,7 +375,11 @@ async fn pump(
                 }
                 Dir::Down => {}
             }
-            tap(dir, &packet, ctl);
+            if dir == Dir::Up && packet.kind() == 1 {
+                conn.v5
+                    .store(packet.protocol_level() == Some(5), Ordering::SeqCst);
+            }
+            tap(dir, &packet, ctl, conn.v5.load(Ordering::SeqCst));
             if to.write_all(&packet.bytes).await.is_err() {
                 return End::Closed;
             }
@@ -382,13 +389,13 @@ async fn pump(
 }
 
 /// Record `packet` if the tap is on and it is a PUBLISH up or a PUBACK down.
-fn tap(dir: Dir, packet: &Packet, ctl: &Control) {
+fn tap(dir: Dir, packet: &Packet, ctl: &Control, v5: bool) {
     let mut tap = ctl.tap.lock().unwrap();
     let Some(tapped) = tap.as_mut() else { return };
     let at = std::time::Instant::now();
     match dir {
         Dir::Up => {
-            if let Some((pkid, payload)) = packet.publish_qos1_payload() {
+            if let Some((pkid, payload)) = packet.publish_qos1_payload(v5) {
                 tapped.push(Tapped::Publish {
                     at,
                     pkid,
@@ -503,11 +510,35 @@ impl Packet {
         Some((topic, u16::from_be_bytes([pkid[0], pkid[1]])))
     }
 
-    /// Packet id and payload of a QoS 1 PUBLISH (MQTT 3.1.1: no properties).
-    pub fn publish_qos1_payload(&self) -> Option<(u16, &[u8])> {
+    /// Packet id and payload of a QoS 1 PUBLISH; `v5`: MQTT 5, whose
+    /// PUBLISH has properties (a varint length, then that many bytes)
+    /// before the payload.
+    pub fn publish_qos1_payload(&self, v5: bool) -> Option<(u16, &[u8])> {
         let (topic, pkid) = self.publish_qos1()?;
-        let start = self.body + 2 + topic.len() + 2;
+        let mut start = self.body + 2 + topic.len() + 2;
+        if v5 {
+            let mut len = 0usize;
+            for i in 0..4 {
+                let byte = *self.bytes.get(start)?;
+                start += 1;
+                len |= usize::from(byte & 0x7f) << (7 * i);
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            start += len;
+        }
         Some((pkid, self.bytes.get(start..)?))
+    }
+
+    /// The protocol level of a CONNECT (4 for MQTT 3.1.1, 5 for MQTT 5).
+    pub fn protocol_level(&self) -> Option<u8> {
+        if self.kind() != 1 {
+            return None;
+        }
+        let body = &self.bytes[self.body..];
+        let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+        body.get(2 + name_len).copied()
     }
 
     /// Packet id of a PUBACK.

@@ -428,6 +428,8 @@ impl Validator<'_> {
             scrap,
             duplicate_window,
             auto_open,
+            // Set from `mqtt.max_packet_size` once the whole config is read.
+            totals_per_part: DEFAULT_TOTALS_PER_PART,
         })
     }
 

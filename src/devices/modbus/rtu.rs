@@ -58,7 +58,9 @@ use tracing::{debug, info, warn};
 
 use super::map::RegisterMap;
 use super::plan::plan;
-use super::tcp::{BlockData, ReadError, describe, exception_name, probe_rows, read_block};
+use super::tcp::{
+    BlockData, ReadError, block_name, describe, exception_name, probe_rows, read_block,
+};
 use super::{ProbeError, ProbeRow};
 use crate::clock;
 use crate::config::{ModbusRtuConfig, RtuUnit};
@@ -271,6 +273,8 @@ struct Unit {
     misses: u64,
     /// Per block: whether its last read was rejected (log once).
     failing: Vec<bool>,
+    /// Per block: its name in the status, `holding 0..2 (unit 3)`.
+    block_names: Vec<String>,
     /// Per register: a decode error was already reported.
     bad: Vec<bool>,
 }
@@ -281,6 +285,12 @@ impl Unit {
         Unit {
             device: Arc::from(u.device_id(bus)),
             failing: vec![false; map.plan.blocks.len()],
+            block_names: map
+                .plan
+                .blocks
+                .iter()
+                .map(|b| block_name(b, u.unit_id))
+                .collect(),
             bad: vec![false; map.len()],
             map,
             backoff: Backoff::new(cfg.poll.reconnect),
@@ -509,6 +519,7 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
                     if std::mem::take(&mut unit.failing[b]) {
                         info!(device = %self.id, unit = id, block = %describe(block), "block readable again");
                     }
+                    self.health.block_read(&unit.block_names[b]);
                     Some(d)
                 }
                 Err(ReadError::Timeout(msg)) => {
@@ -522,6 +533,7 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
                     } else {
                         debug!(device = %self.id, unit = id, %reason, ?delay, misses = unit.misses, "unit still not answering");
                     }
+                    self.health.block_failed(&unit.block_names[b], &msg);
                     self.health.reject(reason);
                     return UnitPoll::Silent;
                 }
@@ -531,7 +543,7 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
                         describe(block),
                         exception_name(code)
                     );
-                    self.block_fault(&mut unit.failing[b], id, reason);
+                    self.block_fault(&mut unit.failing[b], &unit.block_names[b], reason);
                     None
                 }
                 Err(ReadError::Malformed(msg) | ReadError::Link(msg)) => {
@@ -539,7 +551,7 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
                     // unit: the line is up, this reply is unusable.
                     self.block_fault(
                         &mut unit.failing[b],
-                        id,
+                        &unit.block_names[b],
                         format!("unit {id}: malformed reply: {msg}"),
                     );
                     None
@@ -557,11 +569,12 @@ impl<T: From<Reading> + Send + 'static> Bus<T> {
         UnitPoll::Answered(data)
     }
 
-    fn block_fault(&self, was_failing: &mut bool, unit: u8, reason: String) {
+    fn block_fault(&self, was_failing: &mut bool, name: &str, reason: String) {
+        self.health.block_failed(name, &reason);
         if *was_failing {
-            debug!(device = %self.id, unit, %reason, "block still rejected");
+            debug!(device = %self.id, block = %name, %reason, "block still rejected");
         } else {
-            warn!(device = %self.id, unit, %reason, "block rejected; its values are skipped until it reads again");
+            warn!(device = %self.id, block = %name, %reason, "block rejected; its values are skipped until it reads again");
         }
         *was_failing = true;
         self.health.reject(reason);

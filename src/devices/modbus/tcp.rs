@@ -4,26 +4,38 @@
 //! ```text
 //!   ┌────────────┐ TCP up     ┌──────────────────────────────────────────┐
 //!   │ connecting │───────────▶│ polling (every poll.interval)            │
-//!   └────────────┘            │  first Modbus reply → Online             │
-//!     ▲   │ fails             │  block data → decode → Sample per station│
-//!     │   ▼                   │  exception / malformed reply → counted,  │
-//!     │                       │    that block skipped for this poll      │
+//!   └────────────┘            │  whole poll (every block answered)       │
+//!     ▲   │ fails             │    → Online (once), backoff reset after  │
+//!     │   ▼                   │    10 s of whole polls                   │
+//!     │                       │  block data → decode → Sample per station│
+//!     │                       │  exception → counted, block skipped      │
+//!     │                       │  malformed reply → counted, block        │
+//!     │                       │    skipped, Offline (once per outage)    │
 //!     │                       └──────────────────────────────────────────┘
-//!     │                          │ timeout, I/O or protocol error:
-//!     │                          ▼ drop the connection, Offline (once per outage)
+//!     │                          │ timeout, I/O or protocol error: the
+//!     │                          ▼ blocks read are sent, the connection
+//!     │                            dropped, Offline (once per outage)
 //!   ┌─────────────────────────────────────────────┐
-//!   │ wait a jittered backoff delay               │
+//!   │ wait a jittered backoff delay (growing)     │
 //!   └─────────────────────────────────────────────┘
 //! ```
+//!
+//! Online means "every block of the poll answered", not "TCP connected": a
+//! PLC whose one block gets replies that cannot be decoded (a TCP↔serial
+//! converter that cuts long replies) connects, reads its good blocks, and
+//! fails at that block on every connection. That is one outage — one
+//! `Offline`, naming the block — with a reconnect backoff that keeps
+//! growing, while the good blocks' values still reach their stations at
+//! each reconnect (a counter loses no units). Every failing block is named
+//! in the health's `failing_blocks` until it reads again.
 //!
 //! tokio-modbus 0.17 has no timeout of its own: connect and every request are
 //! wrapped in `poll.timeout`. After a timeout the connection is dropped, not
 //! reused (a late reply would carry a stale transaction id).
 //!
-//! `Online` is announced on the first Modbus reply of a connection (data or
-//! exception), not on TCP connect: a peer that accepts TCP but never answers
-//! (a wedged PLC, a wrong port behind a gateway) is one outage with one
-//! `Offline`, not an Online/Offline pair per reconnect attempt.
+//! A peer that accepts TCP but never answers (a wedged PLC, a wrong port
+//! behind a gateway) is likewise one outage with one `Offline`, not an
+//! Online/Offline pair per reconnect attempt.
 //!
 //! Requests go through `Client::call` rather than the `Reader` methods: the
 //! latter `debug_assert` the reply length, which would panic (in debug
@@ -220,13 +232,31 @@ pub(crate) fn item_raw<'a>(data: &'a BlockData, item: &Item) -> Option<RawValue<
 
 /// Why a polling session ended.
 enum SessionEnd {
-    /// The link failed; `online_since` is set when `Online` was announced.
-    Gone {
-        msg: String,
-        online_since: Option<Instant>,
-    },
+    /// The link failed (the device was told offline already).
+    Gone(String),
     /// The reading channel closed: the gateway is shutting down.
     Shutdown,
+}
+
+/// What the stations were last told about the device, so that an outage is
+/// one `Offline` and a recovery one `Online`, however many reconnects and
+/// polls lie in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    Nothing,
+    Online,
+    Offline,
+}
+
+/// One poll's outcome for the session.
+enum PollEnd {
+    /// Every block answered with data (or an exception: the PLC speaks
+    /// Modbus and says the address is not mapped).
+    Whole,
+    /// A block's reply was unusable; the connection stays.
+    Degraded(String),
+    /// The link failed at a block: the connection must go.
+    Lost(String),
 }
 
 struct Device<T> {
@@ -236,21 +266,29 @@ struct Device<T> {
     tx: Sender<T>,
     health: DeviceHealth,
     map: RegisterMap,
+    /// The status name of each planned block, `holding 100..104 (unit 1)`.
+    block_names: Vec<String>,
 }
 
 /// Runs one Modbus TCP device until `tx` is closed.
 ///
-/// Emits `Online` on the first Modbus reply after each (re)connect, one
-/// `Sample` per station per poll (the values of that station's registers, in
-/// register-map order), and one `Offline` per outage — when a connection is
-/// lost, or when the very first connection fails — not one per failed
-/// reconnect. `Online`/`Offline` go to the device's `station`; samples to each
-/// register's own station.
+/// The device is online while its polls are whole: every planned block
+/// answered (data, or a Modbus exception for an unmapped address). It emits
+/// `Online` on the first whole poll after an outage, one `Sample` per station
+/// per poll (the values of that station's registers, in register-map order,
+/// from the blocks that read), and one `Offline` per outage: when the
+/// connection is lost or cannot be made, or a block's replies are malformed
+/// — not one per failed reconnect. `Online`/`Offline` go to the device's
+/// `station`; samples to each register's own station.
 ///
-/// A Modbus exception or a malformed reply skips the values of that block for
-/// this poll and is counted with `health.reject` and logged; the connection
-/// stays. A timeout, I/O or protocol error drops the connection and reconnects
-/// with jittered backoff (reset after a session of at least 10 s).
+/// A block that fails is named in the health's `failing_blocks` until it
+/// reads again; the blocks that read keep reporting. An exception or a
+/// malformed reply is counted with `health.reject` and logged; the
+/// connection stays. A timeout, I/O or protocol error (a reply that cannot
+/// even be decoded) drops the connection and reconnects with jittered
+/// backoff, which grows until the polls have been whole for 10 s: a PLC
+/// that connects and fails at the same block every time is retried ever
+/// more slowly, not at the fastest rate.
 /// `health.frame()` counts the polls that delivered at least one sample.
 pub async fn run<T: From<Reading> + Send + 'static>(
     id: Arc<str>,
@@ -260,6 +298,12 @@ pub async fn run<T: From<Reading> + Send + 'static>(
     health: DeviceHealth,
 ) {
     let map = RegisterMap::new(&cfg.registers, cfg.poll.max_gap);
+    let block_names = map
+        .plan
+        .blocks
+        .iter()
+        .map(|b| block_name(b, cfg.unit_id))
+        .collect();
     Device {
         id,
         station,
@@ -267,9 +311,15 @@ pub async fn run<T: From<Reading> + Send + 'static>(
         tx,
         health,
         map,
+        block_names,
     }
     .run()
     .await;
+}
+
+/// A block as the status names it: table, address range and unit.
+pub(crate) fn block_name(block: &Block, unit: u8) -> String {
+    format!("{} (unit {unit})", describe(block))
 }
 
 impl<T: From<Reading> + Send + 'static> Device<T> {
@@ -280,8 +330,8 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
             }
         }
         let mut backoff = Backoff::new(self.cfg.poll.reconnect);
-        // Whether the current outage was already announced with `Offline`.
-        let mut offline_sent = false;
+        let mut told = Told::Nothing;
+        // Failed attempts since the device was last online.
         let mut failures: u64 = 0;
         loop {
             if self.tx.is_closed() {
@@ -291,42 +341,26 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
                 c = connect(&self.cfg) => c,
                 _ = self.tx.closed() => return,
             };
-            let (msg, online_since) = match connected {
+            let msg = match connected {
                 Ok(mut ctx) => {
                     debug!(device = %self.id, target = %target(&self.cfg), "modbus connected");
-                    match self.session(&mut ctx, failures).await {
+                    match self
+                        .session(&mut ctx, &mut told, &mut backoff, &mut failures)
+                        .await
+                    {
                         SessionEnd::Shutdown => return,
-                        SessionEnd::Gone { msg, online_since } => (msg, online_since),
+                        SessionEnd::Gone(msg) => msg,
                     }
                     // `ctx` is dropped here: the socket closes.
                 }
-                Err(msg) => (msg, None),
+                Err(msg) => msg,
             };
-            if let Some(since) = online_since {
-                // A new outage starts. Only a session that lasted resets the
-                // backoff: a PLC that answers once and fails at once must not
-                // produce online/offline alarms at the fastest rate.
-                if since.elapsed() >= STABLE_SESSION {
-                    backoff.reset();
-                }
-                offline_sent = false;
-                failures = 0;
-            }
             failures += 1;
-            if failures == 1 {
-                warn!(device = %self.id, target = %target(&self.cfg), error = %msg, "modbus device offline, retrying with backoff");
-            } else {
+            if failures > 1 {
                 debug!(device = %self.id, error = %msg, attempt = failures, "modbus device still offline");
             }
-            self.health.set_offline(msg.clone());
-            if !offline_sent {
-                offline_sent = true;
-                if !self
-                    .send(self.station.clone(), DeviceEvent::Offline(msg))
-                    .await
-                {
-                    return;
-                }
+            if !self.offline(&mut told, msg).await {
+                return;
             }
             let delay = backoff.next_delay();
             debug!(device = %self.id, ?delay, "reconnecting after delay");
@@ -337,23 +371,46 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
         }
     }
 
-    /// Announces the device online; false when the channel is closed.
-    async fn announce_online(&self, after_failures: u64) -> bool {
+    /// Marks the device online, announcing it when the stations were not
+    /// told so already; false when the channel is closed.
+    async fn online(&self, told: &mut Told, after_failures: u64) -> bool {
+        if *told == Told::Online {
+            return true;
+        }
+        *told = Told::Online;
         info!(device = %self.id, target = %target(&self.cfg), after_failures, "modbus device online");
         self.health.set_online();
         self.send(self.station.clone(), DeviceEvent::Online).await
     }
 
+    /// Marks the device offline with `why`, announcing it once per outage;
+    /// false when the channel is closed.
+    async fn offline(&self, told: &mut Told, why: String) -> bool {
+        self.health.set_offline(why.clone());
+        if *told == Told::Offline {
+            return true;
+        }
+        *told = Told::Offline;
+        warn!(device = %self.id, target = %target(&self.cfg), error = %why, "modbus device offline, retrying with backoff");
+        self.send(self.station.clone(), DeviceEvent::Offline(why))
+            .await
+    }
+
     /// Polls until the link fails or the gateway shuts down.
-    async fn session(&self, ctx: &mut Context, failures: u64) -> SessionEnd {
+    async fn session(
+        &self,
+        ctx: &mut Context,
+        told: &mut Told,
+        backoff: &mut Backoff,
+        failures: &mut u64,
+    ) -> SessionEnd {
         let blocks = &self.map.plan.blocks;
-        let mut online_since = None;
         if blocks.is_empty() {
             // Nothing to ask: the TCP connection is all there is to know.
-            if !self.announce_online(failures).await {
+            if !self.online(told, *failures).await {
                 return SessionEnd::Shutdown;
             }
-            online_since = Some(Instant::now());
+            *failures = 0;
         }
         // Start at a random point of the first period, so that many devices
         // connected at once do not all poll (and produce records) together.
@@ -366,50 +423,38 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
         // Per register: a decode error was already reported this session.
         let mut bad = vec![false; self.map.len()];
         let mut data: Vec<Option<BlockData>> = Vec::with_capacity(blocks.len());
+        // Since when the polls have been whole, without a break.
+        let mut whole_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.tx.closed() => return SessionEnd::Shutdown,
             }
-            data.clear();
-            for (block, was_failing) in blocks.iter().zip(failing.iter_mut()) {
-                let read = tokio::select! {
-                    r = read_block(ctx, block, self.cfg.poll.timeout) => r,
-                    _ = self.tx.closed() => return SessionEnd::Shutdown,
-                };
-                let got = match read {
-                    Ok(d) => {
-                        if std::mem::take(was_failing) {
-                            info!(device = %self.id, block = %describe(block), "block readable again");
-                        }
-                        Some(d)
+            let end = tokio::select! {
+                end = self.poll(ctx, &mut failing, &mut data) => end,
+                _ = self.tx.closed() => return SessionEnd::Shutdown,
+            };
+            // The state first, then the values of the blocks that read.
+            let announced = match &end {
+                PollEnd::Whole => {
+                    let since = *whole_since.get_or_insert_with(Instant::now);
+                    // Only polls whole for a while reset the backoff: a PLC
+                    // that answers once and fails at once must not produce
+                    // online/offline alarms at the fastest rate.
+                    if since.elapsed() >= STABLE_SESSION {
+                        backoff.reset();
                     }
-                    Err(ReadError::Link(msg) | ReadError::Timeout(msg)) => {
-                        return SessionEnd::Gone { msg, online_since };
-                    }
-                    Err(ReadError::Exception(code)) => {
-                        let reason = format!(
-                            "modbus exception reading {}: {}",
-                            describe(block),
-                            exception_name(code)
-                        );
-                        self.block_fault(was_failing, reason);
-                        None
-                    }
-                    Err(ReadError::Malformed(msg)) => {
-                        self.block_fault(was_failing, format!("malformed reply: {msg}"));
-                        None
-                    }
-                };
-                data.push(got);
-                if online_since.is_none() {
-                    // The first reply of this connection, data or exception:
-                    // the device speaks Modbus.
-                    if !self.announce_online(failures).await {
-                        return SessionEnd::Shutdown;
-                    }
-                    online_since = Some(Instant::now());
+                    let ok = self.online(told, *failures).await;
+                    *failures = 0;
+                    ok
                 }
+                PollEnd::Degraded(why) | PollEnd::Lost(why) => {
+                    whole_since = None;
+                    self.offline(told, why.clone()).await
+                }
+            };
+            if !announced {
+                return SessionEnd::Shutdown;
             }
             // Capture time: when the poll's replies arrived.
             let ts_ms = clock::now_ms();
@@ -420,10 +465,68 @@ impl<T: From<Reading> + Send + 'static> Device<T> {
             if !self.send_samples(ts_ms, samples).await {
                 return SessionEnd::Shutdown;
             }
+            if let PollEnd::Lost(msg) = end {
+                return SessionEnd::Gone(msg);
+            }
         }
     }
 
-    fn block_fault(&self, was_failing: &mut bool, reason: String) {
+    /// Reads every planned block once into `data` (one entry per block read,
+    /// `None` where it gave no data), stopping at a link failure.
+    async fn poll(
+        &self,
+        ctx: &mut Context,
+        failing: &mut [bool],
+        data: &mut Vec<Option<BlockData>>,
+    ) -> PollEnd {
+        data.clear();
+        let mut end = PollEnd::Whole;
+        for ((block, name), was_failing) in self
+            .map
+            .plan
+            .blocks
+            .iter()
+            .zip(&self.block_names)
+            .zip(failing.iter_mut())
+        {
+            let got = match read_block(ctx, block, self.cfg.poll.timeout).await {
+                Ok(d) => {
+                    if std::mem::take(was_failing) {
+                        info!(device = %self.id, block = %name, "block readable again");
+                    }
+                    self.health.block_read(name);
+                    Some(d)
+                }
+                Err(ReadError::Link(msg) | ReadError::Timeout(msg)) => {
+                    *was_failing = true;
+                    self.health.block_failed(name, &msg);
+                    return PollEnd::Lost(msg);
+                }
+                Err(ReadError::Exception(code)) => {
+                    let reason = format!(
+                        "modbus exception reading {}: {}",
+                        describe(block),
+                        exception_name(code)
+                    );
+                    self.block_fault(was_failing, name, reason);
+                    None
+                }
+                Err(ReadError::Malformed(msg)) => {
+                    let reason = format!("malformed reply: {msg}");
+                    self.block_fault(was_failing, name, reason.clone());
+                    if matches!(end, PollEnd::Whole) {
+                        end = PollEnd::Degraded(reason);
+                    }
+                    None
+                }
+            };
+            data.push(got);
+        }
+        end
+    }
+
+    fn block_fault(&self, was_failing: &mut bool, name: &str, reason: String) {
+        self.health.block_failed(name, &reason);
         if *was_failing {
             debug!(device = %self.id, %reason, "block still rejected");
         } else {
