@@ -42,7 +42,8 @@
 //! ```
 //!
 //! `LINEGATE_BENCH_SCALE` multiplies the 60 s window; `LINEGATE_BENCH_DEVICES`
-//! lists the device counts. Needs `mosquitto`. Without `--bench` on the
+//! lists the device counts; `LINEGATE_BENCH_COMMIT_INTERVAL` the store's
+//! `commit_interval` (default `10ms`, the default). Needs `mosquitto`. Without `--bench` on the
 //! command line (e.g. `cargo test --all-targets`) it does nothing. Every wait
 //! is bounded.
 
@@ -358,11 +359,13 @@ reconnect_max = "500ms"
 status_interval = "30s"
 
 [store]
-commit_interval = "10ms"
+commit_interval = "{commit_interval}"
 commit_max_records = 256
 cache_size = "8MiB"
 "#,
-        data = data.display()
+        data = data.display(),
+        commit_interval =
+            std::env::var("LINEGATE_BENCH_COMMIT_INTERVAL").unwrap_or_else(|_| "10ms".into()),
     );
     for s in 0..STATIONS.min(plcs.len()) {
         let _ = writeln!(t, "\n[[station]]\nid = \"st{s:02}\"");

@@ -39,6 +39,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -50,6 +52,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{BIN, Commit, Gateway, GatewayConfig, Message, Mosquitto, Recorder, free_port};
 use linegate::devices::pty::VirtualSerial;
 use serde_json::Value;
+use support::{describe_fs, env_f64, pct, sorted};
 
 const FILTER: &str = "bench/line1/#";
 const SCAN_TOPIC: &str = "bench/line1/st10/scan";
@@ -82,31 +85,7 @@ impl Sizes {
     }
 }
 
-fn env_f64(name: &str, default: f64) -> f64 {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}={v:?} is not a number; using {default}");
-            default
-        }),
-        Err(_) => default,
-    }
-}
-
 // ---------------------------------------------------------------- helpers
-
-/// Nearest-rank percentile of sorted `v` (`q` in 0..=1).
-fn pct(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -182,23 +161,6 @@ impl Cpu {
             self.broker - before.broker,
             self.bench - before.bench
         )
-    }
-}
-
-/// The mount (device, fs type) holding `path`, from /proc/self/mounts.
-fn describe_fs(path: &Path) -> String {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let best = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), f[0], f[1], f[2]))
-        })
-        .max_by_key(|m| m.0);
-    match best {
-        Some((_, dev, mnt, fs)) => format!("{} ({fs} on {dev}, mounted at {mnt})", path.display()),
-        None => path.display().to_string(),
     }
 }
 
@@ -342,6 +304,7 @@ fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
         keepalive: "15s",
         status_interval: "30s",
         max_inflight: Some(32),
+        reconnect: ("50ms", "500ms"),
         scan_rules: false,
         max_frame_len: None,
         engine: bench_engine(),

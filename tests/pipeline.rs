@@ -535,3 +535,107 @@ async fn acks_not_resent_after_sigkill_once_idle(engine: Option<&'static str>) {
     );
     assert_gap_free(&seqs);
 }
+
+/// The adaptive group commit: a scan that finds the pipeline idle is
+/// committed at once, not after `commit_interval`; a non-zero
+/// `commit_interval` spaces commits, and what arrives meanwhile is batched,
+/// at most `commit_max_records` to a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pipeline_commits_at_once_and_batches_what_queues_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let cfg = GatewayConfig {
+        store: "commit_interval = \"1s\"\ncommit_max_records = 100\n",
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::start(
+        dir.path(),
+        &cfg.toml(&dir.path().join("data"), broker.port, pty.slave_path()),
+    );
+    wait_online(&rec).await;
+    // Idle for longer than the spacing (the schedule under test), then one
+    // scan. A state-only commit in between (the station's first tick
+    // persists its lot state once) restarts the spacing, so up to three
+    // tries; before, every lone scan waited for the whole window (1 s).
+    let mut waits = Vec::new();
+    let mut before = 0;
+    for i in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        before = gw.last_committed();
+        let sent = std::time::SystemTime::now();
+        pty.write(format!("LONE-{i}\r\n").as_bytes()).await.unwrap();
+        assert!(
+            gw.wait_committed(before + 1, WAIT).await,
+            "the scan was never committed"
+        );
+        let commits = gw.commits();
+        let lone = Commit::holding(&commits, before + 1).expect("the lone scan's commit");
+        let waited = lone.at.duration_since(sent).unwrap_or_default();
+        waits.push(waited);
+        if waited < std::time::Duration::from_millis(500) {
+            break;
+        }
+    }
+    assert!(
+        waits
+            .last()
+            .is_some_and(|w| *w < std::time::Duration::from_millis(500)),
+        "a lone scan on an idle pipeline waited {waits:?} for its commit"
+    );
+
+    // 250 scans at once, right after: full batches of 100 are committed
+    // as soon as they are full; the remaining 50 wait for the spacing.
+    let codes: Vec<String> = (0..250).map(|i| format!("B-{i:04}")).collect();
+    scan_all(&pty, &codes, &mut Vec::new()).await;
+    let target = before + 1 + 250;
+    assert!(
+        gw.wait_committed(target, WAIT).await,
+        "the burst was never committed"
+    );
+    let commits = gw.commits();
+    let burst: Vec<&Commit> = commits
+        .iter()
+        .filter(|c| c.last_seq > before + 1 && c.first_seq <= target)
+        .collect();
+    let sizes: Vec<u64> = burst.iter().map(|c| c.records).collect();
+    assert_eq!(sizes, [100, 100, 50], "the burst's commits");
+    let apart = burst[2].at.duration_since(burst[1].at).unwrap_or_default();
+    assert!(
+        apart >= std::time::Duration::from_millis(900),
+        "a partial batch committed {apart:?} after the last commit, with commit_interval = 1s"
+    );
+}
+
+/// With the default (no spacing), what queues up during a commit's fsync
+/// goes into the next commit: a burst is batched, not one fsync a scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_batched_by_default() {
+    let Rig {
+        _dir,
+        _broker,
+        rec,
+        pty,
+        gw,
+    } = Rig::start().await;
+    let before = gw.last_committed();
+    let codes: Vec<String> = (0..1000).map(|i| format!("D-{i:04}")).collect();
+    let mut inputs = Vec::new();
+    scan_all(&pty, &codes, &mut inputs).await;
+    assert!(gw.wait_committed(before + 1000, WAIT).await);
+    let commits: Vec<Commit> = gw
+        .commits()
+        .into_iter()
+        .filter(|c| c.last_seq > before)
+        .collect();
+    assert!(
+        commits.len() < 500,
+        "1000 scans took {} commits: not batched",
+        commits.len()
+    );
+    assert!(commits.iter().all(|c| c.records <= 256));
+    let report = settle_and_check(&gw, &rec, &inputs).await;
+    report.assert_nothing_lost();
+    report.assert_every_input_delivered();
+}

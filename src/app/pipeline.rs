@@ -3,12 +3,16 @@
 //!
 //! Readings and commands arrive on one queue ([`Input`]), so they are applied
 //! to the stations in exactly the order they arrived; what the stations emit
-//! (records and context state) is gathered into a group commit that closes
-//! after `commit_interval` or `commit_max_records`, whichever comes first. A
-//! record is *accepted* when its commit returns. Command replies are sent
-//! only after their audit record is committed. A record the uplink cannot
-//! publish (too large for the packet size) comes back on the same queue: an
-//! alarm naming it is committed, then the record is set aside.
+//! (records and context state) is gathered into an adaptive group commit:
+//! a reading that finds the pipeline idle is committed at once, and
+//! everything that queued up meanwhile (while the previous commit's fsync
+//! ran) goes into the next commit, up to `commit_max_records`. A non-zero
+//! `commit_interval` spaces commits: the next starts no sooner than that
+//! after the last one started. A record is *accepted* when its commit
+//! returns. Command replies are sent only after their audit record is
+//! committed. A record the uplink cannot publish (too large for the packet
+//! size) comes back on the same queue: an alarm naming it is committed,
+//! then the record is set aside.
 //!
 //! Capacity (`app::capacity`): before a reading or command touches a
 //! station, the pipeline asks whether the store has room; a refusal is
@@ -188,34 +192,36 @@ impl Running {
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut station_tick = tokio::time::interval(STATION_TICK);
         station_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let spacing = self.p.store_cfg.commit_interval;
+        let max_records = self.p.store_cfg.commit_max_records;
+        // The next group commit starts no sooner than `commit_interval`
+        // after the last one started.
+        let mut not_before: Option<Instant> = None;
         while open {
             let mut pending = Pending::default();
-            let mut deadline: Option<Instant> = None;
             loop {
                 self.flush_outbox(&mut pending);
                 if !pending.batch.is_empty() {
-                    let d = *deadline
-                        .get_or_insert_with(|| Instant::now() + self.p.store_cfg.commit_interval);
-                    if pending.batch.records.len() >= self.p.store_cfg.commit_max_records
-                        || Instant::now() >= d
+                    // Whatever queued up meanwhile (typically during the
+                    // last commit's fsync) joins this commit.
+                    open = self.take_queued(&mut input, &mut pending, max_records);
+                    if !open
+                        || pending.batch.records.len() >= max_records
+                        || not_before.is_none_or(|t| Instant::now() >= t)
                     {
                         break;
                     }
                 }
+                let due = not_before.filter(|_| !pending.batch.is_empty());
                 let sleep = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
+                    match due {
+                        Some(t) => tokio::time::sleep_until(t).await,
                         None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     item = input.recv() => match item {
-                        Some(Input::Reading(r)) => self.on_reading(&r, &mut pending),
-                        Some(Input::Command(c)) => self.on_command(c, &mut pending),
-                        Some(Input::Inspect(reply)) => {
-                            let _ = reply.send(self.p.stations.views());
-                        }
-                        Some(Input::Undeliverable(u)) => self.on_undeliverable(u, &mut pending),
+                        Some(item) => self.on_input(item, &mut pending),
                         None => {
                             open = false;
                             break;
@@ -228,12 +234,43 @@ impl Running {
             }
             self.flush_outbox(&mut pending);
             if !pending.batch.is_empty() {
+                not_before = (!spacing.is_zero()).then(|| Instant::now() + spacing);
                 self.commit(pending).await?;
             }
             self.publish_status();
         }
         tracing::debug!("pipeline drained");
         Ok(())
+    }
+
+    /// Apply one input from the queue.
+    fn on_input(&mut self, item: Input, pending: &mut Pending) {
+        match item {
+            Input::Reading(r) => self.on_reading(&r, pending),
+            Input::Command(c) => self.on_command(c, pending),
+            Input::Inspect(reply) => {
+                let _ = reply.send(self.p.stations.views());
+            }
+            Input::Undeliverable(u) => self.on_undeliverable(u, pending),
+        }
+    }
+
+    /// Apply every input already queued, without waiting, until the batch
+    /// holds `max_records`. Returns `false` once the queue is closed.
+    fn take_queued(
+        &mut self,
+        input: &mut mpsc::Receiver<Input>,
+        pending: &mut Pending,
+        max_records: usize,
+    ) -> bool {
+        while pending.batch.records.len() < max_records {
+            match input.try_recv() {
+                Ok(item) => self.on_input(item, pending),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
     }
 
     /// Move alarm records the capacity policy made into the batch (unless

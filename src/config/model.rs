@@ -68,7 +68,9 @@ pub struct StoreConfig {
     /// `None` when the key is absent: the engine of the store already in the
     /// data dir, else redb (`store::open` decides).
     pub engine: Option<StoreEngine>,
-    /// Longest time a record waits for its group commit (default 10 ms).
+    /// Shortest time between the starts of two group commits unless a full
+    /// batch waits (default 10 ms); a record that finds the pipeline idle
+    /// after that is committed at once.
     pub commit_interval: Duration,
     /// A group commit happens as soon as this many records are pending (default 256).
     pub commit_max_records: usize,

@@ -25,11 +25,15 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "data dir: {}", g.data_dir.display())?;
     writeln!(
         out,
-        "store:    {} (group commit every {} or {} records, cache {})",
+        "store:    {} (group commits of at most {} records, {}, cache {})",
         s.engine
             .map_or("the existing store's engine, else redb", StoreEngine::name),
-        fmt_duration(s.commit_interval),
         s.commit_max_records,
+        if s.commit_interval.is_zero() {
+            "at once when idle".to_owned()
+        } else {
+            format!("at least {} apart", fmt_duration(s.commit_interval))
+        },
         fmt_size(s.cache_bytes)
     )?;
     writeln!(

@@ -11,7 +11,10 @@
 //! publishes when a broker starts a new session and may yield stale PUBACKs
 //! after a reconnect; a fresh event loop per connection sidesteps both, and
 //! everything unacknowledged is republished from the store, oldest first,
-//! after every (re)connect. Also: the retained status (last will `offline`),
+//! after every (re)connect. Between reconnect attempts the jittered
+//! exponential backoff applies, but a cheap TCP probe every 200–400 ms
+//! (jittered) ends the wait as soon as a broker that was down accepts
+//! connections again. Also: the retained status (last will `offline`),
 //! and MES commands in, results out.
 
 pub mod bound;
@@ -21,8 +24,11 @@ mod session;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::config::{GatewayConfig, MqttConfig};
 use crate::devices::backoff::Backoff;
@@ -116,12 +122,14 @@ pub struct Uplink<T> {
 
 impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
     /// Run until `shutdown` turns true: connect, publish, reconnect with
-    /// jittered backoff, forever.
+    /// jittered backoff, cut short when the broker comes back
+    /// ([`wait_for_broker`]), forever.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.mqtt.reconnect);
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();
         let mut stats = UplinkStats::default();
+        let mut rng = fastrand::Rng::new();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -144,9 +152,117 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
             }
             let delay = backoff.next_delay();
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                back = wait_for_broker(&self.mqtt.host, self.mqtt.port, delay, &mut rng) => {
+                    if back {
+                        tracing::info!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), "broker accepts connections again; reconnecting");
+                    }
+                }
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+/// While waiting to reconnect, a bare TCP connect to the broker is tried
+/// after a pause drawn anew each time from this range (ms), so that many
+/// gateways waiting for the same broker probe, and then reconnect, spread
+/// over the range rather than in step.
+const PROBE_PAUSE_MS: std::ops::RangeInclusive<u64> = 200..=400;
+
+/// Longest a probe waits for the TCP handshake.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Wait `delay` (the backoff) before the next full MQTT connect, or less:
+/// probes (a TCP connect, closed at once) run meanwhile, the first at once,
+/// then one every 200–400 ms, and one that finds the port open after an
+/// earlier probe found it closed (or timed out) ends the wait, since the
+/// broker just came back. Returns whether it did.
+///
+/// A broker whose port is open at the first probe, right after the failed
+/// attempt, is up: it (or the MQTT handshake), not the network, failed
+/// that attempt. Probing stops and the whole backoff is waited, so a broker
+/// that accepts TCP but refuses MQTT connects is not hammered. Each full
+/// connect that fails still grows the backoff.
+async fn wait_for_broker(host: &str, port: u16, delay: Duration, rng: &mut fastrand::Rng) -> bool {
+    let deadline = Instant::now() + delay;
+    let mut seen_down = false;
+    // The first probe at once: it tells a broker that is down (the port
+    // closed) from one that failed the connect while up.
+    let mut probe_at = Instant::now();
+    loop {
+        if probe_at >= deadline {
+            tokio::time::sleep_until(deadline).await;
+            return false;
+        }
+        tokio::time::sleep_until(probe_at).await;
+        let limit = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(limit, TcpStream::connect((host, port))).await {
+            Ok(Ok(_open)) if seen_down => return true,
+            Ok(Ok(_open)) => {
+                tokio::time::sleep_until(deadline).await;
+                return false;
+            }
+            Ok(Err(_)) | Err(_) => seen_down = true,
+        }
+        probe_at = Instant::now() + Duration::from_millis(rng.u64(PROBE_PAUSE_MS));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback port with nothing listening on it (a moment ago).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_when_a_closed_port_opens() {
+        let port = closed_port();
+        let opener = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+        let started = Instant::now();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let back = wait_for_broker("127.0.0.1", port, Duration::from_secs(30), &mut rng).await;
+        opener.abort();
+        assert!(back, "the wait was not cut short");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_port_open_all_along_does_not_cut_the_backoff_short() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            let mut accepted = 0u32;
+            while l.accept().await.is_ok() {
+                accepted += 1;
+                if accepted > 1 {
+                    return accepted;
+                }
+            }
+            accepted
+        });
+        let started = Instant::now();
+        let mut rng = fastrand::Rng::with_seed(2);
+        let back = wait_for_broker("127.0.0.1", port, Duration::from_millis(1500), &mut rng).await;
+        assert!(!back);
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+        // One probe, then no more.
+        assert!(!accept.is_finished(), "probed more than once");
+        accept.abort();
     }
 }

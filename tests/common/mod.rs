@@ -6,9 +6,9 @@
 //!   from the PATH, else /usr/sbin or /usr/local/sbin). Tests fail loudly when
 //!   it is not installed (`.ci/run` installs it).
 //! - [`Proxy`] (`proxy.rs`): a TCP relay between gateway and broker that
-//!   refuses new connections, cuts open ones, black-holes them or resets one
-//!   between a PUBLISH and its PUBACK, so tests decide when and how the
-//!   gateway gets through.
+//!   refuses new connections, cuts open ones, black-holes them, resets one
+//!   between a PUBLISH and its PUBACK or closes its port, so tests decide
+//!   when and how the gateway gets through; its tap times PUBLISH/PUBACK.
 //! - [`Recorder`]: an MES-side subscriber that keeps every message received,
 //!   with its receipt time.
 //! - [`GatewayConfig`] / [`config_toml`]: the generated gateway config.
@@ -393,6 +393,8 @@ pub struct GatewayConfig {
     pub status_interval: &'static str,
     /// `mqtt.max_inflight`; `None` leaves it out (the default applies).
     pub max_inflight: Option<u16>,
+    /// `mqtt.reconnect_min` and `mqtt.reconnect_max`.
+    pub reconnect: (&'static str, &'static str),
     /// Station scan rules `lot-label` (`LOT:<value>` sets the lot) and
     /// `work-order` (`WO` + 6 digits sets the order).
     pub scan_rules: bool,
@@ -418,6 +420,7 @@ impl Default for GatewayConfig {
             keepalive: "5s",
             status_interval: "1s",
             max_inflight: None,
+            reconnect: ("50ms", "500ms"),
             scan_rules: true,
             max_frame_len: Some(64),
             engine: None,
@@ -429,7 +432,8 @@ impl Default for GatewayConfig {
 
 impl GatewayConfig {
     /// The config text: store in `data_dir`, broker on 127.0.0.1:`mqtt_port`,
-    /// scanner on `scanner_path`; short reconnect backoffs so tests are quick.
+    /// scanner on `scanner_path`; short reconnect backoffs so tests are quick
+    /// (unless `reconnect` says otherwise).
     pub fn toml(&self, data_dir: &Path, mqtt_port: u16, scanner_path: &Path) -> String {
         let GatewayConfig {
             id,
@@ -438,6 +442,7 @@ impl GatewayConfig {
             keepalive,
             status_interval,
             max_inflight,
+            reconnect: (reconnect_min, reconnect_max),
             scan_rules,
             max_frame_len,
             engine,
@@ -483,8 +488,8 @@ data_dir = "{data}"
 host = "127.0.0.1"
 port = {mqtt_port}
 keepalive = "{keepalive}"
-{max_inflight}reconnect_min = "50ms"
-reconnect_max = "500ms"
+{max_inflight}reconnect_min = "{reconnect_min}"
+reconnect_max = "{reconnect_max}"
 status_interval = "{status_interval}"
 
 [[station]]
@@ -516,6 +521,8 @@ pub fn config_toml(data_dir: &Path, mqtt_port: u16, scanner_path: &Path) -> Stri
 /// `log`; SIGKILLed on drop.
 pub struct Gateway {
     child: Option<Child>,
+    /// The binary run: [`BIN`] unless [`Gateway::start_binary`] named another.
+    pub bin: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
     /// Extra environment for the process (e.g. libfaketime).
@@ -536,10 +543,17 @@ impl Gateway {
     /// [`Gateway::start`] with extra environment variables, kept for every
     /// [`Gateway::spawn`].
     pub fn start_with_env(dir: &Path, toml: &str, env: Vec<(String, String)>) -> Gateway {
+        Self::start_binary(Path::new(BIN), dir, toml, env)
+    }
+
+    /// [`Gateway::start_with_env`] running the `linegate` binary at `bin`
+    /// (a bench comparing with another build).
+    pub fn start_binary(bin: &Path, dir: &Path, toml: &str, env: Vec<(String, String)>) -> Gateway {
         let config = dir.join("linegate.toml");
         std::fs::write(&config, toml).unwrap();
         let mut g = Gateway {
             child: None,
+            bin: bin.to_owned(),
             config,
             log: dir.join("gateway.log"),
             env,
@@ -557,7 +571,7 @@ impl Gateway {
             .open(&self.log)
             .unwrap();
         writeln!(log, "---- start").unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .args(["run", "--config"])
             .arg(&self.config)
             .env("LINEGATE_LOG", "info,linegate::app::pipeline=debug")

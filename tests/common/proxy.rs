@@ -2,6 +2,9 @@
 //! faults, switchable while connections are open:
 //!
 //! - **refuse**: new connections are closed at once ([`Proxy::set_accepting`]);
+//! - **port closed**: nothing listens on the proxy's port, so the kernel
+//!   refuses connections, as for a broker that is down
+//!   ([`Proxy::set_listening`]; open connections stay);
 //! - **cut**: every open connection is closed ([`Proxy::cut_all`]);
 //! - **black-hole**: connections stay open, but nothing is read or forwarded
 //!   in either direction until resumed ([`Proxy::black_hole`]); new
@@ -20,7 +23,8 @@
 //! or share one) and forwards whole packets, so a fault lands between
 //! packets. The counters ([`Proxy::resets`], [`Proxy::connections`], …) tell
 //! a test which faults actually happened, and [`Proxy::in_flight`] how many
-//! PUBLISHes await their PUBACK.
+//! PUBLISHes await their PUBACK. [`Proxy::tap`] records when each QoS 1
+//! PUBLISH and PUBACK passed (for the benches' capture → PUBACK times).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -46,6 +50,12 @@ pub struct Proxy {
 /// The switches and counters shared by the listener and every connection.
 struct Control {
     accepting: AtomicBool,
+    /// Switched off to close the listening socket.
+    listening: watch::Sender<bool>,
+    /// Whether the listening socket is open now.
+    bound: AtomicBool,
+    /// Recorded packets while `Some` ([`Proxy::tap`]).
+    tap: Mutex<Option<Vec<Tapped>>>,
     /// `true` while black-holed.
     held: watch::Sender<bool>,
     /// Fires to close every open connection.
@@ -77,6 +87,9 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let ctl = Arc::new(Control {
             accepting: AtomicBool::new(true),
+            listening: watch::channel(true).0,
+            bound: AtomicBool::new(true),
+            tap: Mutex::new(None),
             held: watch::channel(false).0,
             cut: Notify::new(),
             reset_on: Mutex::new(None),
@@ -89,8 +102,29 @@ impl Proxy {
         });
         let c = ctl.clone();
         let task = tokio::spawn(async move {
+            let mut listening = c.listening.subscribe();
+            let mut listener = Some(listener);
             loop {
-                let Ok((inbound, _)) = listener.accept().await else {
+                let Some(open) = &listener else {
+                    if listening.wait_for(|on| *on).await.is_err() {
+                        return;
+                    }
+                    // The same port again (SO_REUSEADDR is set by tokio).
+                    listener = Some(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+                    c.bound.store(true, Ordering::SeqCst);
+                    c.changed.notify_waiters();
+                    continue;
+                };
+                let accepted = tokio::select! {
+                    accepted = open.accept() => accepted,
+                    _ = listening.wait_for(|on| !*on) => {
+                        listener = None;
+                        c.bound.store(false, Ordering::SeqCst);
+                        c.changed.notify_waiters();
+                        continue;
+                    }
+                };
+                let Ok((inbound, _)) = accepted else {
                     return;
                 };
                 if !c.accepting.load(Ordering::SeqCst) {
@@ -107,6 +141,36 @@ impl Proxy {
     /// Refuse (close at once) new connections while `false`.
     pub fn set_accepting(&self, on: bool) {
         self.ctl.accepting.store(on, Ordering::SeqCst);
+    }
+
+    /// Close the listening socket while `false`: connection attempts are
+    /// refused by the kernel, as when nothing listens on a broker's port.
+    /// Open connections are not touched. Returns once the switch took effect.
+    pub async fn set_listening(&self, on: bool) {
+        self.ctl.listening.send_replace(on);
+        let bound = || self.ctl.bound.load(Ordering::SeqCst) == on;
+        assert!(
+            super::wait_until_within(&self.ctl.changed, Duration::from_secs(5), bound).await,
+            "the proxy's port did not {} within 5 s",
+            if on { "open" } else { "close" }
+        );
+    }
+
+    /// Record every QoS 1 PUBLISH going up and PUBACK going down from now
+    /// on (`take_tapped` returns them).
+    pub fn tap(&self) {
+        self.ctl.tap.lock().unwrap().get_or_insert_with(Vec::new);
+    }
+
+    /// The packets recorded since the last call, in the order they passed.
+    pub fn take_tapped(&self) -> Vec<Tapped> {
+        self.ctl
+            .tap
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Cut every open connection; returns how many were open.
@@ -174,6 +238,20 @@ impl Drop for Proxy {
     }
 }
 
+/// A packet [`Proxy::tap`] recorded, when the proxy had read it whole (just
+/// before forwarding it).
+#[derive(Debug, Clone)]
+pub enum Tapped {
+    /// A QoS 1 PUBLISH, gateway to broker: its packet id and payload.
+    Publish {
+        at: std::time::Instant,
+        pkid: u16,
+        payload: Vec<u8>,
+    },
+    /// A PUBACK, broker to gateway.
+    PubAck { at: std::time::Instant, pkid: u16 },
+}
+
 /// How one relayed connection ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -196,6 +274,8 @@ struct Conn {
     trigger: AtomicU32,
     /// This connection's part of [`Control::in_flight`].
     in_flight: AtomicU64,
+    /// The client's CONNECT asked for MQTT 5 (PUBLISH then has properties).
+    v5: AtomicBool,
 }
 
 /// Which way a [`pump`] forwards.
@@ -219,6 +299,7 @@ async fn relay(mut client: TcpStream, upstream: u16, ctl: Arc<Control>) {
     let conn = Conn {
         trigger: AtomicU32::new(NO_TRIGGER),
         in_flight: AtomicU64::new(0),
+        v5: AtomicBool::new(false),
     };
     let end = {
         let (mut cr, mut cw) = client.split();
@@ -294,10 +375,38 @@ async fn pump(
                 }
                 Dir::Down => {}
             }
+            if dir == Dir::Up && packet.kind() == 1 {
+                conn.v5
+                    .store(packet.protocol_level() == Some(5), Ordering::SeqCst);
+            }
+            tap(dir, &packet, ctl, conn.v5.load(Ordering::SeqCst));
             if to.write_all(&packet.bytes).await.is_err() {
                 return End::Closed;
             }
             count_in_flight(dir, &packet, ctl, conn);
+        }
+    }
+}
+
+/// Record `packet` if the tap is on and it is a PUBLISH up or a PUBACK down.
+fn tap(dir: Dir, packet: &Packet, ctl: &Control, v5: bool) {
+    let mut tap = ctl.tap.lock().unwrap();
+    let Some(tapped) = tap.as_mut() else { return };
+    let at = std::time::Instant::now();
+    match dir {
+        Dir::Up => {
+            if let Some((pkid, payload)) = packet.publish_qos1_payload(v5) {
+                tapped.push(Tapped::Publish {
+                    at,
+                    pkid,
+                    payload: payload.to_vec(),
+                });
+            }
+        }
+        Dir::Down => {
+            if let Some(pkid) = packet.puback() {
+                tapped.push(Tapped::PubAck { at, pkid });
+            }
         }
     }
 }
@@ -399,6 +508,37 @@ impl Packet {
         let topic = std::str::from_utf8(body.get(2..2 + topic_len)?).ok()?;
         let pkid = body.get(2 + topic_len..4 + topic_len)?;
         Some((topic, u16::from_be_bytes([pkid[0], pkid[1]])))
+    }
+
+    /// Packet id and payload of a QoS 1 PUBLISH; `v5`: MQTT 5, whose
+    /// PUBLISH has properties (a varint length, then that many bytes)
+    /// before the payload.
+    pub fn publish_qos1_payload(&self, v5: bool) -> Option<(u16, &[u8])> {
+        let (topic, pkid) = self.publish_qos1()?;
+        let mut start = self.body + 2 + topic.len() + 2;
+        if v5 {
+            let mut len = 0usize;
+            for i in 0..4 {
+                let byte = *self.bytes.get(start)?;
+                start += 1;
+                len |= usize::from(byte & 0x7f) << (7 * i);
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            start += len;
+        }
+        Some((pkid, self.bytes.get(start..)?))
+    }
+
+    /// The protocol level of a CONNECT (4 for MQTT 3.1.1, 5 for MQTT 5).
+    pub fn protocol_level(&self) -> Option<u8> {
+        if self.kind() != 1 {
+            return None;
+        }
+        let body = &self.bytes[self.body..];
+        let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+        body.get(2 + name_len).copied()
     }
 
     /// Packet id of a PUBACK.
