@@ -41,6 +41,8 @@
 //! $ LINEGATE_BENCH_DEVICES=10,100 cargo bench --bench modbus
 //! ```
 //!
+//! `LINEGATE_BENCH_HOOK` runs a shell command at the window's start and end
+//! (see `window_hook`; with `LINEGATE_WRAP` from the harness, a profiler).
 //! `LINEGATE_BENCH_SCALE` multiplies the 60 s window; `LINEGATE_BENCH_DEVICES`
 //! lists the device counts; `LINEGATE_BENCH_COMMIT_INTERVAL` the store's
 //! `commit_interval` (default `10ms`, the default). Needs `mosquitto`. Without `--bench` on the
@@ -337,6 +339,22 @@ fn drive(plcs: Arc<Vec<SimPlc>>, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
     })
 }
 
+/// `LINEGATE_BENCH_HOOK`: a shell command run (and waited for) at the
+/// window's start and end as `sh -c "$HOOK" hook start|end <pid> <n>`, e.g.
+/// to zero and dump a callgrind profile of the gateway
+/// (`callgrind_control -z "$2"` / `callgrind_control -d "$1-$3" "$2"`).
+fn window_hook(phase: &str, pid: u32, n: usize) {
+    let Ok(hook) = std::env::var("LINEGATE_BENCH_HOOK") else {
+        return;
+    };
+    let status = std::process::Command::new("sh")
+        .args(["-c", &hook, "hook", phase, &pid.to_string(), &n.to_string()])
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("LINEGATE_BENCH_HOOK {phase}: {status:?}");
+    }
+}
+
 fn requests(plcs: &[SimPlc]) -> u64 {
     plcs.iter().map(SimPlc::requests).sum()
 }
@@ -492,10 +510,12 @@ async fn run_one(n: usize, window: Duration) -> Row {
         s.sample = true;
         s.seqs.len()
     });
+    window_hook("start", pid, n);
     let t0 = Instant::now();
     let t0_sys = SystemTime::now();
     tokio::time::sleep(window).await;
     let t1_sys = SystemTime::now();
+    window_hook("end", pid, n);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu1 = (
         cpu_secs(Some(pid)),

@@ -30,7 +30,9 @@
 //! latency scan rate (default 20/s); `LINEGATE_BENCH_ROUNDS` the number of
 //! extra bursts run to watch memory and store size (default 3);
 //! `LINEGATE_BENCH_ENGINE` the store engine (`sled` or `redb`; default: the
-//! config default). Needs `mosquitto` on the PATH (or in
+//! config default); `LINEGATE_BENCH_BACKLOG` the backlog size (records,
+//! overrides the scale, e.g. `1000000`); `LINEGATE_BENCH_ONLY=backlog` runs
+//! the backlog and drain part alone. Needs `mosquitto` on the PATH (or in
 //! /usr/sbin). Without `--bench` on the command line (e.g. under
 //! `cargo test --all-targets`) it does nothing. Every wait is bounded.
 //!
@@ -80,7 +82,10 @@ impl Sizes {
             latency_rate: env_f64("LINEGATE_BENCH_RATE", 20.0).clamp(0.1, 1000.0),
             burst: n(50_000.0),
             rounds: env_f64("LINEGATE_BENCH_ROUNDS", 3.0).clamp(0.0, 100.0) as usize,
-            backlog: n(100_000.0),
+            backlog: match std::env::var("LINEGATE_BENCH_BACKLOG") {
+                Ok(_) => (env_f64("LINEGATE_BENCH_BACKLOG", 100_000.0) as usize).max(10),
+                Err(_) => n(100_000.0),
+            },
         }
     }
 }
@@ -181,6 +186,14 @@ fn memory(gw: &Gateway) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Reset the gateway's VmHWM to its current VmRSS (`clear_refs` 5), so the
+/// next VmHWM read is the peak of the phase that follows.
+fn reset_peak(gw: &Gateway) {
+    if let Some(pid) = gw.pid() {
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
 }
 
 // ---------------------------------------------------------------- MES subscriber
@@ -683,6 +696,7 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
     // ---- drain: freeze the gateway while the broker and the MES come up, so
     // the MES is subscribed before the gateway can connect.
     gw.signal(libc::SIGSTOP);
+    reset_peak(&gw);
     let broker = Mosquitto::start_on(port);
     let mes = Mes::start(port).await;
     let cpu0 = Cpu::now(&gw, &broker);
@@ -696,7 +710,7 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
             "drain: only {got} of {n} backlog scans reached the MES within {limit:?}"
         ));
     }
-    let cpu = Cpu::now(&gw, &broker).since(cpu0);
+    let cpu = Cpu::now(&gw, &broker);
     let receipts: Vec<Receipt> = bl_codes.iter().filter_map(|c| mes.receipt(c)).collect();
     let last = receipts.iter().map(|r| r.at).max().unwrap_or(t_cont);
     let (first, status) = {
@@ -719,7 +733,14 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
             got as f64 / from_first
         ),
     );
-    out.row("drain: CPU gateway / mosquitto / bench (MES)", cpu);
+    out.row("drain: CPU gateway / mosquitto / bench (MES)", cpu.since(cpu0));
+    out.row(
+        "drain: gateway CPU per record",
+        format!(
+            "{:.1} µs",
+            (cpu.gateway - cpu0.gateway) * 1e6 / got.max(1) as f64
+        ),
+    );
     if let Some(s) = status {
         let q = &s["queue"];
         if let (Some(depth), Some(bytes)) = (q["depth"].as_u64(), q["bytes"].as_u64()) {
@@ -735,7 +756,7 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
     }
     let (rss, hwm) = memory(&gw);
     out.row(
-        "RSS after the drain (VmRSS / VmHWM)",
+        "RSS after the drain (VmRSS / VmHWM = peak during the drain)",
         format!(
             "{:.1} / {:.1} MiB",
             rss as f64 / 1024.0,
@@ -782,8 +803,11 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let started = Instant::now();
     let mut out = Results::default();
+    let only_backlog = std::env::var("LINEGATE_BENCH_ONLY").is_ok_and(|v| v == "backlog");
     rt.block_on(async {
-        idle_and_latency_and_burst(&sizes, &mut out).await;
+        if !only_backlog {
+            idle_and_latency_and_burst(&sizes, &mut out).await;
+        }
         backlog_and_drain(&sizes, &mut out).await;
     });
     out.print_table();

@@ -571,7 +571,25 @@ impl Gateway {
             .open(&self.log)
             .unwrap();
         writeln!(log, "---- start").unwrap();
-        let child = Command::new(&self.bin)
+        // Benches: `LINEGATE_BIN` runs another build of the binary where the
+        // default one was asked for (before / after comparisons in one run);
+        // `LINEGATE_WRAP` runs it under a profiler, e.g.
+        // "valgrind --tool=callgrind".
+        let bin = match std::env::var("LINEGATE_BIN") {
+            Ok(other) if self.bin == Path::new(BIN) => PathBuf::from(other),
+            _ => self.bin.clone(),
+        };
+        let wrap = std::env::var("LINEGATE_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(first) => {
+                let mut c = Command::new(first);
+                c.args(words).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&self.config)
             .env("LINEGATE_LOG", "info,linegate::app::pipeline=debug")
