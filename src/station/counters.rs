@@ -226,26 +226,36 @@ impl Counters {
         s: &Sample,
         ts_ms: u64,
     ) -> Option<(Body, Option<StateEntry>)> {
-        let known = self
+        // Called for every register of every poll: one lookup per level, and
+        // nothing allocated unless a record is made.
+        if let Some(seen) = self
             .by_device
             .get_mut(device)
-            .is_some_and(|m| m.contains_key(&*s.name));
-        if !known {
-            // Not in the config (cannot happen with a validated config):
-            // track it with default settings rather than drop it.
-            self.by_device
-                .entry(device.to_owned())
-                .or_default()
-                .entry(s.name.to_string())
-                .or_default();
+            .and_then(|m| m.get_mut(&*s.name))
+        {
+            return Self::apply_to(seen, device, s, ts_ms);
         }
+        // Not in the config (cannot happen with a validated config): track
+        // it with default settings rather than drop it.
         let seen = self
             .by_device
-            .get_mut(device)
-            .and_then(|m| m.get_mut(&*s.name))?;
-        let spec = seen.spec.clone();
+            .entry(device.to_owned())
+            .or_default()
+            .entry(s.name.to_string())
+            .or_default();
+        Self::apply_to(seen, device, s, ts_ms)
+    }
+
+    fn apply_to(
+        seen: &mut Tracked,
+        device: &str,
+        s: &Sample,
+        ts_ms: u64,
+    ) -> Option<(Body, Option<StateEntry>)> {
+        let spec = &seen.spec;
         match s.role {
             Role::Counter => {
+                let (max_rate, heartbeat) = (spec.max_rate, spec.heartbeat);
                 let prev = seen.counter;
                 // Elapsed since the last read in this run; after a restart,
                 // since the persisted mark (the counter may have moved since).
@@ -254,8 +264,8 @@ impl Counters {
                     ts_ms: seen.last_seen_ms.unwrap_or(p.ts_ms),
                 });
                 seen.last_seen_ms = Some(ts_ms);
-                let m = classify(moved_since, s.raw, s.bits, ts_ms, spec.max_rate);
-                let heartbeat_due = match (spec.heartbeat, seen.last_record_ms) {
+                let m = classify(moved_since, s.raw, s.bits, ts_ms, max_rate);
+                let heartbeat_due = match (heartbeat, seen.last_record_ms) {
                     (Some(hb), Some(last)) => ts_ms.saturating_sub(last) >= hb.as_millis() as u64,
                     (Some(_), None) => true,
                     (None, _) => false,
@@ -269,7 +279,7 @@ impl Counters {
                 let stored = StoredMark {
                     raw: s.raw,
                     ts_ms,
-                    register: spec.register.clone(),
+                    register: seen.spec.register.clone(),
                 };
                 let state = serde_json::to_vec(&stored)
                     .ok()
