@@ -733,7 +733,10 @@ async fn backlog_and_drain(sizes: &Sizes, out: &mut Results) {
             got as f64 / from_first
         ),
     );
-    out.row("drain: CPU gateway / mosquitto / bench (MES)", cpu.since(cpu0));
+    out.row(
+        "drain: CPU gateway / mosquitto / bench (MES)",
+        cpu.since(cpu0),
+    );
     out.row(
         "drain: gateway CPU per record",
         format!(
