@@ -47,7 +47,7 @@
 //! **One process.** redb locks the file: a second gateway on the same data
 //! directory fails to open the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -106,6 +106,9 @@ struct Inner {
     /// Acked or set-aside records whose removal the next write transaction
     /// applies. `read_range` never returns them.
     pending: BTreeMap<u64, Removal>,
+    /// Encoded length of each record `read_range` handed out and not yet
+    /// removed, so that an ack needs no read transaction of its own.
+    handed: HashMap<u64, usize>,
     oldest: Oldest,
 }
 
@@ -113,6 +116,7 @@ impl Inner {
     /// Take `seq` (of `len` encoded bytes), deleted by a commit, out of the
     /// queue figures.
     fn remove_dropped(&mut self, seq: u64, len: usize) {
+        self.handed.remove(&seq);
         self.depth = self.depth.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(len as u64);
         if self.depth == 0 {
@@ -193,6 +197,7 @@ impl RedbStore {
             bytes: 0,
             corrupt: 0,
             pending: BTreeMap::new(),
+            handed: HashMap::new(),
             oldest: Oldest::Unknown { after: 0 },
         };
         {
@@ -264,11 +269,14 @@ impl RedbStore {
         if seq == 0 || seq > inner.last_seq || inner.pending.contains_key(&seq) {
             return Ok(());
         }
-        let len = {
-            let read = self.db.begin_read()?;
-            let records = read.open_table(RECORDS)?;
-            let found = records.get(seq)?;
-            found.map(|v| v.value().len())
+        let len = match inner.handed.remove(&seq) {
+            Some(len) => Some(len),
+            None => {
+                let read = self.db.begin_read()?;
+                let records = read.open_table(RECORDS)?;
+                let found = records.get(seq)?;
+                found.map(|v| v.value().len())
+            }
         };
         if let Some(len) = len {
             inner.remove(seq, len, how);
@@ -455,6 +463,7 @@ impl Store for RedbStore {
                 }
                 match decode(v.value()) {
                     Ok(record) => {
+                        inner.handed.insert(seq, v.value().len());
                         out.push(record);
                         if out.len() >= max {
                             break;

@@ -617,6 +617,33 @@ fn a_record_acked_between_plan_and_commit_is_counted_once<E: Engine>(dir: &Path)
     assert_eq!(store.stats().bytes, encoded_len(&left[0]));
 }
 
+fn acks_of_records_read_keep_the_figures_exact<E: Engine>(dir: &Path) {
+    let store = open::<E>(dir);
+    store.commit(records(1..=4)).unwrap();
+    let read = all(&store);
+    let len = |seq: u64| encoded_len(&read[seq as usize - 1]);
+    let total = store.stats().bytes;
+    // Read, then acknowledged (what the uplink does).
+    store.ack(1).unwrap();
+    store.ack(1).unwrap(); // a second PUBACK for it changes nothing
+    assert_eq!(store.stats().bytes, total - len(1));
+    // Read, then dropped by drop-oldest, then acknowledged: counted once.
+    let dropping = Batch {
+        drop: vec![2],
+        ..Batch::default()
+    };
+    store.commit(dropping).unwrap();
+    store.ack(2).unwrap();
+    assert_eq!(store.stats().bytes, total - len(1) - len(2));
+    // Not read by this process (e.g. a stale PUBACK after a restart).
+    store.close().unwrap();
+    drop(store);
+    let store = open::<E>(dir);
+    store.ack(3).unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.depth, stats.bytes), (1, len(4)));
+}
+
 /// The wrapper the gateway runs on: a reopen in place is a restart without
 /// the process ending.
 fn a_reopen_in_place_keeps_everything_committed<E: Engine>(dir: &Path) {
@@ -816,6 +843,7 @@ macro_rules! suite {
             plan_drop_takes_the_oldest_and_keeps_store_alarms,
             a_commit_drops_the_oldest_atomically_with_its_records,
             a_record_acked_between_plan_and_commit_is_counted_once,
+            acks_of_records_read_keep_the_figures_exact,
             a_reopen_in_place_keeps_everything_committed,
             a_full_disk_fails_commits_and_a_reopen_recovers,
         ]);
