@@ -18,34 +18,55 @@ use crate::store::{CapacityStatus, Epoch, StoreStats};
 /// Version of the payload contract.
 pub const VERSION: u32 = 2;
 
-/// The JSON payload of one record, from the store of `epoch`.
+/// The JSON payload of one record.
 pub fn record(gw: &GatewayConfig, epoch: Option<Epoch>, r: &Record) -> Vec<u8> {
-    let mut m = Map::new();
-    m.insert("v".into(), json!(VERSION));
-    m.insert("gateway".into(), json!(gw.id));
-    m.insert("site".into(), json!(gw.site));
-    m.insert("line".into(), json!(gw.line));
-    if let Some(epoch) = epoch {
-        m.insert("epoch".into(), json!(epoch.to_string()));
-    }
-    m.insert("seq".into(), json!(r.seq));
-    m.insert("ts".into(), json!(rfc3339_ms(r.ts_ms)));
-    m.insert("clock_synced".into(), json!(r.clock_synced));
-    m.insert("kind".into(), json!(r.body.kind()));
-    let optional = [
-        ("station", &r.station),
-        ("device", &r.device),
-        ("lot", &r.lot),
-        ("order", &r.order),
-        ("operator", &r.operator),
-    ];
-    for (key, value) in optional {
-        if let Some(v) = value {
-            m.insert(key.into(), json!(v));
-        }
-    }
-    m.insert("data".into(), data(&r.body));
-    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+    let envelope = Envelope {
+        clock_synced: r.clock_synced,
+        data: data(&r.body),
+        device: r.device.as_deref(),
+        epoch: epoch.map(|e| e.to_string()),
+        gateway: &gw.id,
+        kind: r.body.kind(),
+        line: &gw.line,
+        lot: r.lot.as_deref(),
+        operator: r.operator.as_deref(),
+        order: r.order.as_deref(),
+        seq: r.seq,
+        site: &gw.site,
+        station: r.station.as_deref(),
+        ts: rfc3339_ms(r.ts_ms),
+        v: VERSION,
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// A record's fields around its `data`, serialized straight from the
+/// record (one per published record: no intermediate JSON map). The fields
+/// are in alphabetical order, the order a `serde_json::Map` writes them in,
+/// so the bytes are those of earlier releases.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    clock_synced: bool,
+    data: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
+    gateway: &'a str,
+    kind: &'static str,
+    line: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lot: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operator: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a str>,
+    seq: u64,
+    site: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    station: Option<&'a str>,
+    ts: String,
+    v: u32,
 }
 
 /// The fields of a scanned code, shared by `scan`, `product`, `reject` and
@@ -436,6 +457,43 @@ mod tests {
         assert_eq!(v["data"]["utf8"], true);
         let b64 = v["data"]["raw_b64"].as_str().unwrap();
         assert_eq!(STANDARD.decode(b64).unwrap(), raw);
+    }
+
+    #[test]
+    fn record_bytes_have_their_keys_in_alphabetical_order() {
+        // Earlier releases built the payload as a JSON map, which writes its
+        // keys sorted: the bytes on the wire stay the same.
+        let full = Record {
+            seq: 12,
+            ts_ms: 1_795_000_000_123,
+            clock_synced: true,
+            station: Some("st10".into()),
+            device: Some("plc-1".into()),
+            lot: Some("L1".into()),
+            order: Some("WO1".into()),
+            operator: Some("op7".into()),
+            body: Body::Scan {
+                raw: b"CODE-1".to_vec(),
+                gs1: None,
+            },
+        };
+        let bare = Record {
+            station: None,
+            device: None,
+            lot: None,
+            order: None,
+            operator: None,
+            ..full.clone()
+        };
+        let epoch: Epoch = "6f1c2a9e-0b4d-4c3f-9a7e-2d5b8c1e4f60".parse().unwrap();
+        for (rec, epoch) in [(full, Some(epoch)), (bare, None)] {
+            let bytes = record(&gw(), epoch, &rec);
+            let as_map: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                serde_json::to_string(&as_map).unwrap()
+            );
+        }
     }
 }
 
