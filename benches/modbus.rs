@@ -379,7 +379,7 @@ status_interval = "30s"
 [store]
 commit_interval = "{commit_interval}"
 commit_max_records = 256
-cache_size = "8MiB"
+cache_size = "2MiB"
 "#,
         data = data.display(),
         commit_interval =

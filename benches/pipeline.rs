@@ -323,7 +323,7 @@ fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
         engine: bench_engine(),
         store: r#"commit_interval = "10ms"
 commit_max_records = 256
-cache_size = "8MiB"
+cache_size = "2MiB"
 "#,
         extra: "",
     };

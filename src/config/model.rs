@@ -74,7 +74,7 @@ pub struct StoreConfig {
     pub commit_interval: Duration,
     /// A group commit happens as soon as this many records are pending (default 256).
     pub commit_max_records: usize,
-    /// Engine page-cache budget in bytes (default 8 MiB).
+    /// Engine page-cache budget in bytes (default 2 MiB).
     pub cache_bytes: u64,
     /// Capacity of the queue: encoded bytes of unacknowledged records
     /// (`queue.bytes`), at most (default 1 GiB).

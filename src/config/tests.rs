@@ -2086,7 +2086,7 @@ fn defaults_when_optional_tables_are_absent() {
     );
     assert_eq!(cfg.store.commit_interval, Duration::from_millis(10));
     assert_eq!(cfg.store.commit_max_records, 256);
-    assert_eq!(cfg.store.cache_bytes, 8 * 1024 * 1024);
+    assert_eq!(cfg.store.cache_bytes, 2 * 1024 * 1024);
     assert_eq!(cfg.store.max_bytes, 1024 * 1024 * 1024);
     assert_eq!(cfg.store.when_full, WhenFull::Refuse);
     assert_eq!(cfg.store.min_disk_free, 128 * 1024 * 1024);

@@ -404,7 +404,7 @@ impl Validator<'_> {
             1..=10_000,
         )?;
         let cache_bytes =
-            self.size(s.cache_size.as_ref(), "store.cache_size", 8 * MIB, MIB, GIB)?;
+            self.size(s.cache_size.as_ref(), "store.cache_size", 2 * MIB, MIB, GIB)?;
         let max_bytes = self.size(
             s.max_bytes.as_ref(),
             "store.max_bytes",
