@@ -12,12 +12,34 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// True when the kernel reports the system clock as synchronised.
+/// How long an answer of [`clock_synced`] is reused: it is asked for every
+/// reading (every Modbus poll), and each fresh answer is a system call.
+const SYNC_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// True when the kernel reports the system clock as synchronised; asked of
+/// the kernel at most once per [`SYNC_RECHECK`], so a change shows within a
+/// second.
+pub fn clock_synced() -> bool {
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, bool)>> = std::sync::Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *last {
+        Some((at, synced)) if at.elapsed() < SYNC_RECHECK => synced,
+        _ => {
+            let synced = kernel_clock_synced();
+            *last = Some((std::time::Instant::now(), synced));
+            synced
+        }
+    }
+}
+
+/// The kernel's answer, now.
 ///
 /// `adjtimex(2)` with no modes only reads the state; it returns `TIME_ERROR`
 /// while the clock is unsynchronised (no NTP daemon, or one that has not
 /// locked yet — typical for a Raspberry Pi without an RTC just after boot).
-pub fn clock_synced() -> bool {
+fn kernel_clock_synced() -> bool {
     // SAFETY: a zeroed `timex` with `modes = 0` asks adjtimex for a read-only
     // query; the kernel writes into the struct we own.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
