@@ -35,6 +35,34 @@ pub struct Record {
     pub body: Body,
 }
 
+impl Record {
+    /// A gateway-level alarm: no station, device or context, its message
+    /// bounded like every alarm's ([`MAX_MESSAGE`]). `seq` is given by the
+    /// commit.
+    pub fn gateway_alarm(
+        ts_ms: u64,
+        event: AlarmEvent,
+        message: String,
+        figures: Option<StoreFigures>,
+    ) -> Record {
+        Record {
+            seq: 0,
+            ts_ms,
+            clock_synced: crate::clock::clock_synced(),
+            station: None,
+            device: None,
+            lot: None,
+            order: None,
+            operator: None,
+            body: Body::Alarm {
+                event,
+                message: Some(bounded(message, MAX_MESSAGE)),
+                store: figures.map(Box::new),
+            },
+        }
+    }
+}
+
 /// The kind-specific part of a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

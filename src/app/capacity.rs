@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::{StoreConfig, WhenFull};
-use crate::record::{AlarmEvent, Body, Record, StoreFigures};
+use crate::record::{AlarmEvent, Record, StoreFigures};
 use crate::store::{CapacityStatus, DiskSpace, DropPlan, Usage};
 
 /// Durable state key: raised alarms and the drop total.
@@ -601,21 +601,8 @@ impl Capacity {
     }
 
     fn alarm(&mut self, now_ms: u64, event: AlarmEvent, message: String, figures: StoreFigures) {
-        self.outbox.push(Record {
-            seq: 0,
-            ts_ms: now_ms,
-            clock_synced: crate::clock::clock_synced(),
-            station: None,
-            device: None,
-            lot: None,
-            order: None,
-            operator: None,
-            body: Body::Alarm {
-                event,
-                message: Some(crate::record::bounded(message, crate::record::MAX_MESSAGE)),
-                store: Some(Box::new(figures)),
-            },
-        });
+        self.outbox
+            .push(Record::gateway_alarm(now_ms, event, message, Some(figures)));
     }
 }
 

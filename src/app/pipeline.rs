@@ -53,7 +53,7 @@ use crate::app::capacity::{self, Capacity, Incoming};
 use crate::clock::clock_synced;
 use crate::config::StoreConfig;
 use crate::devices::{DeviceEvent, Reading};
-use crate::record::{AlarmEvent, Body, Record, StoreFigures};
+use crate::record::{AlarmEvent, Record, StoreFigures};
 use crate::station::{Emitted, StationView, Stations, rejected_command_audit};
 use crate::store::{self, Batch, CapacityStatus, Store, StoreError};
 use crate::uplink::{CommandOutcome, CommandRequest, Outbound, Undeliverable};
@@ -350,21 +350,12 @@ impl Running {
             max_packet_size: Some(u.max as u64),
             ..StoreFigures::default()
         };
-        pending.push(Record {
-            seq: 0,
-            ts_ms: crate::clock::now_ms(),
-            clock_synced: clock_synced(),
-            station: None,
-            device: None,
-            lot: None,
-            order: None,
-            operator: None,
-            body: Body::Alarm {
-                event: AlarmEvent::RecordUndeliverable,
-                message: Some(message),
-                store: Some(Box::new(figures)),
-            },
-        });
+        pending.push(Record::gateway_alarm(
+            crate::clock::now_ms(),
+            AlarmEvent::RecordUndeliverable,
+            message,
+            Some(figures),
+        ));
         pending.set_aside.push(u.seq);
     }
 

@@ -14,7 +14,7 @@ use std::fmt;
 use std::io::Read as _;
 use std::str::FromStr;
 
-use crate::record::{AlarmEvent, Body, Record};
+use crate::record::{AlarmEvent, Record};
 
 /// The state key the epoch is kept under in the store.
 pub const STATE_KEY: &str = "store/epoch";
@@ -118,22 +118,7 @@ pub fn lost_alarm(what: &str, epoch: Option<Epoch>) -> Record {
 
 /// An alarm the store makes itself.
 pub(super) fn store_alarm(event: AlarmEvent, message: String) -> Record {
-    Record {
-        seq: 0,
-        ts_ms: crate::clock::now_ms(),
-        clock_synced: crate::clock::clock_synced(),
-        station: None,
-        device: None,
-        lot: None,
-        order: None,
-        operator: None,
-        body: Body::Alarm {
-            event,
-            // Bounded like every alarm's (a path is in it).
-            message: Some(crate::record::bounded(message, crate::record::MAX_MESSAGE)),
-            store: None,
-        },
-    }
+    Record::gateway_alarm(crate::clock::now_ms(), event, message, None)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::StoreEngine;
+use crate::record::Body;
 
 const MAX: u64 = 1_000_000;
 
