@@ -101,10 +101,19 @@ async fn records_the_broker_refuses_are_kept_counted_and_delivered_later() {
     // The broker takes them now: they are sent again, in the same session.
     std::fs::write(&acl, "topic readwrite #\n").unwrap();
     broker.reload();
-    let report = settle_and_check(&gw, &rec, &inputs).await;
-    report.assert_nothing_lost();
-    report.assert_every_input_delivered();
+    // Every record, not only the scans: the reload can land between two
+    // re-sent records, and one refused just before it (here the scanner's
+    // online alarm) waits for its next retry.
     wait_status(&rec, &gw, "an empty queue", |v| v["queue"]["depth"] == 0).await;
+    let report = settle_and_check(&gw, &rec, &inputs).await;
+    // Not `assert_nothing_lost`: a record refused just before the reload
+    // arrives after those behind it (docs/mqtt.md, "Delivery semantics").
+    assert!(
+        report.lost_count == 0 && report.conflicts == 0 && report.corrupt == 0,
+        "ledger: {report}; first lost seqs {:?}",
+        report.lost
+    );
+    report.assert_every_input_delivered();
     let log = gw.log_text();
     assert!(
         !log.contains("MQTT connection lost") && gw.log_count("MQTT connected") == 1,
