@@ -43,7 +43,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::proxy::Tapped;
-use common::{BIN, Commit, Gateway, GatewayConfig, Mosquitto, Proxy};
+use common::{BIN, Commit, Gateway, Mosquitto, Proxy};
 use linegate::devices::pty::VirtualSerial;
 use support::{Build, builds, env_f64, loadavg, range, summary_ms};
 
@@ -96,20 +96,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn start_gateway(build: &Build, dir: &Path, port: u16, scanner: &Path) -> Gateway {
-    let config = GatewayConfig {
-        id: "gw-bench",
-        site: "bench",
-        line: "line1",
-        keepalive: "15s",
-        status_interval: "30s",
-        max_inflight: Some(32),
-        reconnect: ("50ms", "500ms"),
-        scan_rules: false,
-        max_frame_len: None,
-        engine: None,
-        store: "",
-        extra: "",
-    };
+    let config = support::bench_config();
     Gateway::start_binary(
         &build.bin,
         dir,
@@ -235,18 +222,10 @@ fn main() -> ExitCode {
     let builds = builds(BIN);
     println!(
         "latency bench: {scans} scans at {rate}/s, burst {burst}, {rounds} rounds; builds: {}",
-        builds
-            .iter()
-            .map(|b| format!("{} = {}", b.name, b.bin.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        support::describe_builds(&builds)
     );
     println!("temp dir: {}", support::describe_fs(&std::env::temp_dir()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::runtime();
     let started = Instant::now();
     let mut results: Vec<Vec<Round>> = builds.iter().map(|_| Vec::new()).collect();
     rt.block_on(async {

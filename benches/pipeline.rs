@@ -311,21 +311,12 @@ impl Mes {
 fn start_gateway(dir: &Path, port: u16, scanner: &Path) -> Gateway {
     // Store and uplink values spelled out; they are the defaults at this commit.
     let config = GatewayConfig {
-        id: "gw-bench",
-        site: "bench",
-        line: "line1",
-        keepalive: "15s",
-        status_interval: "30s",
-        max_inflight: Some(32),
-        reconnect: ("50ms", "500ms"),
-        scan_rules: false,
-        max_frame_len: None,
         engine: bench_engine(),
         store: r#"commit_interval = "10ms"
 commit_max_records = 256
 cache_size = "2MiB"
 "#,
-        extra: "",
+        ..support::bench_config()
     };
     Gateway::start(dir, &config.toml(&dir.join("data"), port, scanner))
 }
@@ -799,11 +790,7 @@ fn main() -> ExitCode {
         bench_engine().unwrap_or("the default (redb)")
     );
     println!("temp dir: {}", describe_fs(&std::env::temp_dir()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::runtime();
     let started = Instant::now();
     let mut out = Results::default();
     let only_backlog = std::env::var("LINEGATE_BENCH_ONLY").is_ok_and(|v| v == "backlog");

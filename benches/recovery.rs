@@ -74,17 +74,9 @@ fn start(build: &Build, b: usize, i: usize, port: u16) -> Subject {
     let id = format!("gw-{}-{i}", build.name);
     let config = GatewayConfig {
         id: leak(id.clone()),
-        site: "bench",
         line: leak(format!("{}{i}", build.name)),
-        keepalive: "15s",
-        status_interval: "30s",
-        max_inflight: Some(32),
         reconnect: ("500ms", "30s"),
-        scan_rules: false,
-        max_frame_len: None,
-        engine: None,
-        store: "",
-        extra: "",
+        ..support::bench_config()
     };
     let gw = Gateway::start_binary(
         &build.bin,
@@ -133,17 +125,9 @@ fn main() -> ExitCode {
     let builds = builds(BIN);
     println!(
         "recovery bench: outages {outages:?} s, {per_build} gateways per build, {rate} scans/s each; builds: {}",
-        builds
-            .iter()
-            .map(|b| format!("{} = {}", b.name, b.bin.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        support::describe_builds(&builds)
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::runtime();
     let started = Instant::now();
     // (build, outage) → recoveries
     let mut results: HashMap<(usize, u64), Vec<Recovery>> = HashMap::new();

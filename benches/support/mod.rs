@@ -66,6 +66,45 @@ pub fn builds(this: &str) -> Vec<Build> {
     builds
 }
 
+/// The builds, as `name = path` for a bench's header line.
+pub fn describe_builds(builds: &[Build]) -> String {
+    builds
+        .iter()
+        .map(|b| format!("{} = {}", b.name, b.bin.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The bench process's runtime: tokio, 2 workers (the machine's cores are
+/// shared with the gateway and the broker).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The gateway config the benches start from: one station, no scan rules,
+/// keepalive 15 s, status every 30 s, 32 records in flight, reconnects
+/// between 50 ms and 500 ms; a bench changes what it measures.
+pub fn bench_config() -> crate::common::GatewayConfig {
+    crate::common::GatewayConfig {
+        id: "gw-bench",
+        site: "bench",
+        line: "line1",
+        keepalive: "15s",
+        status_interval: "30s",
+        max_inflight: Some(32),
+        reconnect: ("50ms", "500ms"),
+        scan_rules: false,
+        max_frame_len: None,
+        engine: None,
+        store: "",
+        extra: "",
+    }
+}
+
 /// `p50 / p95 / p99 / max (n)` of `v` in milliseconds.
 pub fn summary_ms(v: &[f64]) -> String {
     let v = sorted(v.to_vec());
