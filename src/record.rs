@@ -36,15 +36,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// A gateway-level alarm: no station, device or context, its message
-    /// bounded like every alarm's ([`MAX_MESSAGE`]). `seq` is given by the
-    /// commit.
-    pub fn gateway_alarm(
-        ts_ms: u64,
-        event: AlarmEvent,
-        message: String,
-        figures: Option<StoreFigures>,
-    ) -> Record {
+    /// A gateway-level record (no station, device or context) with `body`.
+    /// `seq` is given by the commit.
+    pub fn gateway(ts_ms: u64, body: Body) -> Record {
         Record {
             seq: 0,
             ts_ms,
@@ -54,12 +48,26 @@ impl Record {
             lot: None,
             order: None,
             operator: None,
-            body: Body::Alarm {
+            body,
+        }
+    }
+
+    /// A gateway-level alarm, its message bounded like every alarm's
+    /// ([`MAX_MESSAGE`]).
+    pub fn gateway_alarm(
+        ts_ms: u64,
+        event: AlarmEvent,
+        message: String,
+        figures: Option<StoreFigures>,
+    ) -> Record {
+        Record::gateway(
+            ts_ms,
+            Body::Alarm {
                 event,
                 message: Some(bounded(message, MAX_MESSAGE)),
                 store: figures.map(Box::new),
             },
-        }
+        )
     }
 }
 

@@ -650,29 +650,27 @@ fn salvage(
         moved_to: had_store.then(|| data_dir.join(format!("{DAMAGED_PREFIX}{time}"))),
         numbering_blocked,
     };
+    // Its message is not cut to `MAX_MESSAGE`: it names where the damaged
+    // copy is, and `data_dir`'s length is bounded by the config.
     let alarm = Record {
         seq: report.first_new,
-        ts_ms: crate::clock::now_ms(),
-        clock_synced: crate::clock::clock_synced(),
-        station: None,
-        device: None,
-        lot: None,
-        order: None,
-        operator: None,
-        body: Body::Alarm {
-            event: AlarmEvent::StoreDamaged,
-            message: Some(report.message()),
-            // The skipped seqs as a range, as `records-dropped` gives its
-            // own: a gap the MES can match to this report.
-            store: (report.skipped() > 0).then(|| {
-                Box::new(StoreFigures {
-                    first_seq: Some(report.highest_seen + 1),
-                    last_seq: Some(report.first_new - 1),
-                    count: Some(report.skipped()),
-                    ..StoreFigures::default()
-                })
-            }),
-        },
+        ..Record::gateway(
+            crate::clock::now_ms(),
+            Body::Alarm {
+                event: AlarmEvent::StoreDamaged,
+                message: Some(report.message()),
+                // The skipped seqs as a range, as `records-dropped` gives its
+                // own: a gap the MES can match to this report.
+                store: (report.skipped() > 0).then(|| {
+                    Box::new(StoreFigures {
+                        first_seq: Some(report.highest_seen + 1),
+                        last_seq: Some(report.first_new - 1),
+                        count: Some(report.skipped()),
+                        ..StoreFigures::default()
+                    })
+                }),
+            },
+        )
     };
     import
         .pending
