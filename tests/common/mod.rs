@@ -243,8 +243,12 @@ impl Recorder {
     /// traffic, where a PINGRESP can queue behind thousands of PUBLISHes.
     pub async fn start_with_keep_alive(port: u16, filter: &str, keep_alive: Duration) -> Recorder {
         let mut opts = MqttOptions::new(format!("recorder-{}", free_port()), "127.0.0.1", port);
-        // Room for the oversized commands some tests send.
-        opts.set_keep_alive(keep_alive)
+        // Room for the oversized commands some tests send. A persistent
+        // session, as an MES keeps: if the recorder's own connection drops
+        // (a PINGRESP late behind a flood), the broker keeps what arrives
+        // meanwhile for it. (A restarted broker starts with no sessions.)
+        opts.set_clean_session(false)
+            .set_keep_alive(keep_alive)
             .set_max_packet_size(8 << 20, 8 << 20);
         let (client, mut el) = AsyncClient::new(opts, 1000);
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -261,6 +265,7 @@ impl Recorder {
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        eprintln!("recorder: connected");
                         let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -278,7 +283,10 @@ impl Recorder {
                         n.notify_waiters();
                     }
                     Ok(_) => {}
-                    Err(_) => {
+                    Err(e) => {
+                        if s.load(Ordering::SeqCst) {
+                            eprintln!("recorder: connection lost: {e}");
+                        }
                         s.store(false, Ordering::SeqCst);
                         n.notify_waiters();
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -733,6 +741,33 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            self.print_log_tail();
+        }
+    }
+}
+
+impl Gateway {
+    /// Print the end of the gateway's log (its `committed` lines left out
+    /// but the last): when a test fails, what the gateway was doing.
+    fn print_log_tail(&self) {
+        const LINES: usize = 60;
+        let text = self.log_text();
+        let last_commit = text.lines().rev().find(|l| Commit::parse(l).is_some());
+        let mut tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .filter(|l| Commit::parse(l).is_none())
+            .take(LINES)
+            .collect();
+        tail.reverse();
+        eprintln!("---- the gateway's log, last {LINES} lines but `committed` ----");
+        for line in tail {
+            eprintln!("{line}");
+        }
+        if let Some(line) = last_commit {
+            eprintln!("---- its last `committed` line ----\n{line}");
+        }
     }
 }
 
