@@ -73,6 +73,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         Uplink {
             gateway: cfg.gateway.clone(),
             mqtt: cfg.mqtt.clone(),
+            signing: cfg.commands.clone(),
             store: Arc::clone(&store),
             committed: committed_rx,
             capacity: capacity_rx,

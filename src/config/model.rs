@@ -21,6 +21,8 @@ pub struct Config {
     pub calendar: Calendar,
     pub stations: Vec<StationConfig>,
     pub devices: Vec<DeviceConfig>,
+    /// `[commands]`: the MES's key and whether commands must be signed.
+    pub commands: crate::uplink::signed::Signing,
 }
 
 /// The control socket's file name in the data directory (`app::control`).

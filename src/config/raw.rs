@@ -37,6 +37,8 @@ pub struct RootRaw {
     pub shift: Vec<Spanned<ShiftRaw>>,
     #[serde(default)]
     pub station: Vec<Spanned<StationRaw>>,
+    #[serde(default)]
+    pub commands: Option<Spanned<CommandsRaw>>,
     /// Never present here (split off before deserializing); listed so that
     /// "unknown key" messages name it among the accepted keys.
     #[serde(default, rename = "device")]
@@ -87,6 +89,14 @@ pub struct MqttRaw {
     pub status_interval: Option<Spanned<String>>,
     pub topic_root: Option<Spanned<String>>,
     pub record_topic: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsRaw {
+    pub public_key_file: Option<Spanned<String>>,
+    pub require_signature: Option<Spanned<bool>>,
+    pub replay_window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -625,6 +635,12 @@ pub fn expected_for(key: &str) -> Option<String> {
         | "mqtt.reconnect_max"
         | "device.reconnect_min"
         | "device.reconnect_max" => DURATION_FORM,
+        "commands" => "a [commands] table",
+        "commands.public_key_file" => {
+            "the path of the MES's Ed25519 public key in PEM, such as \"/etc/linegate/mes.pub\" (openssl pkey -in mes.key -pubout -out mes.pub)"
+        }
+        "commands.require_signature" => "true or false",
+        "commands.replay_window" => "a duration from 1s to 24h such as \"5m\"",
         "station" => "[[station]] tables, one per station",
         "station.scan_rule" => "[[station.scan_rule]] tables, one per rule",
         "station.scan_rule.name" => "a rule name, unique within its station, such as \"lot-label\"",

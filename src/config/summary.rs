@@ -74,6 +74,16 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "  records:  {records}")?;
     writeln!(out, "  status:   {}", t.status())?;
     writeln!(out, "  commands: {}", t.command_filter())?;
+    let c = &cfg.commands;
+    let window = super::validate::fmt_duration(std::time::Duration::from_millis(c.window_ms));
+    match (&c.key, c.required) {
+        (None, _) => writeln!(out, "  signed commands: no key, unsigned commands obeyed")?,
+        (Some(_), true) => writeln!(out, "  signed commands: required; replay window {window}")?,
+        (Some(_), false) => writeln!(
+            out,
+            "  signed commands: verified when signed, unsigned obeyed; replay window {window}"
+        )?,
+    }
 
     let shifts = cfg.calendar.shifts();
     if shifts.is_empty() {

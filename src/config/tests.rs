@@ -2241,6 +2241,7 @@ fn summary_shows_what_a_technician_checks() {
         "records:  p1/l1/st10/{kind}",
         "status:   p1/l1/gateway/gw1/status",
         "commands: p1/l1/gateway/gw1/cmd/+",
+        "signed commands: no key, unsigned commands obeyed",
         "st10 (1 scan rule)",
         "1. lot-label: set-lot when it matches ^LOT:(.+)$",
         "sc1 (serial-scanner) at station st10: /dev/ttyUSB0\n",
@@ -2973,5 +2974,64 @@ fn a_config_that_is_a_device_a_fifo_or_too_large_is_refused_without_reading_it()
                 .contains(&format!("cannot read config file: {what}")),
             "{err}"
         );
+    }
+}
+
+#[test]
+fn commands_public_key_and_required_signatures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("linegate.toml");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+    std::fs::write(
+        dir.path().join("mes.pub"),
+        crate::uplink::signed::public_key_pem(&key),
+    )
+    .expect("write key");
+    std::fs::write(dir.path().join("rsa.pub"), "not a key\n").expect("write");
+
+    let cfg = parse(&config, BASE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.commands.key.is_none() && !cfg.commands.required);
+    assert_eq!(cfg.commands.window_ms, 300_000);
+
+    let text = format!(
+        "{BASE}\n[commands]\npublic_key_file = \"mes.pub\"\nrequire_signature = true\nreplay_window = \"2m\"\n"
+    );
+    let cfg = parse(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.commands.key, Some(key));
+    assert!(cfg.commands.required);
+    assert_eq!(cfg.commands.window_ms, 120_000);
+    assert!(
+        summary(&cfg).contains("signed commands: required; replay window 2m"),
+        "{}",
+        summary(&cfg)
+    );
+
+    for (table, key, fragment) in [
+        (
+            "require_signature = true\n",
+            "commands.require_signature",
+            "add public_key_file",
+        ),
+        (
+            "public_key_file = \"rsa.pub\"\n",
+            "commands.public_key_file",
+            "PEM",
+        ),
+        (
+            "public_key_file = \"missing.pub\"\n",
+            "commands.public_key_file",
+            "cannot read it",
+        ),
+        (
+            "public_key_file = \"mes.pub\"\nreplay_window = \"2d\"\n",
+            "commands.replay_window",
+            "above the maximum",
+        ),
+    ] {
+        let text = format!("{BASE}\n[commands]\n{table}");
+        let err = parse(&config, &text).expect_err(table);
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert!(err.to_string().contains(fragment), "{table}: {err}");
+        assert!(err.line > 0, "{err}");
     }
 }

@@ -14,9 +14,12 @@ use toml::Spanned;
 use super::error::{ConfigError, Source};
 use super::model::*;
 use super::raw::{
-    AddressRaw, DeviceEntry, DeviceRaw, ModbusRtuRaw, ModbusTcpRaw, MqttRaw, RawConfig,
-    RegisterRaw, RtuUnitRaw, SerialScannerRaw, SizeRaw, StoreRaw, expected_for, normalize,
+    AddressRaw, CommandsRaw, DeviceEntry, DeviceRaw, ModbusRtuRaw, ModbusTcpRaw, MqttRaw,
+    RawConfig, RegisterRaw, RtuUnitRaw, SerialScannerRaw, SizeRaw, StoreRaw, expected_for,
+    normalize,
 };
+
+use crate::uplink::signed::Signing;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -74,6 +77,10 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     )?;
 
     let mqtt = v.mqtt(&raw.root.mqtt, &gateway, &stations)?;
+    let commands = match &raw.root.commands {
+        Some(c) => v.commands(c)?,
+        None => Signing::default(),
+    };
 
     let devices = raw
         .devices
@@ -99,6 +106,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         calendar,
         stations,
         devices,
+        commands,
     })
 }
 
@@ -510,6 +518,55 @@ impl Validator<'_> {
             reconnect,
             status_interval,
             topics,
+        })
+    }
+
+    /// `[commands]`: the MES's public key, whether signatures are required,
+    /// the replay window.
+    fn commands(&self, raw: &Spanned<CommandsRaw>) -> Result<Signing> {
+        let c = raw.get_ref();
+        let key = match &c.public_key_file {
+            Some(v) => {
+                let key = "commands.public_key_file";
+                let path = self.path(v, key)?;
+                let cannot = |why: String| {
+                    self.err_plain(
+                        v.span(),
+                        key,
+                        format!("public key file {}: {why}", path.display()),
+                    )
+                };
+                let bytes = super::files::read_bounded(&path, super::MAX_SECRET_BYTES)
+                    .map_err(|e| cannot(format!("cannot read it: {e}")))?;
+                let text =
+                    String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))?;
+                Some(crate::uplink::signed::parse_public_key(&text).map_err(cannot)?)
+            }
+            None => None,
+        };
+        let required = c.require_signature.as_ref().is_some_and(|r| *r.get_ref());
+        if required && key.is_none() {
+            let span = c
+                .require_signature
+                .as_ref()
+                .map_or_else(|| raw.span(), |r| r.span());
+            return Err(self.err_plain(
+                span,
+                "commands.require_signature",
+                "signatures cannot be required without a key to verify them: add public_key_file to [commands]",
+            ));
+        }
+        let window = self.duration(
+            c.replay_window.as_ref(),
+            "commands.replay_window",
+            Duration::from_secs(300),
+            Duration::from_secs(1),
+            Some(Duration::from_secs(24 * 3600)),
+        )?;
+        Ok(Signing {
+            key,
+            required,
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
         })
     }
 

@@ -8,6 +8,7 @@
 mod context;
 mod counters;
 mod lot;
+mod replay;
 mod rules;
 mod serials;
 mod workstation;
@@ -20,6 +21,7 @@ pub use self::counters::{CounterMark, Movement, classify, counter_key};
 /// Entries a lot's longest list (materials) holds.
 pub use self::lot::MAX_MATERIALS as MAX_TOTALS_LIST;
 pub use self::lot::{LotState, OpenLot, lot_key};
+use self::replay::{SEEN_PREFIX, Seen};
 use self::serials::Serials;
 pub use self::serials::serial_prefix;
 pub use self::workstation::gs1_reading;
@@ -89,6 +91,10 @@ pub struct Command {
     /// The payload as received, for the audit record.
     pub payload: String,
     pub origin: CommandOrigin,
+    /// A signed command (`uplink::signed`): its id is refused as a replay
+    /// until this time (ms since the Unix epoch: its timestamp plus the
+    /// replay window). `None` for unsigned and local commands.
+    pub remember_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +129,12 @@ pub enum Rejection {
     NoLotOpen(String),
     #[error("{0}")]
     NumberingBlocked(String),
+    #[error("replayed: command id `{0}` was already seen within the replay window")]
+    Replayed(String),
+    #[error(
+        "too many signed commands within the replay window (at most {0} ids remembered): refused until older ones expire"
+    )]
+    TooManySigned(usize),
 }
 
 /// A station's context and open lot, as `linegate lot show` prints it.
@@ -141,6 +153,8 @@ pub struct Stations {
     stations: BTreeMap<String, Station>,
     counters: Counters,
     recent_commands: VecDeque<String>,
+    /// Ids of signed commands within their replay window.
+    seen: Seen,
     calendar: Calendar,
     site: String,
     line: String,
@@ -218,6 +232,7 @@ impl Stations {
             stations,
             counters: Counters::new(setup.devices, &mut |k: &str| restore.get(k)),
             recent_commands,
+            seen: Seen::restore(restore.scan(SEEN_PREFIX)),
             calendar: setup.calendar.clone(),
             site: setup.site.to_owned(),
             line: setup.line.to_owned(),
@@ -333,6 +348,7 @@ impl Stations {
             synced: clock_synced,
             device: None,
         };
+        self.seen.expire(now_ms, &mut out);
         let (stations, _, env) = self.parts();
         for station in stations.values_mut() {
             station.on_tick(&at, &env, &mut out);
@@ -349,7 +365,15 @@ impl Stations {
         clock_synced: bool,
     ) -> (Result<(), Rejection>, Emitted) {
         let mut out = Emitted::default();
-        let verdict = self.check_command(cmd);
+        let verdict = match cmd.remember_until_ms {
+            // A signed command's id is remembered whatever its station makes
+            // of it: a replay of a refused one must not pass later.
+            Some(until) => self.seen.check(&cmd.id).and_then(|()| {
+                self.seen.remember(&cmd.id, until, &mut out);
+                self.check_command(cmd)
+            }),
+            None => self.check_command(cmd),
+        };
         let audit = Body::Audit {
             command: cmd.name.clone(),
             id: Some(cmd.id.clone()),

@@ -138,6 +138,7 @@ fn cmd(id: &str, station: &str, action: CommandAction) -> Command {
         action,
         payload: "{}".into(),
         origin: CommandOrigin::Mes,
+        remember_until_ms: None,
     }
 }
 

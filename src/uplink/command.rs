@@ -5,17 +5,24 @@
 //! and its values are plain printable text. Anything else becomes a
 //! [`Refused`] with a reason; the caller audits it and publishes the result.
 //!
+//! A signed command (`uplink::signed`) is verified first, then its inner
+//! JSON goes through the same checks.
+//!
 //! The field rules themselves ([`validate`]) are shared with local commands
 //! (`linegate lot …` through `app::control`), so a value the MES may not
 //! set cannot be set locally either.
 
 use serde::Deserialize;
 
+use super::signed::{Opened, Signing};
 use crate::record::CommandOrigin;
 use crate::station::{Command, CommandAction};
 
 /// Largest command payload accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 4096;
+/// Largest signed envelope accepted, in bytes: a command of
+/// [`MAX_COMMAND_BYTES`] in base64, and room for the signature.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_COMMAND_BYTES / 3 * 4 + 256;
 /// Longest id, station or value in a command.
 const MAX_FIELD: usize = 64;
 
@@ -102,8 +109,25 @@ pub const COMMANDS: &[&str] = &[
     "set-operator",
 ];
 
-/// Validate a command received on topic `…/cmd/{name}`.
+/// Validate an unsigned command received on topic `…/cmd/{name}` (no key
+/// configured, signatures not required).
 pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refused> {
+    receive(name, payload, retained, &Signing::default(), "", 0)
+}
+
+/// Validate a command received on topic `…/cmd/{name}` by gateway `gateway`
+/// at `now_ms`: its size, the retain flag, its signature as `signing` asks
+/// (`uplink::signed`), then the command's own fields. A signed command's
+/// payload (kept for the audit) is the inner JSON as signed, and it carries
+/// until when its id must be refused as a replay.
+pub fn receive(
+    name: &str,
+    payload: &[u8],
+    retained: bool,
+    signing: &Signing,
+    gateway: &str,
+    now_ms: u64,
+) -> Result<Command, Refused> {
     // The name comes from the topic: untrusted and unbounded. Only a bounded
     // rendering of it ever goes into records.
     let shown = shown_name(name);
@@ -115,11 +139,10 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
         reason,
         payload: text.clone(),
     };
-    if payload.len() > MAX_COMMAND_BYTES {
-        return Err(refuse(
-            None,
-            format!("payload larger than {MAX_COMMAND_BYTES} bytes"),
-        ));
+    let too_large = || format!("payload larger than {MAX_COMMAND_BYTES} bytes");
+    // A signed envelope carries its command in base64 (4/3 of its size).
+    if payload.len() > MAX_ENVELOPE_BYTES {
+        return Err(refuse(None, too_large()));
     }
     let id_hint = serde_json::from_slice::<IdOnly>(payload)
         .ok()
@@ -131,6 +154,31 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
             "retained command ignored: commands must not be retained".into(),
         ));
     }
+    let (fields, text, remember_until_ms) = match signing.open(gateway, name, payload, now_ms) {
+        Ok(Opened::Unsigned) => (payload.to_vec(), text.clone(), None),
+        Ok(Opened::Signed {
+            fields,
+            inner,
+            remember_until_ms,
+        }) => (fields, inner, Some(remember_until_ms)),
+        Err(rejected) => return Err(refuse(rejected.id.or(id_hint), rejected.reason)),
+    };
+    if text.len() > MAX_COMMAND_BYTES {
+        return Err(refuse(id_hint, too_large()));
+    }
+    let payload = fields.as_slice();
+    let id_hint = id_hint.or_else(|| {
+        serde_json::from_slice::<IdOnly>(payload)
+            .ok()
+            .and_then(|i| i.id)
+            .filter(|id| valid_text(id))
+    });
+    let refuse = |id: Option<String>, reason: String| Refused {
+        name: name.to_owned(),
+        id,
+        reason,
+        payload: text.clone(),
+    };
     let parsed = match name {
         "set-lot" => serde_json::from_slice::<SetLot>(payload)
             .map(|c| (c.id, c.station, CommandAction::SetLot(c.lot))),
@@ -157,8 +205,10 @@ pub fn parse(name: &str, payload: &[u8], retained: bool) -> Result<Command, Refu
     };
     let (id, station, action) =
         parsed.map_err(|e| refuse(id_hint.clone(), format!("invalid payload: {e}")))?;
-    validate(name, id, station, action, text.clone(), CommandOrigin::Mes)
-        .map_err(|reason| refuse(id_hint, reason))
+    let mut cmd = validate(name, id, station, action, text.clone(), CommandOrigin::Mes)
+        .map_err(|reason| refuse(id_hint, reason))?;
+    cmd.remember_until_ms = remember_until_ms;
+    Ok(cmd)
 }
 
 /// Check a command's fields with the rules every command follows, whether it
@@ -221,6 +271,7 @@ pub fn validate(
         action,
         payload,
         origin,
+        remember_until_ms: None,
     })
 }
 

@@ -21,6 +21,7 @@ pub mod bound;
 pub mod command;
 pub mod payload;
 mod session;
+pub mod signed;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -109,6 +110,8 @@ pub struct Undeliverable {
 pub struct Uplink<T> {
     pub gateway: GatewayConfig,
     pub mqtt: MqttConfig,
+    /// How commands are authenticated (`[commands]`).
+    pub signing: signed::Signing,
     pub store: Arc<dyn Store>,
     /// Highest committed `seq`; a change means there is something new to send.
     pub committed: watch::Receiver<u64>,

@@ -518,7 +518,14 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         retained: bool,
         results_tx: &mpsc::Sender<CommandResult>,
     ) {
-        let parsed = command::parse(&name, payload, retained);
+        let parsed = command::receive(
+            &name,
+            payload,
+            retained,
+            &self.up.signing,
+            &self.up.gateway.id,
+            now_ms(),
+        );
         let id = match &parsed {
             Ok(cmd) => Some(cmd.id.clone()),
             Err(refused) => refused.id.clone(),
