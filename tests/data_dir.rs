@@ -191,3 +191,80 @@ async fn with_the_broker_down_the_gateway_still_stops_and_the_new_epoch_tells() 
     );
     assert_eq!(gw.stop(), Some(0));
 }
+
+/// Every path under `data` (the control socket excepted) with its mode.
+fn modes(data: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let mut out = Vec::new();
+    let mut todo = vec![data.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.file_type().is_socket() {
+            continue;
+        }
+        out.push((p.clone(), meta.mode() & 0o7777));
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out
+}
+
+/// The data directory 0710 (its group may reach the control socket, not
+/// read), everything in it private to the service user.
+fn assert_private(data: &Path) {
+    let all = modes(data);
+    assert!(
+        all.iter().any(|(p, _)| p.ends_with("seq.floor")),
+        "no seq.floor in {all:?}"
+    );
+    for (path, mode) in &all {
+        let allowed = if path == data { 0o010 } else { 0 };
+        assert_eq!(
+            mode & 0o077 & !allowed,
+            0,
+            "{} is open to other users: {mode:04o}",
+            path.display()
+        );
+    }
+    assert_eq!(all[0].1, 0o710, "the data directory's mode");
+}
+
+/// Issue: the store and `seq.floor` were world-readable. A new data
+/// directory is made private; an existing open one is reported at start and
+/// made private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private_to_the_service_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let mut gw = Gateway::start(
+        dir.path(),
+        &config_toml(&data, broker.port, pty.slave_path()),
+    );
+    wait_alarm(&rec, "store-created", None).await;
+    assert_private(&data);
+    assert_eq!(gw.stop(), Some(0), "{}", gw.log_text());
+
+    // Opened up, as an older version or a hand-made directory left it.
+    for (path, _) in modes(&data) {
+        let mode = if path.is_dir() { 0o777 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    gw.spawn();
+    assert!(
+        gw.wait_log("made private to the service user", WAIT).await,
+        "{}",
+        gw.log_text()
+    );
+    assert_private(&data);
+    pty.write(b"AFTER-1\r\n").await.unwrap();
+    rec.wait_for("a scan after the restart", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "AFTER-1")
+    })
+    .await;
+    assert_private(&data);
+}

@@ -151,6 +151,11 @@ struct OrderArg {
 
 /// Parse the command line, run, and map the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // Everything the gateway creates is its own: the data directory is
+    // private to the service user (store::private).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        crate::store::private::UMASK,
+    ));
     let cli = Cli::parse();
     init_logging(&cli.command);
     match cli.command {

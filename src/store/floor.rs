@@ -43,7 +43,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -189,6 +189,7 @@ impl SeqFloor {
     /// I/O error other than "no such file" (permission, a dead disk) is
     /// returned: it is not damage.
     pub fn lock(data_dir: &Path) -> std::io::Result<(SeqFloor, Found)> {
+        let created = !data_dir.exists();
         super::create_dir_durable(data_dir)?;
         let dir_file = File::open(data_dir)?;
         let lock = nix::fcntl::Flock::lock(dir_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
@@ -201,6 +202,15 @@ impl SeqFloor {
                 ),
             )
         })?;
+        // Locked: no other gateway is using it.
+        match super::private::secure(data_dir, created) {
+            Ok(found) => super::private::report(data_dir, &found),
+            Err(e) => tracing::warn!(
+                data_dir = %data_dir.display(),
+                error = %e,
+                "could not check the data directory's permissions"
+            ),
+        }
         let found = match std::fs::read(data_dir.join(FILE_NAME)) {
             Ok(bytes) => match std::str::from_utf8(&bytes)
                 .map_err(|e| e.to_string())
@@ -255,7 +265,12 @@ impl SeqFloor {
             )
         })?;
         let tmp = self.dir.join(TMP_NAME);
-        let mut f = File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(super::private::FILE_MODE)
+            .open(&tmp)?;
         f.write_all(encode(mark).as_bytes())?;
         f.sync_all()?;
         drop(f);

@@ -18,6 +18,7 @@
 mod codec;
 mod epoch;
 mod floor;
+pub mod private;
 mod redb;
 mod reopen;
 mod salvage;
