@@ -70,6 +70,17 @@ enum Command {
         #[command(subcommand)]
         action: LotCommand,
     },
+    /// Show the running daemon's status: devices and their health, the
+    /// queue, the uplink's state and last error, the store's epoch. Works
+    /// while the broker is unreachable (it asks the daemon, not the broker).
+    Status {
+        /// Path to the daemon's TOML configuration (for its data_dir).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the status JSON (the MQTT status message's fields) instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the real pipeline with a simulated scanner and an embedded MQTT
     /// broker; prints every message the MES receives, one line each.
     #[cfg(feature = "demo")]
@@ -176,6 +187,7 @@ pub fn main() -> ExitCode {
         }
         Command::Probe { config, device } => probe(&config, &device),
         Command::Lot { action } => lot(action),
+        Command::Status { config, json } => status(&config, json),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime_result(crate::app::demo::run(args)),
     }
@@ -282,42 +294,139 @@ fn lot(action: LotCommand) -> ExitCode {
         ),
         LotCommand::Show { config, json } => (config, Request::Show {}, json),
     };
-    let cfg = match config::load(&config) {
-        Ok(cfg) => cfg,
-        Err(err) => return config_error(&err),
-    };
-    let socket = crate::app::control::socket_path(&cfg.gateway.data_dir);
-    let reply = match crate::app::control::call(&socket, &request) {
+    let reply = match call_daemon(&config, &request) {
         Ok(reply) => reply,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return match err {
-                crate::app::control::ClientError::PermissionDenied { .. } => {
-                    ExitCode::from(EXIT_NOPERM)
-                }
-                crate::app::control::ClientError::BadReply { .. } => ExitCode::from(EXIT_SOFTWARE),
-                _ => ExitCode::from(EXIT_UNAVAILABLE),
-            };
-        }
+        Err(code) => return code,
     };
-    if reply["ok"] != true {
-        let error = reply["error"].as_str().unwrap_or("no reason given");
-        match reply["id"].as_str() {
-            Some(id) => eprintln!("error: refused (command {id}): {error}"),
-            None => eprintln!("error: refused: {error}"),
-        }
-        return if reply["kind"] == "unavailable" {
-            ExitCode::from(EXIT_UNAVAILABLE)
-        } else {
-            ExitCode::from(EXIT_DATAERR)
-        };
-    }
     if json {
         println!("{reply}");
     } else {
         print!("{}", render_lot_reply(&request, &reply));
     }
     ExitCode::SUCCESS
+}
+
+/// `linegate status`: the daemon's status, as a table or as its JSON.
+fn status(config: &std::path::Path, json: bool) -> ExitCode {
+    let reply = match call_daemon(config, &crate::app::control::Request::Status {}) {
+        Ok(reply) => reply,
+        Err(code) => return code,
+    };
+    if json {
+        println!("{}", reply["status"]);
+    } else {
+        print!("{}", render_status(&reply["status"]));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Send `request` to the control socket of the daemon `config` describes:
+/// its successful reply, or the exit code of the failure (already printed).
+fn call_daemon(
+    config: &std::path::Path,
+    request: &crate::app::control::Request,
+) -> Result<serde_json::Value, ExitCode> {
+    let cfg = config::load(config).map_err(|err| config_error(&err))?;
+    let socket = crate::app::control::socket_path(&cfg.gateway.data_dir);
+    let reply = crate::app::control::call(&socket, request).map_err(|err| {
+        eprintln!("error: {err}");
+        match err {
+            crate::app::control::ClientError::PermissionDenied { .. } => {
+                ExitCode::from(EXIT_NOPERM)
+            }
+            crate::app::control::ClientError::BadReply { .. } => ExitCode::from(EXIT_SOFTWARE),
+            _ => ExitCode::from(EXIT_UNAVAILABLE),
+        }
+    })?;
+    if reply["ok"] != true {
+        let error = reply["error"].as_str().unwrap_or("no reason given");
+        match reply["id"].as_str() {
+            Some(id) => eprintln!("error: refused (command {id}): {error}"),
+            None => eprintln!("error: refused: {error}"),
+        }
+        return Err(if reply["kind"] == "unavailable" {
+            ExitCode::from(EXIT_UNAVAILABLE)
+        } else {
+            ExitCode::from(EXIT_DATAERR)
+        });
+    }
+    Ok(reply)
+}
+
+/// `linegate status` for a person: one block per part of the status.
+fn render_status(st: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gateway   {}   linegate {}   epoch {}",
+        text(&st["gateway"]),
+        text(&st["version"]),
+        text(&st["epoch"])
+    );
+    let b = &st["broker"];
+    let state = if b["connected"] == true {
+        "connected".to_owned()
+    } else {
+        format!("disconnected ({})", text(&b["last_error"]))
+    };
+    let _ = writeln!(
+        out,
+        "uplink    {state}; connects {}, records published {}, refused by the broker {}",
+        text(&b["connects"]),
+        text(&b["published"]),
+        text(&b["refused"])
+    );
+    let q = &st["queue"];
+    let _ = writeln!(
+        out,
+        "queue     {} records, {} bytes, oldest {} s, last seq {}{}{}",
+        text(&q["depth"]),
+        text(&q["bytes"]),
+        text(&q["oldest_age_s"]),
+        text(&q["last_seq"]),
+        if q["full"] == true { ", FULL" } else { "" },
+        if q["disk_full"] == true {
+            ", DISK FULL"
+        } else {
+            ""
+        },
+    );
+    let c = &st["commands"];
+    let _ = writeln!(
+        out,
+        "commands  received {}, accepted {}, refused {}, busy {}",
+        text(&c["received"]),
+        text(&c["accepted"]),
+        text(&c["refused"]),
+        text(&c["busy"])
+    );
+    let devices = st["devices"].as_object();
+    let _ = writeln!(out, "devices   {}", devices.map_or(0, |d| d.len()));
+    for (id, d) in devices.into_iter().flatten() {
+        let online = if d["online"] == true {
+            "online"
+        } else {
+            "OFFLINE"
+        };
+        let _ = write!(
+            out,
+            "  {id}  {online}  frames {} rejects {} connects {}",
+            text(&d["frames"]),
+            text(&d["rejects"]),
+            text(&d["connects"])
+        );
+        if !d["last_error"].is_null() {
+            let _ = write!(out, "  last error: {}", text(&d["last_error"]));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The human line (or, for `show`, the table) of a successful reply.
@@ -349,6 +458,7 @@ fn render_lot_reply(request: &crate::app::control::Request, reply: &serde_json::
             order: None,
         } => format!("order cleared at {station} (command {id})\n"),
         Request::Show {} => render_stations(&reply["stations"]),
+        Request::Status {} => render_status(&reply["status"]),
     }
 }
 

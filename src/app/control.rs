@@ -14,6 +14,7 @@
 //! | `{"op":"set-operator","station":"st10","operator":"OP-7"}` (`null` logs out) | `{"ok":true,"id":"local-…"}` |
 //! | `{"op":"set-order","station":"st10","order":"WO1"}` (`null` clears) | `{"ok":true,"id":"local-…"}` |
 //! | `{"op":"show"}` | `{"ok":true,"stations":[…]}` (each a `StationView`) |
+//! | `{"op":"status"}` | `{"ok":true,"status":{…}}` (the MQTT status message's JSON, `uplink::payload::status`; answered without the pipeline) |
 //!
 //! Otherwise: `{"ok":false,"error":"…","kind":K}`, where `K` is
 //! - `invalid`: the request was malformed or a value broke the command rules
@@ -64,7 +65,7 @@ use crate::app::pipeline::Input;
 use crate::record::CommandOrigin;
 use crate::station::CommandAction;
 use crate::uplink::command;
-use crate::uplink::{CommandOutcome, CommandRequest};
+use crate::uplink::{CommandOutcome, CommandRequest, StatusSources};
 
 /// The socket's file name in the data directory.
 pub const SOCKET_NAME: &str = crate::config::CONTROL_SOCKET;
@@ -118,6 +119,8 @@ pub enum Request {
     /// Every station's context and open lot.
     // A struct variant (no fields), so unknown fields are refused here too.
     Show {},
+    /// The gateway's status: the retained MQTT status message's JSON.
+    Status {},
 }
 
 impl Request {
@@ -140,7 +143,7 @@ impl Request {
                     materials: None,
                 },
             ),
-            Request::Show {} => return None,
+            Request::Show {} | Request::Status {} => return None,
         })
     }
 }
@@ -243,7 +246,7 @@ impl ControlSocket {
 
     /// Serve clients until the task is aborted. Each connection runs in its
     /// own task, owned here: aborting this task ends them all.
-    pub async fn serve(self, input: mpsc::Sender<Input>) {
+    pub async fn serve(self, input: mpsc::Sender<Input>, status: StatusSources) {
         let mut clients = Clients::default();
         loop {
             let stream = match self.listener.accept().await {
@@ -256,7 +259,7 @@ impl ControlSocket {
                 }
             };
             clients.make_room().await;
-            clients.spawn(stream, input.clone());
+            clients.spawn(stream, input.clone(), status.clone());
         }
     }
 }
@@ -314,13 +317,13 @@ impl Clients {
         self.live.retain(|c| c.task != id);
     }
 
-    fn spawn(&mut self, stream: UnixStream, input: mpsc::Sender<Input>) {
+    fn spawn(&mut self, stream: UnixStream, input: mpsc::Sender<Input>, status: StatusSources) {
         let on_peer = Arc::new(AtomicBool::new(true));
         let (evict_tx, evict_rx) = oneshot::channel();
         let flag = Arc::clone(&on_peer);
         let task = self
             .tasks
-            .spawn(async move { serve_client(stream, &input, &flag, evict_rx).await })
+            .spawn(async move { serve_client(stream, &input, &status, &flag, evict_rx).await })
             .id();
         self.live.push(Client {
             task,
@@ -369,6 +372,7 @@ async fn read_line(stream: &mut UnixStream) -> io::Result<Line> {
 async fn serve_client(
     mut stream: UnixStream,
     input: &mpsc::Sender<Input>,
+    status: &StatusSources,
     on_peer: &AtomicBool,
     mut evicted: oneshot::Receiver<()>,
 ) {
@@ -404,7 +408,7 @@ async fn serve_client(
         ),
         Ok(Ok(Line::Request(line))) => {
             on_peer.store(false, Ordering::Release);
-            let reply = handle(&line, input).await;
+            let reply = handle(&line, input, status).await;
             on_peer.store(true, Ordering::Release);
             reply
         }
@@ -429,7 +433,7 @@ async fn send_reply(stream: &mut UnixStream, reply: &Value) -> io::Result<()> {
 }
 
 /// Answer one request line.
-async fn handle(line: &[u8], input: &mpsc::Sender<Input>) -> Value {
+async fn handle(line: &[u8], input: &mpsc::Sender<Input>, status: &StatusSources) -> Value {
     let Ok(text) = std::str::from_utf8(line) else {
         return failure(Failure::Invalid, "request is not UTF-8 text", None);
     };
@@ -437,6 +441,15 @@ async fn handle(line: &[u8], input: &mpsc::Sender<Input>) -> Value {
         Ok(r) => r,
         Err(err) => return failure(Failure::Invalid, format!("invalid request: {err}"), None),
     };
+    if request == (Request::Status {}) {
+        // Not through the pipeline: it answers while the pipeline is busy
+        // and the broker unreachable.
+        let body = status.status(crate::clock::now_ms());
+        return match serde_json::from_slice::<Value>(&body) {
+            Ok(status) => json!({"ok": true, "status": status}),
+            Err(e) => failure(Failure::Unavailable, format!("status: {e}"), None),
+        };
+    }
     let deadline = Instant::now() + ANSWER_TIMEOUT;
     let Some((name, station, action)) = request.into_command() else {
         return match inspect(input, deadline).await {

@@ -27,7 +27,7 @@ use crate::devices::{modbus, scanner};
 use crate::station::{Restore, Setup, Stations};
 use crate::store::{self, CapacityStatus, Store};
 use crate::tasks::AbortOnDrop;
-use crate::uplink::{Outbound, Uplink};
+use crate::uplink::{Outbound, Uplink, UplinkStats};
 
 /// Readings and commands buffered ahead of the pipeline.
 const INPUT_QUEUE: usize = 4096;
@@ -69,20 +69,20 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         }
         .run(input_rx),
     );
-    let mut uplink = tokio::spawn(
-        Uplink {
-            gateway: cfg.gateway.clone(),
-            mqtt: cfg.mqtt.clone(),
-            signing: cfg.commands.clone(),
-            store: Arc::clone(&store),
-            committed: committed_rx,
-            capacity: capacity_rx,
-            outbound,
-            commands: input_tx.clone(),
-            health: health.clone(),
-        }
-        .run(shutdown_rx),
-    );
+    let uplink = Uplink {
+        gateway: cfg.gateway.clone(),
+        mqtt: cfg.mqtt.clone(),
+        signing: cfg.commands.clone(),
+        store: Arc::clone(&store),
+        committed: committed_rx,
+        capacity: capacity_rx,
+        outbound,
+        commands: input_tx.clone(),
+        health: health.clone(),
+        stats: watch::channel(UplinkStats::default()).0,
+    };
+    let status = uplink.status_sources();
+    let mut uplink = tokio::spawn(uplink.run(shutdown_rx));
     let devices: Vec<JoinHandle<()>> = cfg
         .devices
         .iter()
@@ -96,7 +96,9 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             } else {
                 tracing::info!(socket = %path, "control socket listening");
             }
-            Some(AbortOnDrop(tokio::spawn(socket.serve(input_tx.clone()))))
+            Some(AbortOnDrop(tokio::spawn(
+                socket.serve(input_tx.clone(), status.clone()),
+            )))
         }
         Err(err) => {
             tracing::error!(

@@ -64,9 +64,24 @@ impl Outbound {
     }
 }
 
-/// The uplink's counters since the gateway started, shown in the status.
+/// The uplink's state and counters since the gateway started, shown in the
+/// status (MQTT, `linegate status`, metrics). Owned by the uplink task,
+/// which publishes every change on a `watch` ([`Uplink::stats`]).
 #[derive(Debug, Default, Clone)]
 pub struct UplinkStats {
+    /// The MQTT session is up (CONNACK received, not lost since).
+    pub connected: bool,
+    /// Why the last connection attempt or session failed, `None` before any.
+    pub last_error: Option<String>,
+    /// Sessions established since the gateway started.
+    pub connects: u64,
+    /// Records the broker acknowledged (and the store deleted).
+    pub records_published: u64,
+    /// Commands received on the command topics.
+    pub commands_received: u64,
+    /// Command results published: accepted, and refused (any reason).
+    pub commands_accepted: u64,
+    pub commands_refused: u64,
     /// Commands refused with `gateway busy: command queue full`, unaudited.
     pub commands_busy: u64,
     /// Of those, the ones there was no room to answer either: no result, no
@@ -121,6 +136,48 @@ pub struct Uplink<T> {
     pub outbound: Outbound,
     pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
+    /// The uplink's state and counters, for every reader of the status.
+    pub stats: watch::Sender<UplinkStats>,
+}
+
+/// What the status is made of, shared by the retained MQTT status and the
+/// control socket's `status` (so both say the same, in the same JSON).
+#[derive(Clone)]
+pub struct StatusSources {
+    pub gateway: GatewayConfig,
+    pub store: Arc<dyn Store>,
+    pub capacity: watch::Receiver<CapacityStatus>,
+    pub health: HealthRegistry,
+    pub uplink: watch::Receiver<UplinkStats>,
+}
+
+impl StatusSources {
+    /// The status message's JSON at `now_ms` ([`payload::status`]).
+    pub fn status(&self, now_ms: u64) -> Vec<u8> {
+        let capacity = self.capacity.borrow().clone();
+        let uplink = self.uplink.borrow().clone();
+        payload::status(
+            &self.gateway,
+            now_ms,
+            &self.store.stats(),
+            &capacity,
+            &self.health.snapshot(),
+            &uplink,
+        )
+    }
+}
+
+impl<T> Uplink<T> {
+    /// The sources of the status this uplink publishes.
+    pub fn status_sources(&self) -> StatusSources {
+        StatusSources {
+            gateway: self.gateway.clone(),
+            store: Arc::clone(&self.store),
+            capacity: self.capacity.clone(),
+            health: self.health.clone(),
+            uplink: self.stats.subscribe(),
+        }
+    }
 }
 
 impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
@@ -131,7 +188,6 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
         let mut backoff = Backoff::new(self.mqtt.reconnect);
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();
-        let mut stats = UplinkStats::default();
         let mut rng = fastrand::Rng::new();
         loop {
             if *shutdown.borrow() {
@@ -144,12 +200,15 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
                 &mut results_rx,
                 &mut shutdown,
                 &mut backoff,
-                &mut stats,
             )
             .await;
             match ended {
                 session::Ended::Shutdown => return,
                 session::Ended::Lost(why) => {
+                    self.stats.send_modify(|s| {
+                        s.connected = false;
+                        s.last_error = Some(why.clone());
+                    });
                     tracing::warn!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), error = %why, "MQTT connection lost")
                 }
             }

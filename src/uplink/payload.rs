@@ -374,10 +374,17 @@ pub fn status(
         },
         "devices": devices,
         "commands": {
+            "received": uplink.commands_received,
+            "accepted": uplink.commands_accepted,
+            "refused": uplink.commands_refused,
             "busy": uplink.commands_busy,
             "unanswered": uplink.commands_unanswered,
         },
         "broker": {
+            "connected": uplink.connected,
+            "connects": uplink.connects,
+            "last_error": uplink.last_error,
+            "published": uplink.records_published,
             "refused": uplink.records_refused,
             "last_refusal": uplink.last_refusal,
         },

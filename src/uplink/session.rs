@@ -22,7 +22,7 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bound::PUBLISH_OVERHEAD;
-use super::{CommandOutcome, CommandRequest, Undeliverable, Uplink, UplinkStats, command, payload};
+use super::{CommandOutcome, CommandRequest, Undeliverable, Uplink, command, payload};
 use crate::clock::now_ms;
 use crate::config::BackoffConfig;
 use crate::devices::backoff::Backoff;
@@ -102,8 +102,6 @@ pub struct Session<'u, T> {
     retry: Backoff,
     /// Commands handed to the pipeline whose result is not yet published.
     awaiting: Arc<AtomicUsize>,
-    /// Counters since the gateway started (they outlive the session).
-    stats: &'u mut UplinkStats,
 }
 
 impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session<'u, T> {
@@ -114,7 +112,6 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         results_rx: &mut mpsc::Receiver<CommandResult>,
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
-        stats: &'u mut UplinkStats,
     ) -> Ended {
         let window = usize::from(up.mqtt.max_inflight);
         let mut opts = MqttOptions::new(&up.gateway.id, &up.mqtt.host, up.mqtt.port);
@@ -163,6 +160,10 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
             Err(err) => return Ended::Lost(err.to_string()),
         }
         backoff.reset();
+        up.stats.send_modify(|s| {
+            s.connected = true;
+            s.connects += 1;
+        });
         tracing::info!(broker = %format!("{}:{}", up.mqtt.host, up.mqtt.port), "MQTT connected");
 
         let (events_tx, mut events) = mpsc::channel(256);
@@ -182,7 +183,6 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
             retry_at: None,
             retry: Backoff::new(REFUSED_RETRY),
             awaiting: Arc::new(AtomicUsize::new(0)),
-            stats,
         };
         // Subscribe before the first publish, then announce ourselves.
         // Retain As Published: a retained command published while we are
@@ -254,6 +254,10 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
     /// was audited only). `false` when there is no room for it: the caller
     /// counts it.
     fn answer(&mut self, name: &str, id: Option<&str>, outcome: &CommandOutcome) -> bool {
+        self.up.stats.send_modify(|s| match outcome {
+            Ok(()) => s.commands_accepted += 1,
+            Err(_) => s.commands_refused += 1,
+        });
         if !command::answerable(name) {
             // Audited, but its result topic would be unusable.
             return true;
@@ -325,16 +329,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
     }
 
     fn publish_status(&mut self) {
-        let stats = self.up.store.stats();
-        let capacity = self.up.capacity.borrow().clone();
-        let body = payload::status(
-            &self.up.gateway,
-            now_ms(),
-            &stats,
-            &capacity,
-            &self.up.health.snapshot(),
-            self.stats,
-        );
+        let body = self.up.status_sources().status(now_ms());
         self.publish(self.up.mqtt.topics.status(), body, true, Tag::Status);
     }
 
@@ -493,13 +488,16 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         };
         self.records_out -= 1;
         if delivered {
+            self.up.stats.send_modify(|s| s.records_published += 1);
             if let Err(e) = self.up.store.ack(seq) {
                 // The record stays and is sent again later: a duplicate, not a loss.
                 tracing::error!(seq, error = %e, "could not delete acknowledged record");
             }
         } else {
-            self.stats.records_refused += 1;
-            self.stats.last_refusal = Some(why());
+            self.up.stats.send_modify(|s| {
+                s.records_refused += 1;
+                s.last_refusal = Some(why());
+            });
             tracing::error!(seq, reason = %why(), "broker refused a record; kept, sent again later");
             self.refused_from = Some(self.refused_from.map_or(seq, |s| s.min(seq)));
             if self.retry_at.is_none() {
@@ -518,6 +516,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         retained: bool,
         results_tx: &mpsc::Sender<CommandResult>,
     ) {
+        self.up.stats.send_modify(|s| s.commands_received += 1);
         let parsed = command::receive(
             &name,
             payload,
@@ -568,12 +567,16 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         }
         // Refused unaudited: the pipeline cannot take it. Answered if its
         // name allows a result and there is room for it, else counted.
-        self.stats.commands_busy += 1;
+        self.up.stats.send_modify(|s| s.commands_busy += 1);
         if !command::answerable(&name) || !self.answer(&name, id.as_deref(), &Err(BUSY.into())) {
-            self.stats.commands_unanswered += 1;
-            if self.stats.commands_unanswered.is_power_of_two() {
+            let mut unanswered = 0;
+            self.up.stats.send_modify(|s| {
+                s.commands_unanswered += 1;
+                unanswered = s.commands_unanswered;
+            });
+            if unanswered.is_power_of_two() {
                 tracing::warn!(
-                    unanswered = self.stats.commands_unanswered,
+                    unanswered,
                     "commands arrive faster than they can be answered; refused unanswered, counted"
                 );
             }
