@@ -123,3 +123,113 @@ async fn status_without_a_running_gateway_says_so() {
     let (code, out, err) = linegate(&["status", "--config", config.to_str().unwrap()]).await;
     assert_eq!(code, Some(69), "{out}{err}");
 }
+
+/// One HTTP request to `port`, written as `request`; the whole reply.
+async fn http(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(request).await.unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.unwrap();
+        String::from_utf8(reply).unwrap()
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("an HTTP reply in time")
+}
+
+/// The sample `line` (name and labels) of a metrics page, as a number.
+fn sample(page: &str, line: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_endpoint_serves_metrics_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.port, FILTER).await;
+    let pty = VirtualSerial::open().unwrap();
+    let port = free_port();
+    let toml = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+        config_toml(&dir.path().join("data"), broker.port, pty.slave_path())
+    );
+    let gw = Gateway::start(dir.path(), &toml);
+    assert!(
+        gw.wait_log("metrics endpoint listening", WAIT).await,
+        "{}",
+        gw.log_text()
+    );
+    pty.write(b"M-1\r\n").await.unwrap();
+    rec.wait_for("the scan", |m| {
+        m.iter().any(|m| m.json()["data"]["code"] == "M-1")
+    })
+    .await;
+    // Published: the gateway's counters move when the PUBACK is in.
+    rec.wait_for("a status after the scan", |m| {
+        m.iter().any(|m| {
+            m.topic.ends_with("/status") && m.json()["broker"]["published"].as_u64() >= Some(1)
+        })
+    })
+    .await;
+
+    let page = http(port, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    let (head, body) = page.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(
+        body.contains("# TYPE linegate_commit_seconds histogram"),
+        "{body}"
+    );
+    assert!(
+        sample(body, "linegate_commit_seconds_count") >= Some(1.0),
+        "{body}"
+    );
+    assert!(
+        sample(body, "linegate_records_committed_total") >= Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(body, "linegate_uplink_connected"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(body, "linegate_uplink_connects_total"),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        sample(body, "linegate_records_published_total") >= Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(body, "linegate_device_online{device=\"scanner-1\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(body, "linegate_device_frames_total{device=\"scanner-1\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(sample(body, "linegate_queue_depth").is_some(), "{body}");
+
+    let other = http(port, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let post = http(port, b"POST /metrics HTTP/1.1\r\n\r\n").await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    let junk = http(port, b"\x16\x03\x01 hello\r\n\r\n").await;
+    assert!(junk.starts_with("HTTP/1.1 400"), "{junk}");
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 20_000));
+    let too_large = http(port, &huge).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+    // Still serving.
+    let again = http(port, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}

@@ -19,8 +19,8 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::control;
 use crate::app::pipeline::{Input, Pipeline};
+use crate::app::{control, metrics};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
 use crate::devices::{modbus, scanner};
@@ -55,6 +55,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let (capacity_tx, capacity_rx) = watch::channel(CapacityStatus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let outbound = Outbound::default();
+    let commit_times = Arc::new(metrics::CommitTimes::default());
 
     let mut pipeline = tokio::spawn(
         Pipeline {
@@ -66,6 +67,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             capacity: capacity_tx,
             outbound: outbound.clone(),
             restore: restore_stations,
+            commit_times: Arc::clone(&commit_times),
         }
         .run(input_rx),
     );
@@ -82,6 +84,23 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         stats: watch::channel(UplinkStats::default()).0,
     };
     let status = uplink.status_sources();
+    let _metrics = match cfg.metrics {
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(listen = %addr, "metrics endpoint listening at /metrics");
+                Some(AbortOnDrop(tokio::spawn(metrics::serve(
+                    listener,
+                    status.clone(),
+                    Arc::clone(&commit_times),
+                ))))
+            }
+            Err(err) => {
+                tracing::error!(listen = %addr, error = %err, "cannot open the metrics endpoint; running without it");
+                None
+            }
+        },
+        None => None,
+    };
     let mut uplink = tokio::spawn(uplink.run(shutdown_rx));
     let devices: Vec<JoinHandle<()>> = cfg
         .devices

@@ -120,6 +120,8 @@ pub struct Pipeline {
     /// Records out for delivery: drop-oldest leaves them alone.
     pub outbound: Outbound,
     pub restore: RestoreStations,
+    /// How long each commit took (the metrics endpoint reads them).
+    pub commit_times: Arc<crate::app::metrics::CommitTimes>,
 }
 
 #[derive(Default)]
@@ -525,6 +527,9 @@ impl Running {
         };
         self.cap.committed();
         self.set_aside(set_aside).await;
+        self.p
+            .commit_times
+            .observe(started.elapsed(), records.len() as u64);
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             tracing::debug!(
                 first_seq = first.seq,

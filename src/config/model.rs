@@ -23,6 +23,8 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// `[commands]`: the MES's key and whether commands must be signed.
     pub commands: crate::uplink::signed::Signing,
+    /// `[metrics] listen`: where the Prometheus endpoint listens; `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The control socket's file name in the data directory (`app::control`).

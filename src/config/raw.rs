@@ -39,6 +39,8 @@ pub struct RootRaw {
     pub station: Vec<Spanned<StationRaw>>,
     #[serde(default)]
     pub commands: Option<Spanned<CommandsRaw>>,
+    #[serde(default)]
+    pub metrics: Option<Spanned<MetricsRaw>>,
     /// Never present here (split off before deserializing); listed so that
     /// "unknown key" messages name it among the accepted keys.
     #[serde(default, rename = "device")]
@@ -89,6 +91,12 @@ pub struct MqttRaw {
     pub status_interval: Option<Spanned<String>>,
     pub topic_root: Option<Spanned<String>>,
     pub record_topic: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsRaw {
+    pub listen: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -635,6 +643,10 @@ pub fn expected_for(key: &str) -> Option<String> {
         | "mqtt.reconnect_max"
         | "device.reconnect_min"
         | "device.reconnect_max" => DURATION_FORM,
+        "metrics" => "a [metrics] table with listen",
+        "metrics.listen" => {
+            "an IP address and port such as \"127.0.0.1:9464\" (the Prometheus endpoint, served at /metrics)"
+        }
         "commands" => "a [commands] table",
         "commands.public_key_file" => {
             "the path of the MES's Ed25519 public key in PEM, such as \"/etc/linegate/mes.pub\" (openssl pkey -in mes.key -pubout -out mes.pub)"

@@ -3035,3 +3035,23 @@ fn commands_public_key_and_required_signatures() {
         assert!(err.line > 0, "{err}");
     }
 }
+
+#[test]
+fn metrics_listen_is_an_ip_address_and_port() {
+    let path = Path::new("/etc/linegate/linegate.toml");
+    assert_eq!(
+        parse(path, BASE).unwrap_or_else(|e| panic!("{e}")).metrics,
+        None
+    );
+    let text = format!("{BASE}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+    let cfg = parse(path, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    for bad in ["localhost:9464", "127.0.0.1", ":9464"] {
+        let text = format!("{BASE}\n[metrics]\nlisten = \"{bad}\"\n");
+        let err = parse(path, &text).expect_err(bad);
+        assert_eq!(err.key.as_deref(), Some("metrics.listen"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:9464"), "{err}");
+    }
+    let err = parse(path, &format!("{BASE}\n[metrics]\n")).expect_err("no listen");
+    assert!(err.to_string().contains("listen"), "{err}");
+}

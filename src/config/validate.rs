@@ -81,6 +81,19 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         Some(c) => v.commands(c)?,
         None => Signing::default(),
     };
+    let metrics = match &raw.root.metrics {
+        Some(m) => {
+            let listen = &m.get_ref().listen;
+            Some(listen.get_ref().trim().parse().map_err(|_| {
+                v.err(
+                    listen.span(),
+                    "metrics.listen",
+                    format!("\"{}\" is not an IP address and port", listen.get_ref()),
+                )
+            })?)
+        }
+        None => None,
+    };
 
     let devices = raw
         .devices
@@ -107,6 +120,7 @@ pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
         stations,
         devices,
         commands,
+        metrics,
     })
 }
 
