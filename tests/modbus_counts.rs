@@ -312,7 +312,11 @@ async fn probe_prints_raw_registers_beside_decoded_values() {
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(64), "a scanner cannot be probed");
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "a scanner whose port cannot be opened reads nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

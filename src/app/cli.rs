@@ -54,14 +54,20 @@ enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
-    /// Read a Modbus device once and print each mapped value decoded, with
-    /// the raw registers beside it: the check of a register map.
+    /// Check a device without the gateway: a serial scanner's frames as
+    /// they arrive (for 10 s, or --for); a Modbus device's mapped values,
+    /// decoded beside their raw registers (once, or every poll interval
+    /// for --for). Exits 69 when nothing could be read.
     Probe {
         #[arg(value_name = "FILE")]
         config: PathBuf,
         /// The device id in the config.
         #[arg(value_name = "DEVICE")]
         device: String,
+        /// How long to listen (a scanner; default 10s) or to keep polling
+        /// (Modbus; default: one read), e.g. "30s".
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
     },
     /// Act on the running daemon as a local operator: open and close lots,
     /// log operators in and out, set the work order, show every station.
@@ -185,7 +191,11 @@ pub fn main() -> ExitCode {
             };
             runtime_result(run_with_signals(cfg))
         }
-        Command::Probe { config, device } => probe(&config, &device),
+        Command::Probe {
+            config,
+            device,
+            duration,
+        } => probe(&config, &device, duration),
         Command::Lot { action } => lot(action),
         Command::Status { config, json } => status(&config, json),
         #[cfg(feature = "demo")]
@@ -193,7 +203,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn probe(path: &std::path::Path, device: &str) -> ExitCode {
+/// How long `probe` listens to a scanner without `--for`.
+const SCANNER_PROBE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn probe(path: &std::path::Path, device: &str, duration: Option<std::time::Duration>) -> ExitCode {
     let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(err) => return config_error(&err),
@@ -214,13 +227,13 @@ fn probe(path: &std::path::Path, device: &str) -> ExitCode {
             return ExitCode::from(EXIT_SOFTWARE);
         }
     };
-    let (heading, rows) = match &dev.kind {
+    let (heading, interval) = match &dev.kind {
         config::DeviceKind::ModbusTcp(m) => (
             format!(
                 "{device}: modbus-tcp {}:{} unit {}",
                 m.host, m.port, m.unit_id
             ),
-            rt.block_on(crate::devices::modbus::probe(m)),
+            m.poll.interval,
         ),
         config::DeviceKind::ModbusRtu(bus) => {
             let units: Vec<String> = bus.units.iter().map(|u| u.unit_id.to_string()).collect();
@@ -231,28 +244,122 @@ fn probe(path: &std::path::Path, device: &str) -> ExitCode {
                     bus.line.baud,
                     units.join(", ")
                 ),
-                rt.block_on(crate::devices::modbus::rtu::probe(bus)),
+                bus.poll.interval,
             )
         }
-        config::DeviceKind::SerialScanner(_) => {
-            eprintln!(
-                "error: `{device}` is a {}; probe reads Modbus devices",
-                dev.kind.type_name()
-            );
-            return ExitCode::from(EXIT_CONFIG);
+        config::DeviceKind::SerialScanner(s) => {
+            return rt.block_on(probe_scanner(device, s, duration.unwrap_or(SCANNER_PROBE)));
         }
     };
-    match rows {
-        Ok(rows) => {
-            println!("{heading}");
-            print!("{}", crate::devices::modbus::render_probe(&rows));
-            ExitCode::SUCCESS
+    println!("{heading}");
+    let deadline = duration.map(|d| std::time::Instant::now() + d);
+    let mut any_read = false;
+    let mut round = 0u32;
+    loop {
+        round += 1;
+        let rows = rt.block_on(async {
+            match &dev.kind {
+                config::DeviceKind::ModbusTcp(m) => crate::devices::modbus::probe(m).await,
+                config::DeviceKind::ModbusRtu(bus) => crate::devices::modbus::rtu::probe(bus).await,
+                config::DeviceKind::SerialScanner(_) => Ok(Vec::new()),
+            }
+        });
+        if deadline.is_some() {
+            println!(
+                "-- read {round} at {}",
+                crate::clock::rfc3339_ms(crate::clock::now_ms())
+            );
         }
-        Err(err) => {
-            eprintln!("error: {device}: {err}");
-            ExitCode::from(EXIT_UNAVAILABLE)
+        match rows {
+            Ok(rows) => {
+                any_read |= rows.iter().any(|r| r.value.is_ok());
+                print!("{}", crate::devices::modbus::render_probe(&rows));
+                if !rows.iter().any(|r| r.value.is_ok()) {
+                    eprintln!("error: {device}: no register could be read");
+                }
+            }
+            Err(err) => eprintln!("error: {device}: {err}"),
+        }
+        match deadline {
+            Some(at) if std::time::Instant::now() + interval < at => std::thread::sleep(interval),
+            _ => break,
         }
     }
+    if any_read {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNAVAILABLE)
+    }
+}
+
+/// `linegate probe` on a serial scanner: every frame as it arrives, for
+/// `duration`; exit 69 when the port cannot be opened or no frame the
+/// gateway would accept arrived.
+async fn probe_scanner(
+    device: &str,
+    cfg: &config::SerialScannerConfig,
+    duration: std::time::Duration,
+) -> ExitCode {
+    use crate::devices::scanner::ProbeEvent;
+    use std::io::Write as _;
+    let line = &cfg.line;
+    println!(
+        "{device}: serial-scanner {} {} baud; listening for {}: scan something",
+        cfg.path.display(),
+        line.baud,
+        humantime::format_duration(duration)
+    );
+    let _ = std::io::stdout().flush();
+    let (mut frames, mut rejected) = (0u64, 0u64);
+    let done = crate::devices::scanner::probe(cfg, duration, |ts_ms, event| {
+        let at = crate::clock::rfc3339_ms(ts_ms);
+        match event {
+            ProbeEvent::Frame(bytes) => {
+                frames += 1;
+                println!(
+                    "{at}  frame ({} bytes): {}",
+                    bytes.len(),
+                    shown_bytes(&bytes)
+                );
+            }
+            ProbeEvent::Rejected(reason) => {
+                rejected += 1;
+                println!("{at}  rejected: {reason}");
+            }
+            ProbeEvent::Ended(why) => println!("{at}  port closed: {why}"),
+        }
+        let _ = std::io::stdout().flush();
+    })
+    .await;
+    if let Err(err) = done {
+        eprintln!("error: {device}: {err}");
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
+    println!("{frames} frames, {rejected} rejected");
+    if frames == 0 {
+        eprintln!("error: {device}: no frame the gateway would accept arrived");
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Scanned bytes for a terminal: printable text as is, the GS1 separator
+/// as `<GS>`, other control bytes and invalid UTF-8 as `<0xNN>`.
+fn shown_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\u{1d}' => out.push_str("<GS>"),
+                c if c.is_control() => out.push_str(&format!("<0x{:02X}>", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("<0x{b:02X}>"));
+        }
+    }
+    out
 }
 
 /// `linegate lot …`: one request to the daemon's control socket.

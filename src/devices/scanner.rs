@@ -1,4 +1,5 @@
-//! The serial barcode scanner task: open, read, frame, report, reconnect.
+//! The serial barcode scanner task: open, read, frame, report, reconnect;
+//! and [`probe`], the same framing for `linegate probe`.
 //!
 //! One task per scanner ([`run`]). It owns the scanner's port, framer, backoff
 //! and [`DeviceHealth`], and turns the byte stream into [`Reading`]s:
@@ -29,7 +30,7 @@ use tokio_serial::SerialStream;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::framing::{FrameOutcome, Framer};
+use super::framing::{FrameOutcome, Framer, RejectReason};
 use super::health::DeviceHealth;
 use super::serial;
 use super::{DeviceEvent, Reading};
@@ -221,6 +222,65 @@ impl<T: From<Reading> + Send + 'static> Scanner<T> {
             event,
         };
         self.tx.send(reading.into()).await.is_ok()
+    }
+}
+
+/// What `linegate probe` sees from a scanner, as it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// A frame the gateway would accept as a scan (prefix, suffix removed).
+    Frame(Vec<u8>),
+    /// A frame the gateway would reject, and why.
+    Rejected(RejectReason),
+    /// The port failed or closed; nothing more is read.
+    Ended(String),
+}
+
+/// Open the scanner's port and report every frame as it arrives
+/// (`seen(capture time in ms, event)`) for `duration`, framed exactly as
+/// the running gateway frames it. Only a port that cannot be opened is an
+/// error; a port that fails later ends the probe with [`ProbeEvent::Ended`].
+pub async fn probe(
+    cfg: &SerialScannerConfig,
+    duration: Duration,
+    mut seen: impl FnMut(u64, ProbeEvent),
+) -> Result<(), serial::SerialError> {
+    let mut port = serial::open(&cfg.path, &cfg.line)?;
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut framer = Framer::new(&cfg.framing);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut outcomes = Vec::new();
+    loop {
+        let idle = cfg.framing.idle_timeout.filter(|_| framer.has_pending());
+        let read = tokio::select! {
+            r = read_with_idle(&mut port, &mut buf, idle) => r,
+            () = tokio::time::sleep_until(deadline) => return Ok(()),
+        };
+        let ts_ms = clock::now_ms();
+        match read {
+            Some(Ok(0)) => {
+                seen(
+                    ts_ms,
+                    ProbeEvent::Ended("end of file (device unplugged or closed)".into()),
+                );
+                return Ok(());
+            }
+            Some(Ok(n)) => framer.feed(buf.get(..n).unwrap_or_default(), &mut outcomes),
+            Some(Err(e)) => {
+                seen(ts_ms, ProbeEvent::Ended(format!("read failed: {e}")));
+                return Ok(());
+            }
+            None => outcomes.extend(framer.idle()),
+        }
+        for outcome in outcomes.drain(..) {
+            seen(
+                ts_ms,
+                match outcome {
+                    FrameOutcome::Frame(bytes) => ProbeEvent::Frame(bytes),
+                    FrameOutcome::Rejected(reason) => ProbeEvent::Rejected(reason),
+                },
+            );
+        }
     }
 }
 
