@@ -84,6 +84,10 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
             "  signed commands: verified when signed, unsigned obeyed; replay window {window}"
         )?,
     }
+    match cfg.metrics {
+        Some(addr) => writeln!(out, "metrics:  http://{addr}/metrics")?,
+        None => writeln!(out, "metrics:  off")?,
+    }
 
     let shifts = cfg.calendar.shifts();
     if shifts.is_empty() {

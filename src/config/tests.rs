@@ -3046,6 +3046,7 @@ fn metrics_listen_is_an_ip_address_and_port() {
     let text = format!("{BASE}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n");
     let cfg = parse(path, &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(summary(&cfg).contains("metrics:  http://127.0.0.1:9464/metrics"));
     for bad in ["localhost:9464", "127.0.0.1", ":9464"] {
         let text = format!("{BASE}\n[metrics]\nlisten = \"{bad}\"\n");
         let err = parse(path, &text).expect_err(bad);
