@@ -143,3 +143,64 @@ async fn a_modbus_probe_reads_once_or_for_a_while_and_fails_when_nothing_reads()
     assert!(out.contains("exception"), "{out}");
     assert!(err.contains("no register could be read"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtu_probe_reads_every_unit_and_fails_when_every_unit_is_silent() {
+    use linegate::devices::modbus::sim::SimRtuBus;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = SimRtuBus::start(&[1, 2]).unwrap();
+    bus.set_holding(1, 0, &[11]);
+    bus.set_holding(2, 0, &[22]);
+    let mut toml = config_toml(
+        &dir.path().join("data"),
+        free_port(),
+        Path::new("/dev/null"),
+    );
+    toml.push_str(&format!(
+        r#"
+[[device]]
+id = "rs485"
+type = "modbus-rtu"
+station = "st10"
+path = "{path}"
+baud = 19200
+poll_interval = "50ms"
+timeout = "200ms"
+
+  [[device.unit]]
+  unit_id = 1
+  name = "press"
+
+    [[device.unit.register]]
+    name = "good"
+    address = "40001"
+    role = "counter"
+
+  [[device.unit]]
+  unit_id = 2
+  name = "saw"
+
+    [[device.unit.register]]
+    name = "good"
+    address = "40001"
+    role = "counter"
+"#,
+        path = bus.path().display()
+    ));
+    let config = dir.path().join("linegate.toml");
+    std::fs::write(&config, toml).unwrap();
+
+    let (code, out, err) = probe(&config, "rs485", &["--for", "300ms"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.lines().any(|l| l.contains("11")), "{out}");
+    assert!(out.lines().any(|l| l.contains("22")), "{out}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("-- read ")).count() >= 2,
+        "{out}"
+    );
+
+    bus.silence(1, true);
+    bus.silence(2, true);
+    let (code, out, err) = probe(&config, "rs485", &[]).await;
+    assert_eq!(code, Some(69), "{out}{err}");
+}

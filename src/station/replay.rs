@@ -72,3 +72,48 @@ impl Seen {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_refused_until_their_time_then_forgotten_and_the_memory_is_bounded() {
+        let mut seen = Seen::default();
+        let mut out = Emitted::default();
+        seen.remember("c1", 1_000, &mut out);
+        assert_eq!(
+            out.state,
+            vec![(
+                "cmd/seen/c1".to_owned(),
+                Some(1_000u64.to_be_bytes().to_vec())
+            )]
+        );
+        assert_eq!(seen.check("c1"), Err(Rejection::Replayed("c1".into())));
+        assert_eq!(seen.check("c2"), Ok(()));
+
+        // Restored from what was committed.
+        let mut restored = Seen::restore(vec![
+            ("cmd/seen/c1".into(), 1_000u64.to_be_bytes().to_vec()),
+            ("cmd/seen/bad".into(), b"x".to_vec()),
+        ]);
+        assert!(restored.check("c1").is_err());
+        let mut out = Emitted::default();
+        restored.expire(1_000, &mut out);
+        assert!(restored.check("c1").is_err(), "kept up to its time");
+        assert_eq!(out.state, vec![("cmd/seen/bad".to_owned(), None)]);
+        let mut out = Emitted::default();
+        restored.expire(1_001, &mut out);
+        assert_eq!(restored.check("c1"), Ok(()));
+        assert_eq!(out.state, vec![("cmd/seen/c1".to_owned(), None)]);
+
+        let mut full = Seen::default();
+        let mut out = Emitted::default();
+        for i in 0..MAX_SEEN {
+            full.remember(&format!("c{i}"), 5_000, &mut out);
+        }
+        assert_eq!(full.check("new"), Err(Rejection::TooManySigned(MAX_SEEN)));
+        full.expire(5_001, &mut out);
+        assert_eq!(full.check("new"), Ok(()));
+    }
+}
