@@ -163,7 +163,13 @@ pub fn receive(
         }) => (fields, inner, Some(remember_until_ms)),
         Err(rejected) => return Err(refuse(rejected.id.or(id_hint), rejected.reason)),
     };
-    if text.len() > MAX_COMMAND_BYTES {
+    // The command's own bytes: the payload, or the inner JSON as signed.
+    let size = if remember_until_ms.is_some() {
+        text.len()
+    } else {
+        payload.len()
+    };
+    if size > MAX_COMMAND_BYTES {
         return Err(refuse(id_hint, too_large()));
     }
     let payload = fields.as_slice();
@@ -467,6 +473,80 @@ mod tests {
         );
         let refused = parse("set-lot", big.as_bytes(), false).unwrap_err();
         assert!(refused.reason.contains("larger than"));
+    }
+
+    #[test]
+    fn signed_commands_carry_their_inner_json_and_replay_deadline() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        use ed25519_dalek::{Signer as _, SigningKey};
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let signing = Signing {
+            key: Some(key.verifying_key()),
+            required: true,
+            window_ms: 60_000,
+        };
+        let envelope = |inner: &str| {
+            let sig = key.sign(inner.as_bytes());
+            serde_json::json!({"signed": STANDARD.encode(inner), "sig": STANDARD.encode(sig.to_bytes())})
+                .to_string()
+        };
+        let inner = r#"{"gateway":"gw1","command":"set-lot","ts":1000,"id":"c1","station":"st10","lot":"L1"}"#;
+        let cmd = receive(
+            "set-lot",
+            envelope(inner).as_bytes(),
+            false,
+            &signing,
+            "gw1",
+            2000,
+        )
+        .unwrap();
+        assert_eq!(cmd.action, CommandAction::SetLot(Some("L1".into())));
+        assert_eq!(cmd.payload, inner);
+        assert_eq!(cmd.remember_until_ms, Some(61_000));
+        // The command's own rules apply to the inner JSON.
+        let bad = r#"{"gateway":"gw1","command":"set-lot","ts":1000,"id":"c2","station":"st10","lot":"L1","x":1}"#;
+        let refused = receive(
+            "set-lot",
+            envelope(bad).as_bytes(),
+            false,
+            &signing,
+            "gw1",
+            2000,
+        )
+        .unwrap_err();
+        assert!(
+            refused.reason.contains("unknown field"),
+            "{}",
+            refused.reason
+        );
+        assert_eq!(refused.id.as_deref(), Some("c2"));
+        // So does the size, on the inner bytes.
+        let big = format!(
+            r#"{{"gateway":"gw1","command":"set-lot","ts":1000,"id":"c3","station":"st10","lot":"{}"}}"#,
+            "x".repeat(MAX_COMMAND_BYTES)
+        );
+        let refused = receive(
+            "set-lot",
+            envelope(&big).as_bytes(),
+            false,
+            &signing,
+            "gw1",
+            2000,
+        )
+        .unwrap_err();
+        assert!(refused.reason.contains("larger than"), "{}", refused.reason);
+        // Unsigned commands have none.
+        assert_eq!(
+            parse(
+                "set-lot",
+                br#"{"id":"c1","station":"st10","lot":"L1"}"#,
+                false
+            )
+            .unwrap()
+            .remember_until_ms,
+            None
+        );
     }
 
     #[test]
