@@ -360,13 +360,13 @@ fn render(status: &Value, commits: &CommitTimes) -> String {
         (
             "linegate_device_frames_total",
             "counter",
-            "Readings accepted from the device since start.",
+            "Readings from the device since start: scanner frames accepted, Modbus polls that delivered samples.",
             "frames",
         ),
         (
             "linegate_device_errors_total",
             "counter",
-            "Frames or reads rejected since start.",
+            "Errors since start: scanner frames rejected, Modbus reads failed.",
             "rejects",
         ),
         (
