@@ -93,7 +93,7 @@ pub struct Command {
     pub origin: CommandOrigin,
     /// A signed command (`uplink::signed`): its id is refused as a replay
     /// until this time (ms since the Unix epoch: its timestamp plus the
-    /// replay window). `None` for unsigned and local commands.
+    /// replay window, twice). `None` for unsigned and local commands.
     pub remember_until_ms: Option<u64>,
 }
 

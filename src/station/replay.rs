@@ -3,7 +3,7 @@
 //! first one (applied or refused by its station).
 //!
 //! Each id is persisted as `cmd/seen/<id>`, holding until when it is kept
-//! (the command's timestamp plus the window), in the same commit as the
+//! (the command's timestamp plus twice the window, see `uplink::signed`), in the same commit as the
 //! command's audit record, so a restart still refuses the replay. The
 //! plant-clock tick forgets ids whose time has passed: from then on their
 //! timestamp alone refuses them. The memory is bounded: beyond

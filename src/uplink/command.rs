@@ -503,7 +503,7 @@ mod tests {
         .unwrap();
         assert_eq!(cmd.action, CommandAction::SetLot(Some("L1".into())));
         assert_eq!(cmd.payload, inner);
-        assert_eq!(cmd.remember_until_ms, Some(61_000));
+        assert_eq!(cmd.remember_until_ms, Some(121_000));
         // The command's own rules apply to the inner JSON.
         let bad = r#"{"gateway":"gw1","command":"set-lot","ts":1000,"id":"c2","station":"st10","lot":"L1","x":1}"#;
         let refused = receive(

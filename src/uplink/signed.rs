@@ -61,7 +61,7 @@ pub enum Opened {
     Unsigned,
     /// A verified envelope: the command's own fields (binding fields taken
     /// out), the inner JSON as signed (for the audit), and until when (ms)
-    /// its id must be refused.
+    /// its id must be refused: its `ts` plus twice the window.
     Signed {
         fields: Vec<u8>,
         inner: String,
@@ -194,7 +194,9 @@ impl Signing {
         Ok(Opened::Signed {
             fields: serde_json::to_vec(&fields).unwrap_or_default(),
             inner: String::from_utf8_lossy(&inner).into_owned(),
-            remember_until_ms: ts.saturating_add(self.window_ms),
+            // Twice the window: a clock stepped back by up to a window after
+            // the id was forgotten still finds it.
+            remember_until_ms: ts.saturating_add(self.window_ms.saturating_mul(2)),
         })
     }
 }
@@ -290,7 +292,7 @@ mod tests {
             fields,
             serde_json::json!({"id":"c1","station":"st10","lot":"L1"})
         );
-        assert_eq!(remember_until_ms, NOW + 300_000);
+        assert_eq!(remember_until_ms, NOW + 600_000);
     }
 
     #[test]
