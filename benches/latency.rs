@@ -20,7 +20,7 @@
 //! N / (first write → the commit of the last one, from the log).
 //!
 //! Every build runs with its own default store settings (nothing about the
-//! group commit is spelled out in its config), `max_inflight = 32`.
+//! group commit is spelled out in its config), `max_inflight = 128`.
 //!
 //! ```console
 //! $ cargo bench --bench latency

@@ -86,7 +86,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The gateway config the benches start from: one station, no scan rules,
-/// keepalive 15 s, status every 30 s, 32 records in flight, reconnects
+/// keepalive 15 s, status every 30 s, 128 records in flight (the default), reconnects
 /// between 50 ms and 500 ms; a bench changes what it measures.
 pub fn bench_config() -> crate::common::GatewayConfig {
     crate::common::GatewayConfig {
@@ -95,7 +95,7 @@ pub fn bench_config() -> crate::common::GatewayConfig {
         line: "line1",
         keepalive: "15s",
         status_interval: "30s",
-        max_inflight: Some(32),
+        max_inflight: Some(128),
         reconnect: ("50ms", "500ms"),
         scan_rules: false,
         max_frame_len: None,

@@ -2095,7 +2095,7 @@ fn defaults_when_optional_tables_are_absent() {
     assert_eq!(m.keepalive, Duration::from_secs(15));
     assert_eq!(m.username, None);
     assert_eq!(m.password, None);
-    assert_eq!(m.max_inflight, 32);
+    assert_eq!(m.max_inflight, 128);
     assert_eq!(m.max_packet_bytes, 64 * 1024);
     assert_eq!(
         m.reconnect,

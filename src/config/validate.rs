@@ -495,7 +495,7 @@ impl Validator<'_> {
             }
             None => None,
         };
-        let max_inflight = self.int(m.max_inflight.as_ref(), "mqtt.max_inflight", 32, 1..=1000)?;
+        let max_inflight = self.int(m.max_inflight.as_ref(), "mqtt.max_inflight", 128, 1..=1000)?;
         let max_packet_bytes = self.size(
             m.max_packet_size.as_ref(),
             "mqtt.max_packet_size",
@@ -527,7 +527,7 @@ impl Validator<'_> {
             keepalive,
             username,
             password,
-            max_inflight: u16::try_from(max_inflight).unwrap_or(32),
+            max_inflight: u16::try_from(max_inflight).unwrap_or(128),
             max_packet_bytes: usize::try_from(max_packet_bytes).unwrap_or(usize::MAX),
             reconnect,
             status_interval,

@@ -115,6 +115,12 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
     ) -> Ended {
         let window = usize::from(up.mqtt.max_inflight);
         let mut opts = MqttOptions::new(&up.gateway.id, &up.mqtt.host, up.mqtt.port);
+        // A record is written as soon as it is durable: Nagle's algorithm
+        // would hold a small PUBLISH back until the previous one is acked
+        // by TCP (up to a delayed ACK, 40 ms on Linux).
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        opts.set_network_options(network);
         opts.set_keep_alive(up.mqtt.keepalive)
             .set_clean_start(true)
             // Room for status and command results beside the record window.
