@@ -157,6 +157,9 @@ pub fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 print!("{}", config::summary(&cfg));
+                for warning in &cfg.mqtt.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!("configuration OK");
                 ExitCode::SUCCESS
             }

@@ -166,11 +166,11 @@ const CASES: &[Case] = &[
         name: "unknown key in a nested table",
         edits: &[],
         append: "[mqtt.tls]\nca = \"x\"\n",
-        line: 15,
-        column: 7,
-        key: "mqtt.tls",
-        message: "unknown key `tls`",
-        expected: "",
+        line: 16,
+        column: 1,
+        key: "mqtt.tls.ca",
+        message: "unknown key `ca`",
+        expected: "`ca_file`",
     },
     // --- wrong types ---
     Case {
@@ -228,14 +228,14 @@ const CASES: &[Case] = &[
     },
     // --- missing keys ---
     Case {
-        name: "missing required key in [mqtt]",
+        name: "no broker in [mqtt]",
         edits: &[("host = \"localhost\"\n", "")],
         append: "",
         line: 6,
         column: 1,
-        key: "mqtt.host",
-        message: "missing required key `host`",
-        expected: "host name",
+        key: "mqtt",
+        message: "neither host nor brokers is set",
+        expected: "host (one broker) or brokers (several)",
     },
     Case {
         name: "missing required key in [[device]]",
@@ -1939,7 +1939,7 @@ fn full_config_round_trip() {
     assert_eq!(cfg.store.min_disk_free, 0);
 
     let m = &cfg.mqtt;
-    assert_eq!((m.host.as_str(), m.port), ("broker.local", 8883));
+    assert_eq!(m.brokers[0].to_string(), "broker.local:8883");
     assert_eq!(m.keepalive, Duration::from_secs(30));
     assert_eq!(m.username.as_deref(), Some("press-01"));
     assert_eq!(m.password, Some(Secret("s3cret".into())));
@@ -2091,7 +2091,7 @@ fn defaults_when_optional_tables_are_absent() {
     assert_eq!(cfg.store.when_full, WhenFull::Refuse);
     assert_eq!(cfg.store.min_disk_free, 128 * 1024 * 1024);
     let m = &cfg.mqtt;
-    assert_eq!(m.port, 1883);
+    assert_eq!(m.brokers[0].port, 1883);
     assert_eq!(m.keepalive, Duration::from_secs(15));
     assert_eq!(m.username, None);
     assert_eq!(m.password, None);

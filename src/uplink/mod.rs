@@ -16,11 +16,21 @@
 //! (jittered) ends the wait as soon as a broker that was down accepts
 //! connections again. Also: the retained status (last will `offline`),
 //! and MES commands in, results out.
+//!
+//! Several brokers (`mqtt.brokers`) are tried in their order in a round:
+//! when one cannot be reached or its handshake (TLS or MQTT) fails, the
+//! next at once; when every one failed, the backoff (and the probes, of
+//! every broker) before the next round. Every round starts from the first
+//! broker, so the gateway returns to it at the next reconnect once it is
+//! back, and never drops a working connection to do so. What the gateway
+//! has not seen acknowledged is sent again from the store to whichever
+//! broker it reaches: a switch loses nothing, it may duplicate.
 
 pub mod bound;
 pub mod command;
 pub mod payload;
 mod session;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,7 +40,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::{GatewayConfig, MqttConfig};
+use crate::config::{Broker, GatewayConfig, MqttConfig};
 use crate::devices::backoff::Backoff;
 use crate::devices::health::HealthRegistry;
 use crate::station::Command;
@@ -76,6 +86,27 @@ pub struct UplinkStats {
     pub records_refused: u64,
     /// The broker's last refusal: its reason code and reason string.
     pub last_refusal: Option<String>,
+    /// The broker of the current connection (`host:port`).
+    pub broker: Option<String>,
+    /// Connections made since the gateway started.
+    pub connects: u64,
+    /// Why the last connect failed or the last connection ended.
+    pub last_error: Option<LinkError>,
+}
+
+/// A failed connect or a lost connection, for the log and the status.
+#[derive(Debug, Clone)]
+pub struct LinkError {
+    /// A short stable name: `refused`, `timeout`, `unknown-ca`, `expired`,
+    /// `name-mismatch`, `bad-client-cert`, `not-authorized`, … (see
+    /// docs/mqtt.md).
+    pub kind: &'static str,
+    /// The broker it happened with (`host:port`).
+    pub broker: String,
+    /// The error in words.
+    pub message: String,
+    /// When (Unix ms).
+    pub ts_ms: u64,
 }
 
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
@@ -130,31 +161,57 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
         let mut committed = self.committed.clone();
         let mut stats = UplinkStats::default();
         let mut rng = fastrand::Rng::new();
+        for warning in &self.mqtt.warnings {
+            tracing::warn!("{warning}");
+        }
         loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let ended = session::Session::run(
-                &self,
-                &mut committed,
-                &results_tx,
-                &mut results_rx,
-                &mut shutdown,
-                &mut backoff,
-                &mut stats,
-            )
-            .await;
-            match ended {
-                session::Ended::Shutdown => return,
-                session::Ended::Lost(why) => {
-                    tracing::warn!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), error = %why, "MQTT connection lost")
+            // A round: each broker in turn, until one connects.
+            for broker in &self.mqtt.brokers {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let ended = session::Session::run(
+                    &self,
+                    broker,
+                    &mut committed,
+                    &results_tx,
+                    &mut results_rx,
+                    &mut shutdown,
+                    &mut stats,
+                )
+                .await;
+                stats.broker = None;
+                let session::Ended::Lost {
+                    kind,
+                    why,
+                    connected,
+                } = ended
+                else {
+                    return;
+                };
+                if connected {
+                    tracing::warn!(broker = %broker, kind, error = %why, "MQTT connection lost");
+                } else {
+                    tracing::warn!(broker = %broker, kind, error = %why, "MQTT connect failed");
+                }
+                stats.last_error = Some(LinkError {
+                    kind,
+                    broker: broker.to_string(),
+                    message: why,
+                    ts_ms: crate::clock::now_ms(),
+                });
+                if connected {
+                    // It worked for a while: the backoff from its start,
+                    // then a round from the first broker.
+                    backoff.reset();
+                    break;
                 }
             }
             let delay = backoff.next_delay();
             tokio::select! {
-                back = wait_for_broker(&self.mqtt.host, self.mqtt.port, delay, &mut rng) => {
-                    if back {
-                        tracing::info!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), "broker accepts connections again; reconnecting");
+                back = wait_for_broker(&self.mqtt.brokers, delay, &mut rng) => {
+                    if let Some(broker) = back {
+                        tracing::info!(broker = %broker, "broker accepts connections again; reconnecting");
                     }
                 }
                 _ = shutdown.changed() => {}
@@ -173,36 +230,46 @@ const PROBE_PAUSE_MS: std::ops::RangeInclusive<u64> = 200..=400;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Wait `delay` (the backoff) before the next full MQTT connect, or less:
-/// probes (a TCP connect, closed at once) run meanwhile, the first at once,
-/// then one every 200–400 ms, and one that finds the port open after an
-/// earlier probe found it closed (or timed out) ends the wait, since the
-/// broker just came back. Returns whether it did.
+/// probes (a TCP connect to each broker, closed at once) run meanwhile,
+/// the first at once, then one every 200–400 ms, and one that finds a
+/// broker's port open after an earlier probe found it closed (or timed
+/// out) ends the wait, since that broker just came back. Returns the one
+/// that did.
 ///
 /// A broker whose port is open at the first probe, right after the failed
-/// attempt, is up: it (or the MQTT handshake), not the network, failed
-/// that attempt. Probing stops and the whole backoff is waited, so a broker
-/// that accepts TCP but refuses MQTT connects is not hammered. Each full
-/// connect that fails still grows the backoff.
-async fn wait_for_broker(host: &str, port: u16, delay: Duration, rng: &mut fastrand::Rng) -> bool {
+/// attempt, is up: it (or the TLS or MQTT handshake), not the network,
+/// failed that attempt. It is probed no more and the whole backoff is
+/// waited, so a broker that accepts TCP but refuses MQTT connects is not
+/// hammered. Each round that fails still grows the backoff.
+async fn wait_for_broker<'b>(
+    brokers: &'b [Broker],
+    delay: Duration,
+    rng: &mut fastrand::Rng,
+) -> Option<&'b Broker> {
     let deadline = Instant::now() + delay;
-    let mut seen_down = false;
+    // Per broker: still probed, and seen down by a probe.
+    let mut probed = vec![true; brokers.len()];
+    let mut seen_down = vec![false; brokers.len()];
     // The first probe at once: it tells a broker that is down (the port
     // closed) from one that failed the connect while up.
     let mut probe_at = Instant::now();
     loop {
-        if probe_at >= deadline {
+        if probe_at >= deadline || !probed.contains(&true) {
             tokio::time::sleep_until(deadline).await;
-            return false;
+            return None;
         }
         tokio::time::sleep_until(probe_at).await;
-        let limit = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(limit, TcpStream::connect((host, port))).await {
-            Ok(Ok(_open)) if seen_down => return true,
-            Ok(Ok(_open)) => {
-                tokio::time::sleep_until(deadline).await;
-                return false;
+        for (i, broker) in brokers.iter().enumerate() {
+            if !probed[i] {
+                continue;
             }
-            Ok(Err(_)) | Err(_) => seen_down = true,
+            let limit = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            let addr = (broker.host.as_str(), broker.port);
+            match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+                Ok(Ok(_open)) if seen_down[i] => return Some(broker),
+                Ok(Ok(_open)) => probed[i] = false,
+                Ok(Err(_)) | Err(_) => seen_down[i] = true,
+            }
         }
         probe_at = Instant::now() + Duration::from_millis(rng.u64(PROBE_PAUSE_MS));
     }
@@ -211,6 +278,13 @@ async fn wait_for_broker(host: &str, port: u16, delay: Duration, rng: &mut fastr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local(port: u16) -> Broker {
+        Broker {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
 
     /// A loopback port with nothing listening on it (a moment ago).
     fn closed_port() -> u16 {
@@ -232,9 +306,10 @@ mod tests {
         });
         let started = Instant::now();
         let mut rng = fastrand::Rng::with_seed(1);
-        let back = wait_for_broker("127.0.0.1", port, Duration::from_secs(30), &mut rng).await;
+        let brokers = [local(closed_port()), local(port)];
+        let back = wait_for_broker(&brokers, Duration::from_secs(30), &mut rng).await;
         opener.abort();
-        assert!(back, "the wait was not cut short");
+        assert_eq!(back, Some(&brokers[1]), "the wait was not cut short");
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(800) && took < Duration::from_secs(5),
@@ -258,8 +333,9 @@ mod tests {
         });
         let started = Instant::now();
         let mut rng = fastrand::Rng::with_seed(2);
-        let back = wait_for_broker("127.0.0.1", port, Duration::from_millis(1500), &mut rng).await;
-        assert!(!back);
+        let brokers = [local(port)];
+        let back = wait_for_broker(&brokers, Duration::from_millis(1500), &mut rng).await;
+        assert!(back.is_none());
         assert!(started.elapsed() >= Duration::from_millis(1500));
         // One probe, then no more.
         assert!(!accept.is_finished(), "probed more than once");

@@ -347,6 +347,7 @@ pub fn status(
     capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
     uplink: &super::UplinkStats,
+    tls: bool,
 ) -> Vec<u8> {
     let oldest_age_s = stats
         .oldest_ts_ms
@@ -380,6 +381,17 @@ pub fn status(
         "broker": {
             "refused": uplink.records_refused,
             "last_refusal": uplink.last_refusal,
+        },
+        "uplink": {
+            "broker": uplink.broker,
+            "tls": tls,
+            "connects": uplink.connects,
+            "last_error": uplink.last_error.as_ref().map(|e| json!({
+                "kind": e.kind,
+                "broker": e.broker,
+                "message": e.message,
+                "ts": rfc3339_ms(e.ts_ms),
+            })),
         },
     });
     serde_json::to_vec(&body).unwrap_or_default()
