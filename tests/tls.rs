@@ -16,7 +16,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use linegate::devices::pty::VirtualSerial;
@@ -188,7 +187,7 @@ async fn records_reach_the_mes_over_mutual_tls_and_nothing_crosses_in_clear() {
     let ca = Ca::new("plant CA");
     let tls_port = free_port();
     let broker = tls_broker(
-        dir.path(),
+        broker_dir.path(),
         tls_port,
         &ca,
         &ca.issue("broker", &["127.0.0.1", "localhost"], false),
@@ -359,7 +358,7 @@ async fn server_name_checks_the_certificate_against_the_configured_name() {
     let ca = Ca::new("plant CA");
     let tls_port = free_port();
     let _broker = tls_broker(
-        dir.path(),
+        broker_dir.path(),
         tls_port,
         &ca,
         &ca.issue("broker", &["mqtt.plant.example"], false),
@@ -377,4 +376,66 @@ async fn server_name_checks_the_certificate_against_the_configured_name() {
         "{}",
         gw.log_text()
     );
+}
+
+/// `linegate check` with `[mqtt.tls]`: credentials named `cred:NAME` are
+/// read from `$CREDENTIALS_DIRECTORY`; a key file others can read gets a
+/// warning; a key that is not the certificate's is exit 64, naming the key
+/// and both files.
+#[test]
+fn check_reads_credentials_warns_about_exposed_keys_and_refuses_a_foreign_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    let ca = Ca::new("plant CA");
+    let client = ca.issue("gw-test", &[], false);
+    let other = ca.issue("gw-other", &[], false);
+    write_private(creds.path(), "ca", &ca.0.pem());
+    write_private(creds.path(), "client-cert", &client.0);
+    write_private(creds.path(), "client-key", &client.1);
+    write_private(creds.path(), "other-key", &other.1);
+    write_private(creds.path(), "mqtt-pass", PASSWORD);
+    let config = dir.path().join("linegate.toml");
+    let check = |key: &str| {
+        let toml = config_toml(&dir.path().join("data"), 8883, Path::new("/dev/null")).replace(
+            "[mqtt]\n",
+            "[mqtt]\nusername = \"gw-test\"\npassword_file = \"cred:mqtt-pass\"\n",
+        ) + &format!(
+            "\n[mqtt.tls]\nca_file = \"cred:ca\"\ncert_file = \"cred:client-cert\"\nkey_file = \"{key}\"\n"
+        );
+        std::fs::write(&config, toml).unwrap();
+        std::process::Command::new(BIN)
+            .arg("check")
+            .arg(&config)
+            .env("CREDENTIALS_DIRECTORY", creds.path())
+            .output()
+            .unwrap()
+    };
+    let ok = check("cred:client-key");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("tls:      on"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // Readable by every user: a warning, still valid.
+    let exposed = write_public(dir.path(), "client.key", &client.1);
+    let warned = check(&exposed.display().to_string());
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(warned.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: mqtt.tls.key_file:") && stderr.contains("client.key"),
+        "{stderr}"
+    );
+
+    let refused = check("cred:other-key");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(64), "{stderr}");
+    for part in [
+        "mqtt.tls.key_file",
+        "other-key",
+        "client-cert",
+        "does not belong",
+    ] {
+        assert!(stderr.contains(part), "{part} missing: {stderr}");
+    }
 }

@@ -110,6 +110,23 @@ impl Validator<'_> {
     /// client certificate and key (both or neither), the server name.
     pub(super) fn tls(&self, raw: &Spanned<TlsRaw>) -> Result<TlsConfig> {
         let t = raw.get_ref();
+        match (&t.cert_file, &t.key_file) {
+            (Some(_), None) => {
+                return Err(self.err_plain(
+                    raw.span(),
+                    "mqtt.tls.key_file",
+                    "cert_file is set but key_file is not: a client certificate needs its private key (give both or neither)",
+                ));
+            }
+            (None, Some(k)) => {
+                return Err(self.err_plain(
+                    k.span(),
+                    "mqtt.tls.cert_file",
+                    "key_file is set but cert_file is not: a private key needs its client certificate (give both or neither)",
+                ));
+            }
+            _ => {}
+        }
         let pem_error = |v: &Spanned<String>, key: &str, path: &Path, why: String| {
             self.err_plain(v.span(), key, format!("{}: {why}", path.display()))
         };
@@ -132,21 +149,6 @@ impl Validator<'_> {
         // message about the pair.
         let mut pair = None;
         let identity = match (&t.cert_file, &t.key_file) {
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(self.err_plain(
-                    raw.span(),
-                    "mqtt.tls.key_file",
-                    "cert_file is set but key_file is not: a client certificate needs its private key (give both or neither)",
-                ));
-            }
-            (None, Some(k)) => {
-                return Err(self.err_plain(
-                    k.span(),
-                    "mqtt.tls.cert_file",
-                    "key_file is set but cert_file is not: a private key needs its client certificate (give both or neither)",
-                ));
-            }
             (Some(c), Some(k)) => {
                 let (cert_path, bytes) = self.secret_file(
                     c,
@@ -164,6 +166,7 @@ impl Validator<'_> {
                 pair = Some((k, key_path, cert_path));
                 Some(tls::ClientIdentity { chain, key })
             }
+            _ => None,
         };
         let server_name = t
             .server_name
