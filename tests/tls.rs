@@ -439,3 +439,44 @@ fn check_reads_credentials_warns_about_exposed_keys_and_refuses_a_foreign_key() 
         assert!(stderr.contains(part), "{part} missing: {stderr}");
     }
 }
+
+/// Two brokers, the first with an expired certificate: the gateway moves to
+/// the second, and its status there names the first one's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handshake_is_named_in_the_status_and_the_next_broker_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (broker_dir(), broker_dir());
+    let ca = Ca::new("plant CA");
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = tls_broker(
+        dir_a.path(),
+        port_a,
+        &ca,
+        &ca.issue("broker-a", &["127.0.0.1"], true),
+    );
+    let b = tls_broker(dir_b.path(), port_b, &ca, &good_server(&ca));
+    let rec = Recorder::start(b.port, FILTER).await;
+    let client = ca.issue("gw-test", &[], false);
+    let ca_file = write_private(dir.path(), "ca.pem", &ca.0.pem());
+    let cert = write_private(dir.path(), "client.pem", &client.0);
+    let key = write_private(dir.path(), "client.key", &client.1);
+    let pty = VirtualSerial::open().unwrap();
+    let toml = gateway_toml(dir.path(), &pty, port_a, &ca_file, (&cert, &key)).replace(
+        &format!("host = \"127.0.0.1\"\nport = {port_a}\n"),
+        &format!("brokers = [\"127.0.0.1:{port_a}\", \"127.0.0.1:{port_b}\"]\n"),
+    );
+    let _gw = Gateway::start(dir.path(), &toml);
+    rec.wait_for(
+        "a status naming the first broker's expired certificate",
+        |m| {
+            m.iter().any(|m| {
+                let s = m.json();
+                m.topic == STATUS_TOPIC
+                    && s["uplink"]["broker"] == format!("127.0.0.1:{port_b}")
+                    && s["uplink"]["last_error"]["kind"] == "expired"
+                    && s["uplink"]["last_error"]["broker"] == format!("127.0.0.1:{port_a}")
+            })
+        },
+    )
+    .await;
+}
