@@ -350,7 +350,8 @@ async fn a_client_certificate_the_broker_refuses_is_named() {
 }
 
 /// `server_name`: the broker reached by IP address, its certificate issued
-/// for a DNS name only, is accepted when the config names it.
+/// for a DNS name only, is accepted when the config names it. (Its key file
+/// here is readable by every user: a warning at start.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_checks_the_certificate_against_the_configured_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -366,7 +367,7 @@ async fn server_name_checks_the_certificate_against_the_configured_name() {
     let client = ca.issue("gw-test", &[], false);
     let ca_file = write_private(dir.path(), "ca.pem", &ca.0.pem());
     let cert = write_private(dir.path(), "client.pem", &client.0);
-    let key = write_private(dir.path(), "client.key", &client.1);
+    let key = write_public(dir.path(), "client.key", &client.1);
     let pty = VirtualSerial::open().unwrap();
     let mut toml = gateway_toml(dir.path(), &pty, tls_port, &ca_file, (&cert, &key));
     toml.push_str("server_name = \"mqtt.plant.example\"\n");
@@ -375,6 +376,12 @@ async fn server_name_checks_the_certificate_against_the_configured_name() {
         gw.wait_log("MQTT connected", WAIT).await,
         "{}",
         gw.log_text()
+    );
+    let log = gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("mqtt.tls.key_file:") && l.contains("0644")),
+        "{log}"
     );
 }
 
