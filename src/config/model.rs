@@ -113,6 +113,11 @@ pub struct MqttConfig {
     /// every reconnect from the first, the next when one cannot be reached
     /// or its handshake fails. Never empty.
     pub brokers: Vec<Broker>,
+    /// Connected to another broker than the first, the gateway moves back
+    /// to the first once it has accepted TCP connections for this long
+    /// (and the current connection has lasted as long). Zero: never; it
+    /// returns only at a reconnect.
+    pub return_to_first: Duration,
     /// TLS to the broker (`[mqtt.tls]`); `None`: plaintext MQTT.
     pub tls: Option<TlsConfig>,
     /// Warnings about the config worth a technician's look (a key or

@@ -77,6 +77,7 @@ pub struct StoreRaw {
 pub struct MqttRaw {
     pub host: Option<Spanned<String>>,
     pub brokers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub return_to_first: Option<Spanned<String>>,
     pub port: Option<Spanned<i64>>,
     pub keepalive: Option<Spanned<String>>,
     pub username: Option<Spanned<String>>,
@@ -617,6 +618,9 @@ pub fn expected_for(key: &str) -> Option<String> {
         "mqtt.brokers" => {
             "a list of brokers tried in order, each \"host\" or \"host:port\" \
              (an IPv6 address in brackets), such as [\"10.0.0.5:8883\", \"10.0.0.6:8883\"]"
+        }
+        "mqtt.return_to_first" => {
+            "a duration of at least 1s such as \"5m\", or \"0s\" to stay on a broker until it fails"
         }
         "mqtt.port" => "a TCP port from 1 to 65535 such as 1883",
         "mqtt.keepalive" => "a duration from 5s to 30s such as \"15s\"",

@@ -49,9 +49,17 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         (None, _) => "anonymous".to_owned(),
     };
     let brokers: Vec<String> = m.brokers.iter().map(ToString::to_string).collect();
+    let failback = match (brokers.len(), m.return_to_first.is_zero()) {
+        (1, _) => String::new(),
+        (_, true) => " (back to the first at a reconnect)".to_owned(),
+        (_, false) => format!(
+            " (back to the first once up for {})",
+            fmt_duration(m.return_to_first)
+        ),
+    };
     writeln!(
         out,
-        "broker:   {} (keepalive {}, {auth}, up to {} in flight)",
+        "broker:   {}{failback} (keepalive {}, {auth}, up to {} in flight)",
         brokers.join(", then "),
         fmt_duration(m.keepalive),
         m.max_inflight

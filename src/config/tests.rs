@@ -1796,6 +1796,19 @@ const CASES: &[Case] = &[
         expected: "",
     },
     Case {
+        name: "return_to_first below 1s",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nreturn_to_first = \"500ms\"\n",
+        )],
+        append: "",
+        line: 8,
+        column: 19,
+        key: "mqtt.return_to_first",
+        message: "500ms is below the minimum of 1s",
+        expected: "\"0s\" to stay",
+    },
+    Case {
         name: "an empty broker list",
         edits: &[("host = \"localhost\"\n", "brokers = []\n")],
         append: "",
@@ -3088,7 +3101,13 @@ fn brokers_are_listed_in_order_with_the_default_port() {
             "[::1]:1884"
         ]
     );
+    assert_eq!(cfg.mqtt.return_to_first, Duration::from_secs(300));
     assert!(summary(&cfg).contains("a.local:1884, then 10.0.0.6:8883"));
+    assert!(
+        summary(&cfg).contains("(back to the first once up for 5m)"),
+        "{}",
+        summary(&cfg)
+    );
 }
 
 #[test]

@@ -460,6 +460,26 @@ impl Validator<'_> {
         let default_port = if tls.is_some() { 8883 } else { 1883 };
         let port = self.int(m.port.as_ref(), "mqtt.port", default_port, 1..=65535)?;
         let brokers = self.brokers(raw, u16::try_from(port).unwrap_or(1883))?;
+        let return_to_first = self.duration(
+            m.return_to_first.as_ref(),
+            "mqtt.return_to_first",
+            Duration::from_secs(300),
+            Duration::ZERO,
+            None,
+        )?;
+        if let Some(v) = &m.return_to_first
+            && !return_to_first.is_zero()
+            && return_to_first < Duration::from_secs(1)
+        {
+            return Err(self.err(
+                v.span(),
+                "mqtt.return_to_first",
+                format!(
+                    "{} is below the minimum of 1s",
+                    fmt_duration(return_to_first)
+                ),
+            ));
+        }
         let keepalive = self.duration(
             m.keepalive.as_ref(),
             "mqtt.keepalive",
@@ -513,6 +533,7 @@ impl Validator<'_> {
         let topics = self.topics(raw, gateway, stations)?;
         Ok(MqttConfig {
             brokers,
+            return_to_first,
             tls,
             warnings: self.warnings.take(),
             keepalive,

@@ -22,9 +22,12 @@
 //! next at once; when every one failed, the backoff (and the probes, of
 //! every broker) before the next round. Every round starts from the first
 //! broker, so the gateway returns to it at the next reconnect once it is
-//! back, and never drops a working connection to do so. What the gateway
-//! has not seen acknowledged is sent again from the store to whichever
-//! broker it reaches: a switch loses nothing, it may duplicate.
+//! back; on another broker, it also leaves that working connection for the
+//! first once the first has accepted TCP connections for
+//! `mqtt.return_to_first` (5 min) and the connection has lasted as long,
+//! so a flapping broker causes no storm of switches. What the gateway has
+//! not seen acknowledged is sent again from the store to whichever broker
+//! it reaches: a switch loses nothing, it may duplicate.
 
 pub mod bound;
 pub mod command;
@@ -165,6 +168,8 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
             tracing::warn!("{warning}");
         }
         loop {
+            // Leaving a working connection for the first broker: a round at once.
+            let mut returning = false;
             // A round: each broker in turn, until one connects.
             for broker in &self.mqtt.brokers {
                 if *shutdown.borrow() {
@@ -181,13 +186,19 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
                 )
                 .await;
                 stats.broker = None;
-                let session::Ended::Lost {
-                    kind,
-                    why,
-                    connected,
-                } = ended
-                else {
-                    return;
+                let (kind, why, connected) = match ended {
+                    session::Ended::Shutdown => return,
+                    session::Ended::ReturnToFirst => {
+                        tracing::info!(broker = %broker, first = %self.mqtt.brokers[0], "the first broker is back; moving to it");
+                        backoff.reset();
+                        returning = true;
+                        break;
+                    }
+                    session::Ended::Lost {
+                        kind,
+                        why,
+                        connected,
+                    } => (kind, why, connected),
                 };
                 if connected {
                     tracing::warn!(broker = %broker, kind, error = %why, "MQTT connection lost");
@@ -206,6 +217,9 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
                     backoff.reset();
                     break;
                 }
+            }
+            if returning {
+                continue;
             }
             let delay = backoff.next_delay();
             tokio::select! {
@@ -272,6 +286,27 @@ async fn wait_for_broker<'b>(
             }
         }
         probe_at = Instant::now() + Duration::from_millis(rng.u64(PROBE_PAUSE_MS));
+    }
+}
+
+/// Returns once `first` has accepted a TCP connect at every probe for
+/// `stable` (probes `stable / 10` apart, 200 ms to 30 s): the first broker
+/// is back, and stays.
+async fn first_is_back(first: &Broker, stable: Duration) {
+    let every = (stable / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut open_since: Option<Instant> = None;
+    loop {
+        let addr = (first.host.as_str(), first.port);
+        let open = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        );
+        let now = Instant::now();
+        open_since = if open { open_since.or(Some(now)) } else { None };
+        if open_since.is_some_and(|since| now.duration_since(since) >= stable) {
+            return;
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -35,6 +35,9 @@ use crate::tasks::AbortOnDrop;
 /// Why a session ended.
 pub enum Ended {
     Shutdown,
+    /// Left a working connection to another broker than the first, which
+    /// is back (`mqtt.return_to_first`).
+    ReturnToFirst,
     /// The connect failed (`connected` false) or the connection ended:
     /// `kind` names why in short ([`super::LinkError::kind`]).
     Lost {
@@ -261,6 +264,17 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         let mut capacity_open = true;
         let flags = |c: &crate::store::CapacityStatus| (c.full, c.disk_full);
         let mut shown = flags(&capacity.borrow_and_update());
+        // On another broker than the first: watch for the first to be back
+        // and stay back (never, when return_to_first is zero).
+        let first = &up.mqtt.brokers[0];
+        let stay = up.mqtt.return_to_first;
+        let first_back = async {
+            if first == broker || stay.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            super::first_is_back(first, stay).await;
+        };
+        tokio::pin!(first_back);
 
         loop {
             let limit = *committed.borrow_and_update();
@@ -301,6 +315,12 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
                 _ = shutdown.changed() => {
                     s.goodbye(&mut events).await;
                     return Ended::Shutdown;
+                }
+                () = &mut first_back => {
+                    // A clean goodbye: this broker's retained status says
+                    // offline; what is out is sent again to the first.
+                    s.goodbye(&mut events).await;
+                    return Ended::ReturnToFirst;
                 }
             }
         }
