@@ -353,6 +353,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_first_broker_counts_as_back_only_once_it_stayed_up() {
+        let port = closed_port();
+        // Up for 300 ms, down, then up for good from 1 s on.
+        let flapper = tokio::spawn(async move {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(l);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+        let started = Instant::now();
+        first_is_back(&local(port), Duration::from_secs(2)).await;
+        flapper.abort();
+        let took = started.elapsed();
+        // Up at 1 s, stable for 2 s: not before 3 s.
+        assert!(took >= Duration::from_millis(2900), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
     async fn a_port_open_all_along_does_not_cut_the_backoff_short() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
