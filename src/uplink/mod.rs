@@ -189,7 +189,7 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
                 let (kind, why, connected) = match ended {
                     session::Ended::Shutdown => return,
                     session::Ended::ReturnToFirst => {
-                        tracing::info!(broker = %broker, first = %self.mqtt.brokers[0], "the first broker is back; moving to it");
+                        tracing::info!(broker = %broker, "the first broker is back; moving to it");
                         backoff.reset();
                         returning = true;
                         break;

@@ -266,7 +266,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         let mut shown = flags(&capacity.borrow_and_update());
         // On another broker than the first: watch for the first to be back
         // and stay back (never, when return_to_first is zero).
-        let first = &up.mqtt.brokers[0];
+        let first = up.mqtt.brokers.first().unwrap_or(broker);
         let stay = up.mqtt.return_to_first;
         let first_back = async {
             if first == broker || stay.is_zero() {
