@@ -175,9 +175,9 @@ async fn records_flow_again_promptly_when_the_broker_returns() {
     tokio::time::sleep(outage).await;
     // Come back right after a failed attempt: the old code then waited a
     // whole backoff delay before trying again.
-    let lost = gw.log_count("MQTT connection lost");
+    let failed = gw.log_count("MQTT connect failed");
     assert!(
-        gw.wait_log_count("MQTT connection lost", lost + 1, WAIT)
+        gw.wait_log_count("MQTT connect failed", failed + 1, WAIT)
             .await,
         "no reconnect attempt within {WAIT:?}"
     );
@@ -237,7 +237,7 @@ async fn a_broker_refusing_mqtt_connects_is_retried_at_the_backoff_pace() {
         dir.path(),
         &cfg.toml(&dir.path().join("data"), proxy.port, pty.slave_path()),
     );
-    let failed = "MQTT connection lost";
+    let failed = "MQTT connect failed";
     assert!(
         gw.wait_log_count(failed, 1, WAIT).await,
         "no connect attempt"

@@ -179,6 +179,9 @@ pub fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 print!("{}", config::summary(&cfg));
+                for warning in &cfg.mqtt.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!("configuration OK");
                 ExitCode::SUCCESS
             }
@@ -477,10 +480,19 @@ fn render_status(st: &serde_json::Value) -> String {
         text(&st["epoch"])
     );
     let b = &st["broker"];
+    let e = &b["last_error"];
     let state = if b["connected"] == true {
-        "connected".to_owned()
+        let tls = if b["tls"] == true { ", TLS" } else { "" };
+        format!("connected to {}{tls}", text(&b["address"]))
+    } else if e.is_null() {
+        "disconnected".to_owned()
     } else {
-        format!("disconnected ({})", text(&b["last_error"]))
+        format!(
+            "disconnected ({}, {}: {})",
+            text(&e["kind"]),
+            text(&e["broker"]),
+            text(&e["message"])
+        )
     };
     let _ = writeln!(
         out,

@@ -113,8 +113,21 @@ impl WhenFull {
 
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
+    /// The brokers, tried in this order (`host`/`port`, or `brokers`): at
+    /// every reconnect from the first, the next when one cannot be reached
+    /// or its handshake fails. Never empty.
+    pub brokers: Vec<Broker>,
+    /// Connected to another broker than the first, the gateway moves back
+    /// to the first once it has accepted TCP connections for this long
+    /// (and the current connection has lasted as long). Zero: never; it
+    /// returns only at a reconnect.
+    pub return_to_first: Duration,
+    /// TLS to the broker (`[mqtt.tls]`); `None`: plaintext MQTT.
+    pub tls: Option<TlsConfig>,
+    /// Warnings about the config worth a technician's look (a key or
+    /// password file others may read): printed by `linegate check`, logged
+    /// at start.
+    pub warnings: Vec<String>,
     /// Keepalive interval, at most 30 s so a dead link is seen within a minute.
     pub keepalive: Duration,
     pub username: Option<String>,
@@ -129,6 +142,39 @@ pub struct MqttConfig {
     /// How often the retained status message is refreshed (default 30 s).
     pub status_interval: Duration,
     pub topics: Topics,
+}
+
+/// One broker's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Broker {
+    /// `host:port`, an IPv6 address in brackets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// TLS to the broker, read and checked at load (`[mqtt.tls]`).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The rustls client config (ring provider): trust anchors, client
+    /// certificate and key, server name check.
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+    /// Where the trust anchors come from: the `ca_file` path, or `None`
+    /// for the system trust store (for the summary).
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate presented (mutual TLS), if any.
+    pub cert_file: Option<PathBuf>,
+    /// The name the broker's certificate is checked against, when not its host.
+    pub server_name: Option<String>,
 }
 
 /// A secret read from a file; `Debug` never shows it.

@@ -79,7 +79,9 @@ pub struct StoreRaw {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttRaw {
-    pub host: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub brokers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub return_to_first: Option<Spanned<String>>,
     pub port: Option<Spanned<i64>>,
     pub keepalive: Option<Spanned<String>>,
     pub username: Option<Spanned<String>>,
@@ -91,6 +93,16 @@ pub struct MqttRaw {
     pub status_interval: Option<Spanned<String>>,
     pub topic_root: Option<Spanned<String>>,
     pub record_topic: Option<Spanned<String>>,
+    pub tls: Option<Spanned<TlsRaw>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRaw {
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -619,13 +631,37 @@ pub fn expected_for(key: &str) -> Option<String> {
         "store.min_disk_free" => {
             "a size from 0 to 1024GiB such as \"128MiB\" (units KiB, MiB, GiB) or an integer number of bytes"
         }
-        "mqtt" => "an [mqtt] table with at least host",
+        "mqtt" => "an [mqtt] table with host (one broker) or brokers (several)",
         "mqtt.host" => "a host name or IP address such as \"127.0.0.1\"",
+        "mqtt.brokers" => {
+            "a list of brokers tried in order, each \"host\" or \"host:port\" \
+             (an IPv6 address in brackets), such as [\"10.0.0.5:8883\", \"10.0.0.6:8883\"]"
+        }
+        "mqtt.return_to_first" => {
+            "a duration of at least 1s such as \"5m\", or \"0s\" to stay on a broker until it fails"
+        }
         "mqtt.port" => "a TCP port from 1 to 65535 such as 1883",
         "mqtt.keepalive" => "a duration from 5s to 30s such as \"15s\"",
         "mqtt.username" => "a user name such as \"press-01\"",
         "mqtt.password_file" => {
-            "the path of a file holding the password, such as \"/etc/linegate/mqtt.pass\""
+            "the path of a file holding the password, such as \"/etc/linegate/mqtt.pass\", \
+             or \"cred:NAME\" for a systemd credential"
+        }
+        "mqtt.tls" => "an [mqtt.tls] table (empty: TLS with the system trust store)",
+        "mqtt.tls.ca_file" => {
+            "the path of a PEM file of CA certificates, such as \"/etc/linegate/ca.pem\", \
+             or \"cred:NAME\" for a systemd credential"
+        }
+        "mqtt.tls.cert_file" => {
+            "the path of the PEM client certificate (chain), such as \"/etc/linegate/client.pem\", \
+             or \"cred:NAME\" for a systemd credential"
+        }
+        "mqtt.tls.key_file" => {
+            "the path of the PEM private key of cert_file, such as \"/etc/linegate/client.key\", \
+             or \"cred:NAME\" for a systemd credential"
+        }
+        "mqtt.tls.server_name" => {
+            "the DNS name (or IP address) the broker's certificate carries, such as \"broker.plant.local\""
         }
         "mqtt.max_inflight" => "an integer from 1 to 1000",
         "mqtt.max_packet_size" => {

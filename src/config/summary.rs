@@ -48,14 +48,42 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
         (Some(u), None) => format!("user {u}, no password"),
         (None, _) => "anonymous".to_owned(),
     };
+    let brokers: Vec<String> = m.brokers.iter().map(ToString::to_string).collect();
+    let failback = match (brokers.len(), m.return_to_first.is_zero()) {
+        (1, _) => String::new(),
+        (_, true) => " (back to the first at a reconnect)".to_owned(),
+        (_, false) => format!(
+            " (back to the first once up for {})",
+            fmt_duration(m.return_to_first)
+        ),
+    };
     writeln!(
         out,
-        "broker:   {}:{} (keepalive {}, {auth}, up to {} in flight)",
-        m.host,
-        m.port,
+        "broker:   {}{failback} (keepalive {}, {auth}, up to {} in flight)",
+        brokers.join(", then "),
         fmt_duration(m.keepalive),
         m.max_inflight
     )?;
+    match &m.tls {
+        None => writeln!(out, "tls:      off (plaintext MQTT)")?,
+        Some(t) => writeln!(
+            out,
+            "tls:      on, trusting {}{}{}",
+            t.ca_file
+                .as_ref()
+                .map_or("the system trust store".to_owned(), |p| p
+                    .display()
+                    .to_string()),
+            t.cert_file
+                .as_ref()
+                .map(|p| format!(", client certificate {}", p.display()))
+                .unwrap_or_default(),
+            t.server_name
+                .as_ref()
+                .map(|n| format!(", broker certificate checked for {n}"))
+                .unwrap_or_default(),
+        )?,
+    }
     if let Some(st) = cfg.stations.first() {
         writeln!(
             out,

@@ -166,11 +166,11 @@ const CASES: &[Case] = &[
         name: "unknown key in a nested table",
         edits: &[],
         append: "[mqtt.tls]\nca = \"x\"\n",
-        line: 15,
-        column: 7,
-        key: "mqtt.tls",
-        message: "unknown key `tls`",
-        expected: "",
+        line: 16,
+        column: 1,
+        key: "mqtt.tls.ca",
+        message: "unknown key `ca`",
+        expected: "`ca_file`",
     },
     // --- wrong types ---
     Case {
@@ -228,14 +228,14 @@ const CASES: &[Case] = &[
     },
     // --- missing keys ---
     Case {
-        name: "missing required key in [mqtt]",
+        name: "no broker in [mqtt]",
         edits: &[("host = \"localhost\"\n", "")],
         append: "",
         line: 6,
         column: 1,
-        key: "mqtt.host",
-        message: "missing required key `host`",
-        expected: "host name",
+        key: "mqtt",
+        message: "neither host nor brokers is set",
+        expected: "host (one broker) or brokers (several)",
     },
     Case {
         name: "missing required key in [[device]]",
@@ -1755,6 +1755,92 @@ const CASES: &[Case] = &[
         message: "contains the control character '\\t'",
         expected: "",
     },
+    // --- brokers ---
+    Case {
+        name: "host and brokers both",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nbrokers = [\"a\", \"b\"]\n",
+        )],
+        append: "",
+        line: 8,
+        column: 11,
+        key: "mqtt.brokers",
+        message: "not both",
+        expected: "",
+    },
+    Case {
+        name: "a broker with a bad port",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "brokers = [\"a:1883\", \"b:99999\"]\n",
+        )],
+        append: "",
+        line: 7,
+        column: 22,
+        key: "mqtt.brokers[1]",
+        message: "not one from 1 to 65535",
+        expected: "host:port",
+    },
+    Case {
+        name: "a broker listed twice",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "port = 1884\nbrokers = [\"a\", \"a:1884\"]\n",
+        )],
+        append: "",
+        line: 8,
+        column: 17,
+        key: "mqtt.brokers[1]",
+        message: "a:1884 is listed twice",
+        expected: "",
+    },
+    Case {
+        name: "return_to_first below 1s",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nreturn_to_first = \"500ms\"\n",
+        )],
+        append: "",
+        line: 8,
+        column: 19,
+        key: "mqtt.return_to_first",
+        message: "500ms is below the minimum of 1s",
+        expected: "\"0s\" to stay",
+    },
+    Case {
+        name: "an empty broker list",
+        edits: &[("host = \"localhost\"\n", "brokers = []\n")],
+        append: "",
+        line: 7,
+        column: 11,
+        key: "mqtt.brokers",
+        message: "0 brokers listed",
+        expected: "",
+    },
+    Case {
+        name: "a credential without CREDENTIALS_DIRECTORY",
+        edits: &[(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nusername = \"u\"\npassword_file = \"cred:mqtt-pass\"\n",
+        )],
+        append: "",
+        line: 9,
+        column: 17,
+        key: "mqtt.password_file",
+        message: "$CREDENTIALS_DIRECTORY is not set",
+        expected: "",
+    },
+    Case {
+        name: "a key without its certificate",
+        edits: &[],
+        append: "[mqtt.tls]\nkey_file = \"k.pem\"\n",
+        line: 16,
+        column: 12,
+        key: "mqtt.tls.cert_file",
+        message: "key_file is set but cert_file is not",
+        expected: "",
+    },
 ];
 
 fn build(case: &Case) -> String {
@@ -1939,7 +2025,7 @@ fn full_config_round_trip() {
     assert_eq!(cfg.store.min_disk_free, 0);
 
     let m = &cfg.mqtt;
-    assert_eq!((m.host.as_str(), m.port), ("broker.local", 8883));
+    assert_eq!(m.brokers[0].to_string(), "broker.local:8883");
     assert_eq!(m.keepalive, Duration::from_secs(30));
     assert_eq!(m.username.as_deref(), Some("press-01"));
     assert_eq!(m.password, Some(Secret("s3cret".into())));
@@ -2091,7 +2177,7 @@ fn defaults_when_optional_tables_are_absent() {
     assert_eq!(cfg.store.when_full, WhenFull::Refuse);
     assert_eq!(cfg.store.min_disk_free, 128 * 1024 * 1024);
     let m = &cfg.mqtt;
-    assert_eq!(m.port, 1883);
+    assert_eq!(m.brokers[0].port, 1883);
     assert_eq!(m.keepalive, Duration::from_secs(15));
     assert_eq!(m.username, None);
     assert_eq!(m.password, None);
@@ -3020,7 +3106,7 @@ fn commands_public_key_and_required_signatures() {
         (
             "public_key_file = \"missing.pub\"\n",
             "commands.public_key_file",
-            "cannot read it",
+            "cannot read public key file",
         ),
         (
             "public_key_file = \"mes.pub\"\nreplay_window = \"2d\"\n",
@@ -3055,4 +3141,171 @@ fn metrics_listen_is_an_ip_address_and_port() {
     }
     let err = parse(path, &format!("{BASE}\n[metrics]\n")).expect_err("no listen");
     assert!(err.to_string().contains("listen"), "{err}");
+}
+
+/// A self-signed certificate and its key, PEM, written to `dir`.
+fn cert_and_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["broker.local".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (c, k)
+}
+
+fn with_tls(tls: &str) -> String {
+    format!("{BASE}[mqtt.tls]\n{tls}")
+}
+
+#[test]
+fn brokers_are_listed_in_order_with_the_default_port() {
+    let text = BASE.replace(
+        "host = \"localhost\"\n",
+        "port = 1884\nbrokers = [\"a.local\", \"10.0.0.6:8883\", \"[fd00::1]:1885\", \"::1\"]\n",
+    );
+    let cfg = parse(Path::new("b.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let shown: Vec<String> = cfg.mqtt.brokers.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "a.local:1884",
+            "10.0.0.6:8883",
+            "[fd00::1]:1885",
+            "[::1]:1884"
+        ]
+    );
+    assert_eq!(cfg.mqtt.return_to_first, Duration::from_secs(300));
+    assert!(summary(&cfg).contains("a.local:1884, then 10.0.0.6:8883"));
+    assert!(
+        summary(&cfg).contains("(back to the first once up for 5m)"),
+        "{}",
+        summary(&cfg)
+    );
+}
+
+#[test]
+fn tls_is_built_at_load_and_its_port_defaults_to_8883() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, _) = cert_and_key(dir.path(), "ca");
+    let (cert, key) = cert_and_key(dir.path(), "client");
+    let text = with_tls(&format!(
+        "ca_file = \"ca.pem\"\ncert_file = \"{}\"\nkey_file = \"client.key\"\nserver_name = \"broker.local\"\n",
+        cert.display()
+    ));
+    let cfg = parse(&dir.path().join("linegate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.mqtt.brokers[0].port, 8883);
+    let tls = cfg.mqtt.tls.as_ref().expect("tls on");
+    assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
+    assert_eq!(tls.cert_file.as_deref(), Some(cert.as_path()));
+    assert!(cfg.mqtt.warnings.is_empty(), "{:?}", cfg.mqtt.warnings);
+    let shown = summary(&cfg);
+    assert!(shown.contains("tls:      on, trusting"), "{shown}");
+    assert!(!shown.contains("BEGIN"), "{shown}");
+    drop(key);
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_is_refused_naming_both_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, _) = cert_and_key(dir.path(), "ca");
+    let (cert, _) = cert_and_key(dir.path(), "client");
+    let (_, other_key) = cert_and_key(dir.path(), "other");
+    let text = with_tls(&format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca.display(),
+        cert.display(),
+        other_key.display()
+    ));
+    let err = parse(&dir.path().join("linegate.toml"), &text).expect_err("mismatch");
+    assert_eq!(err.key.as_deref(), Some("mqtt.tls.key_file"), "{err}");
+    assert_eq!(err.line, 18, "{err}");
+    assert!(err.message.contains("does not belong"), "{err}");
+    assert!(err.message.contains("other.key"), "{err}");
+    assert!(err.message.contains("client.pem"), "{err}");
+}
+
+#[test]
+fn tls_files_that_hold_no_pem_are_refused_by_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("junk"), "not pem\n").expect("write");
+    let (cert, _) = cert_and_key(dir.path(), "client");
+    for (tls, key, what) in [
+        (
+            "ca_file = \"junk\"\n".to_owned(),
+            "mqtt.tls.ca_file",
+            "no PEM certificate",
+        ),
+        (
+            "ca_file = \"missing.pem\"\n".to_owned(),
+            "mqtt.tls.ca_file",
+            "cannot read CA file",
+        ),
+        (
+            format!(
+                "ca_file = \"{}\"\ncert_file = \"junk\"\nkey_file = \"client.key\"\n",
+                cert.display()
+            ),
+            "mqtt.tls.cert_file",
+            "no PEM certificate",
+        ),
+        (
+            format!(
+                "ca_file = \"{}\"\ncert_file = \"client.pem\"\nkey_file = \"junk\"\n",
+                cert.display()
+            ),
+            "mqtt.tls.key_file",
+            "no PEM private key",
+        ),
+        (
+            "cert_file = \"client.pem\"\n".to_owned(),
+            "mqtt.tls.key_file",
+            "key_file is not",
+        ),
+    ] {
+        let err = parse(&dir.path().join("linegate.toml"), &with_tls(&tls)).expect_err(&tls);
+        assert_eq!(err.key.as_deref(), Some(key), "{tls}: {err}");
+        assert!(err.message.contains(what), "{tls}: {err}");
+    }
+}
+
+#[test]
+fn a_key_or_password_file_others_can_read_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = cert_and_key(dir.path(), "client");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "pw\n").expect("write");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+    let text = format!(
+        "{}[mqtt.tls]\nca_file = \"client.pem\"\ncert_file = \"{}\"\nkey_file = \"client.key\"\n",
+        BASE.replace(
+            "host = \"localhost\"\n",
+            "host = \"localhost\"\nusername = \"u\"\npassword_file = \"pass\"\n"
+        ),
+        cert.display()
+    );
+    let cfg = parse(&dir.path().join("linegate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let w = &cfg.mqtt.warnings;
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("mqtt.tls.key_file:") && w.contains("0644")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("mqtt.password_file:") && w.contains("every user")),
+        "{w:?}"
+    );
+    // The certificate is public: no warning for it.
+    assert!(!w.iter().any(|w| w.contains("cert_file")), "{w:?}");
 }

@@ -35,6 +35,7 @@ const RECORD_PLACEHOLDERS: &[&str] = &["root", "site", "line", "gateway", "stati
 
 mod places;
 mod records;
+mod secrets;
 mod stations;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -42,7 +43,12 @@ type Result<T> = std::result::Result<T, ConfigError>;
 /// Validates the raw config. `src.file`'s directory anchors relative paths.
 pub fn validate(src: &Source<'_>, raw: RawConfig) -> Result<Config> {
     let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let v = Validator { src: *src, base };
+    let v = Validator {
+        src: *src,
+        base,
+        credentials: std::env::var_os(secrets::CREDENTIALS_DIRECTORY).map(PathBuf::from),
+        warnings: std::cell::RefCell::default(),
+    };
 
     let g = raw.root.gateway.get_ref();
     let gateway = GatewayConfig {
@@ -147,6 +153,10 @@ struct Validator<'a> {
     src: Source<'a>,
     /// Directory of the config file (empty: the current directory).
     base: PathBuf,
+    /// `$CREDENTIALS_DIRECTORY`: where `cred:NAME` values point.
+    credentials: Option<PathBuf>,
+    /// Warnings gathered on the way (see `MqttConfig::warnings`).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Validator<'_> {
@@ -468,8 +478,30 @@ impl Validator<'_> {
         stations: &[StationConfig],
     ) -> Result<MqttConfig> {
         let m = raw.get_ref();
-        let host = self.host(&m.host, "mqtt.host", false)?;
-        let port = self.int(m.port.as_ref(), "mqtt.port", 1883, 1..=65535)?;
+        let tls = m.tls.as_ref().map(|t| self.tls(t)).transpose()?;
+        let default_port = if tls.is_some() { 8883 } else { 1883 };
+        let port = self.int(m.port.as_ref(), "mqtt.port", default_port, 1..=65535)?;
+        let brokers = self.brokers(raw, u16::try_from(port).unwrap_or(1883))?;
+        let return_to_first = self.duration(
+            m.return_to_first.as_ref(),
+            "mqtt.return_to_first",
+            Duration::from_secs(300),
+            Duration::ZERO,
+            None,
+        )?;
+        if let Some(v) = &m.return_to_first
+            && !return_to_first.is_zero()
+            && return_to_first < Duration::from_secs(1)
+        {
+            return Err(self.err(
+                v.span(),
+                "mqtt.return_to_first",
+                format!(
+                    "{} is below the minimum of 1s",
+                    fmt_duration(return_to_first)
+                ),
+            ));
+        }
         let keepalive = self.duration(
             m.keepalive.as_ref(),
             "mqtt.keepalive",
@@ -522,8 +554,10 @@ impl Validator<'_> {
         )?;
         let topics = self.topics(raw, gateway, stations)?;
         Ok(MqttConfig {
-            host,
-            port: u16::try_from(port).unwrap_or(1883),
+            brokers,
+            return_to_first,
+            tls,
+            warnings: self.warnings.take(),
             keepalive,
             username,
             password,
@@ -542,7 +576,10 @@ impl Validator<'_> {
         let key = match &c.public_key_file {
             Some(v) => {
                 let key = "commands.public_key_file";
-                let path = self.path(v, key)?;
+                // A path, or `cred:NAME` (a systemd credential), as for
+                // the other secrets; a public key may be readable by all.
+                let (path, bytes) =
+                    self.secret_file(v, key, "public key file", super::MAX_SECRET_BYTES, false)?;
                 let cannot = |why: String| {
                     self.err_plain(
                         v.span(),
@@ -550,8 +587,6 @@ impl Validator<'_> {
                         format!("public key file {}: {why}", path.display()),
                     )
                 };
-                let bytes = super::files::read_bounded(&path, super::MAX_SECRET_BYTES)
-                    .map_err(|e| cannot(format!("cannot read it: {e}")))?;
                 let text =
                     String::from_utf8(bytes).map_err(|_| cannot("it is not UTF-8 text".into()))?;
                 Some(crate::uplink::signed::parse_public_key(&text).map_err(cannot)?)
@@ -582,30 +617,6 @@ impl Validator<'_> {
             required,
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
         })
-    }
-
-    /// Reads a secret file: trailing newline trimmed, must not be empty.
-    fn secret(&self, v: &Spanned<String>, key: &str) -> Result<Secret> {
-        let path = self.path(v, key)?;
-        let cannot = |e: &dyn std::fmt::Display| {
-            self.err_plain(
-                v.span(),
-                key,
-                format!("cannot read password file {}: {e}", path.display()),
-            )
-        };
-        let bytes =
-            super::files::read_bounded(&path, super::MAX_SECRET_BYTES).map_err(|e| cannot(&e))?;
-        let text = String::from_utf8(bytes).map_err(|_| cannot(&"it is not UTF-8 text"))?;
-        let secret = text.trim_end_matches(['\n', '\r']);
-        if secret.is_empty() {
-            return Err(self.err_plain(
-                v.span(),
-                key,
-                format!("password file {} is empty", path.display()),
-            ));
-        }
-        Ok(Secret(secret.to_owned()))
     }
 
     fn topics(

@@ -16,12 +16,25 @@
 //! (jittered) ends the wait as soon as a broker that was down accepts
 //! connections again. Also: the retained status (last will `offline`),
 //! and MES commands in, results out.
+//!
+//! Several brokers (`mqtt.brokers`) are tried in their order in a round:
+//! when one cannot be reached or its handshake (TLS or MQTT) fails, the
+//! next at once; when every one failed, the backoff (and the probes, of
+//! every broker) before the next round. Every round starts from the first
+//! broker, so the gateway returns to it at the next reconnect once it is
+//! back; on another broker, it also leaves that working connection for the
+//! first once the first has accepted TCP connections for
+//! `mqtt.return_to_first` (5 min) and the connection has lasted as long,
+//! so a flapping broker causes no storm of switches. What the gateway has
+//! not seen acknowledged is sent again from the store to whichever broker
+//! it reaches: a switch loses nothing, it may duplicate.
 
 pub mod bound;
 pub mod command;
 pub mod payload;
 mod session;
 pub mod signed;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,7 +44,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::{GatewayConfig, MqttConfig};
+use crate::config::{Broker, GatewayConfig, MqttConfig};
 use crate::devices::backoff::Backoff;
 use crate::devices::health::HealthRegistry;
 use crate::station::Command;
@@ -71,10 +84,6 @@ impl Outbound {
 pub struct UplinkStats {
     /// The MQTT session is up (CONNACK received, not lost since).
     pub connected: bool,
-    /// Why the last connection attempt or session failed, `None` before any.
-    pub last_error: Option<String>,
-    /// Sessions established since the gateway started.
-    pub connects: u64,
     /// Records the broker acknowledged (and the store deleted).
     pub records_published: u64,
     /// Commands received on the command topics.
@@ -92,6 +101,28 @@ pub struct UplinkStats {
     pub records_refused: u64,
     /// The broker's last refusal: its reason code and reason string.
     pub last_refusal: Option<String>,
+    /// The broker of the current connection (`host:port`).
+    pub broker: Option<String>,
+    /// Sessions established since the gateway started.
+    pub connects: u64,
+    /// Why the last connect failed or the last connection ended, `None`
+    /// before any.
+    pub last_error: Option<LinkError>,
+}
+
+/// A failed connect or a lost connection, for the log and the status.
+#[derive(Debug, Clone)]
+pub struct LinkError {
+    /// A short stable name: `refused`, `timeout`, `unknown-ca`, `expired`,
+    /// `name-mismatch`, `bad-client-cert`, `not-authorized`, … (see
+    /// docs/mqtt.md).
+    pub kind: &'static str,
+    /// The broker it happened with (`host:port`).
+    pub broker: String,
+    /// The error in words.
+    pub message: String,
+    /// When (Unix ms).
+    pub ts_ms: u64,
 }
 
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
@@ -149,6 +180,8 @@ pub struct StatusSources {
     pub capacity: watch::Receiver<CapacityStatus>,
     pub health: HealthRegistry,
     pub uplink: watch::Receiver<UplinkStats>,
+    /// The broker connection is TLS (`[mqtt.tls]`).
+    pub tls: bool,
 }
 
 impl StatusSources {
@@ -163,6 +196,7 @@ impl StatusSources {
             &capacity,
             &self.health.snapshot(),
             &uplink,
+            self.tls,
         )
     }
 }
@@ -176,6 +210,7 @@ impl<T> Uplink<T> {
             capacity: self.capacity.clone(),
             health: self.health.clone(),
             uplink: self.stats.subscribe(),
+            tls: self.mqtt.tls.is_some(),
         }
     }
 }
@@ -189,34 +224,72 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();
         let mut rng = fastrand::Rng::new();
+        for warning in &self.mqtt.warnings {
+            tracing::warn!("{warning}");
+        }
         loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let ended = session::Session::run(
-                &self,
-                &mut committed,
-                &results_tx,
-                &mut results_rx,
-                &mut shutdown,
-                &mut backoff,
-            )
-            .await;
-            match ended {
-                session::Ended::Shutdown => return,
-                session::Ended::Lost(why) => {
-                    self.stats.send_modify(|s| {
-                        s.connected = false;
-                        s.last_error = Some(why.clone());
-                    });
-                    tracing::warn!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), error = %why, "MQTT connection lost")
+            // Leaving a working connection for the first broker: a round at once.
+            let mut returning = false;
+            // A round: each broker in turn, until one connects.
+            for broker in &self.mqtt.brokers {
+                if *shutdown.borrow() {
+                    return;
                 }
+                let ended = session::Session::run(
+                    &self,
+                    broker,
+                    &mut committed,
+                    &results_tx,
+                    &mut results_rx,
+                    &mut shutdown,
+                )
+                .await;
+                self.stats.send_modify(|s| {
+                    s.connected = false;
+                    s.broker = None;
+                });
+                let (kind, why, connected) = match ended {
+                    session::Ended::Shutdown => return,
+                    session::Ended::ReturnToFirst => {
+                        tracing::info!(broker = %broker, "the first broker is back; moving to it");
+                        backoff.reset();
+                        returning = true;
+                        break;
+                    }
+                    session::Ended::Lost {
+                        kind,
+                        why,
+                        connected,
+                    } => (kind, why, connected),
+                };
+                if connected {
+                    tracing::warn!(broker = %broker, kind, error = %why, "MQTT connection lost");
+                } else {
+                    tracing::warn!(broker = %broker, kind, error = %why, "MQTT connect failed");
+                }
+                self.stats.send_modify(|s| {
+                    s.last_error = Some(LinkError {
+                        kind,
+                        broker: broker.to_string(),
+                        message: why,
+                        ts_ms: crate::clock::now_ms(),
+                    });
+                });
+                if connected {
+                    // It worked for a while: the backoff from its start,
+                    // then a round from the first broker.
+                    backoff.reset();
+                    break;
+                }
+            }
+            if returning {
+                continue;
             }
             let delay = backoff.next_delay();
             tokio::select! {
-                back = wait_for_broker(&self.mqtt.host, self.mqtt.port, delay, &mut rng) => {
-                    if back {
-                        tracing::info!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), "broker accepts connections again; reconnecting");
+                back = wait_for_broker(&self.mqtt.brokers, delay, &mut rng) => {
+                    if let Some(broker) = back {
+                        tracing::info!(broker = %broker, "broker accepts connections again; reconnecting");
                     }
                 }
                 _ = shutdown.changed() => {}
@@ -235,44 +308,82 @@ const PROBE_PAUSE_MS: std::ops::RangeInclusive<u64> = 200..=400;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Wait `delay` (the backoff) before the next full MQTT connect, or less:
-/// probes (a TCP connect, closed at once) run meanwhile, the first at once,
-/// then one every 200–400 ms, and one that finds the port open after an
-/// earlier probe found it closed (or timed out) ends the wait, since the
-/// broker just came back. Returns whether it did.
+/// probes (a TCP connect to each broker, closed at once) run meanwhile,
+/// the first at once, then one every 200–400 ms, and one that finds a
+/// broker's port open after an earlier probe found it closed (or timed
+/// out) ends the wait, since that broker just came back. Returns the one
+/// that did.
 ///
 /// A broker whose port is open at the first probe, right after the failed
-/// attempt, is up: it (or the MQTT handshake), not the network, failed
-/// that attempt. Probing stops and the whole backoff is waited, so a broker
-/// that accepts TCP but refuses MQTT connects is not hammered. Each full
-/// connect that fails still grows the backoff.
-async fn wait_for_broker(host: &str, port: u16, delay: Duration, rng: &mut fastrand::Rng) -> bool {
+/// attempt, is up: it (or the TLS or MQTT handshake), not the network,
+/// failed that attempt. It is probed no more and the whole backoff is
+/// waited, so a broker that accepts TCP but refuses MQTT connects is not
+/// hammered. Each round that fails still grows the backoff.
+async fn wait_for_broker<'b>(
+    brokers: &'b [Broker],
+    delay: Duration,
+    rng: &mut fastrand::Rng,
+) -> Option<&'b Broker> {
     let deadline = Instant::now() + delay;
-    let mut seen_down = false;
+    // Per broker: still probed, and seen down by a probe.
+    let mut probed = vec![true; brokers.len()];
+    let mut seen_down = vec![false; brokers.len()];
     // The first probe at once: it tells a broker that is down (the port
     // closed) from one that failed the connect while up.
     let mut probe_at = Instant::now();
     loop {
-        if probe_at >= deadline {
+        if probe_at >= deadline || !probed.contains(&true) {
             tokio::time::sleep_until(deadline).await;
-            return false;
+            return None;
         }
         tokio::time::sleep_until(probe_at).await;
-        let limit = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(limit, TcpStream::connect((host, port))).await {
-            Ok(Ok(_open)) if seen_down => return true,
-            Ok(Ok(_open)) => {
-                tokio::time::sleep_until(deadline).await;
-                return false;
+        for (i, broker) in brokers.iter().enumerate() {
+            if !probed[i] {
+                continue;
             }
-            Ok(Err(_)) | Err(_) => seen_down = true,
+            let limit = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            let addr = (broker.host.as_str(), broker.port);
+            match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+                Ok(Ok(_open)) if seen_down[i] => return Some(broker),
+                Ok(Ok(_open)) => probed[i] = false,
+                Ok(Err(_)) | Err(_) => seen_down[i] = true,
+            }
         }
         probe_at = Instant::now() + Duration::from_millis(rng.u64(PROBE_PAUSE_MS));
+    }
+}
+
+/// Returns once `first` has accepted a TCP connect at every probe for
+/// `stable` (probes `stable / 10` apart, 200 ms to 30 s): the first broker
+/// is back, and stays.
+async fn first_is_back(first: &Broker, stable: Duration) {
+    let every = (stable / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut open_since: Option<Instant> = None;
+    loop {
+        let addr = (first.host.as_str(), first.port);
+        let open = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        );
+        let now = Instant::now();
+        open_since = if open { open_since.or(Some(now)) } else { None };
+        if open_since.is_some_and(|since| now.duration_since(since) >= stable) {
+            return;
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local(port: u16) -> Broker {
+        Broker {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
 
     /// A loopback port with nothing listening on it (a moment ago).
     fn closed_port() -> u16 {
@@ -294,14 +405,42 @@ mod tests {
         });
         let started = Instant::now();
         let mut rng = fastrand::Rng::with_seed(1);
-        let back = wait_for_broker("127.0.0.1", port, Duration::from_secs(30), &mut rng).await;
+        let brokers = [local(closed_port()), local(port)];
+        let back = wait_for_broker(&brokers, Duration::from_secs(30), &mut rng).await;
         opener.abort();
-        assert!(back, "the wait was not cut short");
+        assert_eq!(back, Some(&brokers[1]), "the wait was not cut short");
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(800) && took < Duration::from_secs(5),
             "{took:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_first_broker_counts_as_back_only_once_it_stayed_up() {
+        let port = closed_port();
+        // Up for 300 ms, down, then up for good from 1 s on.
+        let flapper = tokio::spawn(async move {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(l);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+        let started = Instant::now();
+        first_is_back(&local(port), Duration::from_secs(2)).await;
+        flapper.abort();
+        let took = started.elapsed();
+        // Up at 1 s, stable for 2 s: not before 3 s.
+        assert!(took >= Duration::from_millis(2900), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
     }
 
     #[tokio::test]
@@ -320,8 +459,9 @@ mod tests {
         });
         let started = Instant::now();
         let mut rng = fastrand::Rng::with_seed(2);
-        let back = wait_for_broker("127.0.0.1", port, Duration::from_millis(1500), &mut rng).await;
-        assert!(!back);
+        let brokers = [local(port)];
+        let back = wait_for_broker(&brokers, Duration::from_millis(1500), &mut rng).await;
+        assert!(back.is_none());
         assert!(started.elapsed() >= Duration::from_millis(1500));
         // One probe, then no more.
         assert!(!accept.is_finished(), "probed more than once");

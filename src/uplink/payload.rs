@@ -347,6 +347,7 @@ pub fn status(
     capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
     uplink: &super::UplinkStats,
+    tls: bool,
 ) -> Vec<u8> {
     let oldest_age_s = stats
         .oldest_ts_ms
@@ -382,8 +383,15 @@ pub fn status(
         },
         "broker": {
             "connected": uplink.connected,
+            "address": uplink.broker,
+            "tls": tls,
             "connects": uplink.connects,
-            "last_error": uplink.last_error,
+            "last_error": uplink.last_error.as_ref().map(|e| json!({
+                "kind": e.kind,
+                "broker": e.broker,
+                "message": e.message,
+                "ts": rfc3339_ms(e.ts_ms),
+            })),
             "published": uplink.records_published,
             "refused": uplink.records_refused,
             "last_refusal": uplink.last_refusal,

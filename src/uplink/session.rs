@@ -15,23 +15,68 @@ use std::time::Duration;
 
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 use rumqttc::v5::mqttbytes::v5::{
     Filter, LastWill, Packet, PubAck, PubAckReason, RetainForwardRule, SubscribeReasonCode,
 };
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
+use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bound::PUBLISH_OVERHEAD;
-use super::{CommandOutcome, CommandRequest, Undeliverable, Uplink, command, payload};
+use super::{CommandOutcome, CommandRequest, Undeliverable, Uplink, command, payload, tls};
 use crate::clock::now_ms;
-use crate::config::BackoffConfig;
+use crate::config::{BackoffConfig, Broker};
 use crate::devices::backoff::Backoff;
 use crate::tasks::AbortOnDrop;
 
 /// Why a session ended.
 pub enum Ended {
     Shutdown,
-    Lost(String),
+    /// Left a working connection to another broker than the first, which
+    /// is back (`mqtt.return_to_first`).
+    ReturnToFirst,
+    /// The connect failed (`connected` false) or the connection ended:
+    /// `kind` names why in short ([`super::LinkError::kind`]).
+    Lost {
+        kind: &'static str,
+        why: String,
+        connected: bool,
+    },
+}
+
+impl Ended {
+    /// A connection that ended for a reason of the gateway's own.
+    fn broken(why: impl Into<String>) -> Self {
+        Ended::Lost {
+            kind: "protocol",
+            why: why.into(),
+            connected: true,
+        }
+    }
+
+    /// The connection failed with a rumqttc error.
+    fn failed(err: &ConnectionError, connected: bool) -> Self {
+        let kind = match err {
+            ConnectionError::ConnectionRefused(
+                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword,
+            ) => "not-authorized",
+            ConnectionError::ConnectionRefused(_) => "mqtt-refused",
+            ConnectionError::Timeout(_) => "timeout",
+            // rumqttc keeps no source for this one: a TLS alert read while
+            // waiting for the CONNACK (a client certificate the broker
+            // refused, under TLS 1.3) arrives here.
+            ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::v5::mqttbytes::Error::Io(io),
+            )) => tls::error_kind(io),
+            err => tls::error_kind(err),
+        };
+        Ended::Lost {
+            kind,
+            why: err.to_string(),
+            connected,
+        }
+    }
 }
 
 /// A command result waiting to be published.
@@ -107,20 +152,25 @@ pub struct Session<'u, T> {
 impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session<'u, T> {
     pub async fn run(
         up: &'u Uplink<T>,
+        broker: &Broker,
         committed: &mut watch::Receiver<u64>,
         results_tx: &mpsc::Sender<CommandResult>,
         results_rx: &mut mpsc::Receiver<CommandResult>,
         shutdown: &mut watch::Receiver<bool>,
-        backoff: &mut Backoff,
     ) -> Ended {
         let window = usize::from(up.mqtt.max_inflight);
-        let mut opts = MqttOptions::new(&up.gateway.id, &up.mqtt.host, up.mqtt.port);
+        let mut opts = MqttOptions::new(&up.gateway.id, &broker.host, broker.port);
         // A record is written as soon as it is durable: Nagle's algorithm
         // would hold a small PUBLISH back until the previous one is acked
         // by TCP (up to a delayed ACK, 40 ms on Linux).
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
         opts.set_network_options(network);
+        if let Some(tls) = &up.mqtt.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.client.clone(),
+            )));
+        }
         opts.set_keep_alive(up.mqtt.keepalive)
             .set_clean_start(true)
             // Room for status and command results beside the record window.
@@ -162,15 +212,21 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
                     );
                 }
             }
-            Ok(other) => return Ended::Lost(format!("unexpected first event {other:?}")),
-            Err(err) => return Ended::Lost(err.to_string()),
+            Ok(other) => {
+                return Ended::Lost {
+                    kind: "protocol",
+                    why: format!("unexpected first event {other:?}"),
+                    connected: false,
+                };
+            }
+            Err(err) => return Ended::failed(&err, false),
         }
-        backoff.reset();
         up.stats.send_modify(|s| {
             s.connected = true;
+            s.broker = Some(broker.to_string());
             s.connects += 1;
         });
-        tracing::info!(broker = %format!("{}:{}", up.mqtt.host, up.mqtt.port), "MQTT connected");
+        tracing::info!(broker = %broker, tls = up.mqtt.tls.is_some(), "MQTT connected");
 
         let (events_tx, mut events) = mpsc::channel(256);
         // The pump dies with the session, however it ends.
@@ -199,7 +255,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         filter.preserve_retain = true;
         filter.retain_forward_rule = RetainForwardRule::Never;
         if let Err(e) = s.client.try_subscribe_many([filter]) {
-            return Ended::Lost(e.to_string());
+            return Ended::broken(e.to_string());
         }
         s.publish_status();
         let mut status_tick = tokio::time::interval(up.mqtt.status_interval);
@@ -211,11 +267,22 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         let mut capacity_open = true;
         let flags = |c: &crate::store::CapacityStatus| (c.full, c.disk_full);
         let mut shown = flags(&capacity.borrow_and_update());
+        // On another broker than the first: watch for the first to be back
+        // and stay back (never, when return_to_first is zero).
+        let first = up.mqtt.brokers.first().unwrap_or(broker);
+        let stay = up.mqtt.return_to_first;
+        let first_back = async {
+            if first == broker || stay.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            super::first_is_back(first, stay).await;
+        };
+        tokio::pin!(first_back);
 
         loop {
             let limit = *committed.borrow_and_update();
             if let Err(why) = s.fill(limit) {
-                return Ended::Lost(why);
+                return Ended::broken(why);
             }
             s.flush();
             let retry_at = s.retry_at;
@@ -223,11 +290,11 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
                 ev = events.recv() => match ev {
                     Some(Ok(ev)) => {
                         if let Err(why) = s.on_event(ev, results_tx) {
-                            return Ended::Lost(why);
+                            return Ended::broken(why);
                         }
                     }
-                    Some(Err(err)) => return Ended::Lost(err.to_string()),
-                    None => return Ended::Lost("event loop stopped".into()),
+                    Some(Err(err)) => return Ended::failed(&err, true),
+                    None => return Ended::broken("event loop stopped"),
                 },
                 changed = committed.changed(), if committed_open => {
                     committed_open = changed.is_ok();
@@ -251,6 +318,12 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
                 _ = shutdown.changed() => {
                     s.goodbye(&mut events).await;
                     return Ended::Shutdown;
+                }
+                () = &mut first_back => {
+                    // A clean goodbye: this broker's retained status says
+                    // offline; what is out is sent again to the first.
+                    s.goodbye(&mut events).await;
+                    return Ended::ReturnToFirst;
                 }
             }
         }

@@ -1,12 +1,13 @@
 //! Validation of where the gateway reaches things: host names (`mqtt.host`,
-//! a modbus-tcp device's `host`) and the data directory, whose control
-//! socket path must fit a Unix socket address.
+//! `mqtt.brokers`, a modbus-tcp device's `host`) and the data directory,
+//! whose control socket path must fit a Unix socket address.
 
 use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::super::model::{CONTROL_SOCKET, CONTROL_SOCKET_BINDING, MAX_SOCKET_PATH};
+use super::super::model::{Broker, CONTROL_SOCKET, CONTROL_SOCKET_BINDING, MAX_SOCKET_PATH};
+use super::super::raw::MqttRaw;
 use super::{Result, Validator};
 
 /// Longest host name (RFC 1035: 253 characters without the trailing dot).
@@ -28,7 +29,101 @@ pub(super) fn quoted(value: &str) -> String {
     }
 }
 
+/// Brokers in `mqtt.brokers`, at most.
+const MAX_BROKERS: usize = 16;
+
 impl Validator<'_> {
+    /// The brokers: `host` (and `port`), or the `brokers` list, whose
+    /// entries without a port take `port`.
+    pub(super) fn brokers(&self, raw: &Spanned<MqttRaw>, port: u16) -> Result<Vec<Broker>> {
+        let m = raw.get_ref();
+        let list = match (&m.host, &m.brokers) {
+            (Some(host), None) => {
+                return Ok(vec![Broker {
+                    host: self.host(host, "mqtt.host", false)?,
+                    port,
+                }]);
+            }
+            (Some(_), Some(list)) => {
+                return Err(self.err_plain(
+                    list.span(),
+                    "mqtt.brokers",
+                    "both host and brokers are set: give host (one broker) or brokers (several), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.err(
+                    raw.span(),
+                    "mqtt",
+                    "neither host nor brokers is set: the gateway needs a broker",
+                ));
+            }
+            (None, Some(list)) => list,
+        };
+        let entries = list.get_ref();
+        if entries.is_empty() || entries.len() > MAX_BROKERS {
+            return Err(self.err(
+                list.span(),
+                "mqtt.brokers",
+                format!("{} brokers listed; give 1 to {MAX_BROKERS}", entries.len()),
+            ));
+        }
+        let mut brokers: Vec<Broker> = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let key = format!("mqtt.brokers[{i}]");
+            let text = entry.get_ref();
+            // "host", "host:port", "[v6]", "[v6]:port"; a bare IPv6 address has no port.
+            let (host, port_text) = if let Some(rest) = text.strip_prefix('[') {
+                match rest.split_once(']') {
+                    Some((h, "")) => (h, None),
+                    Some((h, p)) if p.starts_with(':') => (h, Some(&p[1..])),
+                    _ => {
+                        return Err(self.err(
+                            entry.span(),
+                            &key,
+                            format!("{} has an unclosed [ or text after ]", quoted(text)),
+                        ));
+                    }
+                }
+            } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
+                (text.as_str(), None)
+            } else {
+                match text.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (text.as_str(), None),
+                }
+            };
+            let port = match port_text {
+                None => port,
+                Some(p) => match p.parse::<u16>() {
+                    Ok(p) if p > 0 => p,
+                    _ => {
+                        return Err(self.err(
+                            entry.span(),
+                            &key,
+                            format!(
+                                "{} has the port {}, not one from 1 to 65535",
+                                quoted(text),
+                                quoted(p)
+                            ),
+                        ));
+                    }
+                },
+            };
+            let host = self.host(&Spanned::new(entry.span(), host.to_owned()), &key, false)?;
+            let broker = Broker { host, port };
+            if brokers.contains(&broker) {
+                return Err(self.err_plain(
+                    entry.span(),
+                    &key,
+                    format!("{broker} is listed twice"),
+                ));
+            }
+            brokers.push(broker);
+        }
+        Ok(brokers)
+    }
+
     /// A host name or an IP address (IPv6 without brackets). `device` adds
     /// the hint that the port has its own key.
     pub(super) fn host(&self, v: &Spanned<String>, key: &str, device: bool) -> Result<String> {
