@@ -1,5 +1,9 @@
 //! Start the whole gateway from a validated config, and stop it cleanly.
 //!
+//! The service manager hears `READY=1` once the store is open and the
+//! pipeline turns, and `STOPPING=1` when a clean stop begins; the watchdog
+//! and status line run meanwhile (`app::service`).
+//!
 //! Order at stop: devices and the control socket first (so nothing new
 //! arrives), then the uplink (publishes `offline`), then the pipeline drains
 //! and commits everything it already received, then the store is made
@@ -21,13 +25,14 @@ use tokio::task::JoinHandle;
 
 use crate::app::control;
 use crate::app::pipeline::{Input, Pipeline};
+use crate::app::service;
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
 use crate::devices::{modbus, scanner};
 use crate::station::{Restore, Setup, Stations};
 use crate::store::{self, CapacityStatus, Store};
-use crate::tasks::AbortOnDrop;
-use crate::uplink::{Outbound, Uplink};
+use crate::tasks::{AbortOnDrop, Heartbeat};
+use crate::uplink::{LinkState, Outbound, Uplink};
 
 /// Readings and commands buffered ahead of the pipeline.
 const INPUT_QUEUE: usize = 4096;
@@ -55,6 +60,9 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let (capacity_tx, capacity_rx) = watch::channel(CapacityStatus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let outbound = Outbound::default();
+    let (pipeline_beat, uplink_beat) = (Heartbeat::default(), Heartbeat::default());
+    let (link_tx, link_rx) = watch::channel(LinkState::default());
+    let (_generation_tx, generation_rx) = watch::channel(1u64);
 
     let mut pipeline = tokio::spawn(
         Pipeline {
@@ -66,6 +74,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             capacity: capacity_tx,
             outbound: outbound.clone(),
             restore: restore_stations,
+            heartbeat: pipeline_beat.clone(),
         }
         .run(input_rx),
     );
@@ -79,6 +88,8 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             outbound,
             commands: input_tx.clone(),
             health: health.clone(),
+            link: link_tx,
+            heartbeat: uplink_beat.clone(),
         }
         .run(shutdown_rx),
     );
@@ -107,18 +118,52 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         }
     };
     drop(input_tx);
-    tracing::info!(
-        gateway = %cfg.gateway.id,
-        stations = cfg.stations.len(),
-        devices = cfg.devices.len(),
-        "linegate running"
-    );
-
-    let mut failure = tokio::select! {
-        _ = &mut stop => None,
-        r = &mut pipeline => Some(pipeline_failure(r)),
-        r = &mut uplink => Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
+    let status = service::StatusSource {
+        store: Arc::clone(&store),
+        link: link_rx,
+        generation: generation_rx,
     };
+
+    // Ready once the pipeline turns (it has read its state from the store);
+    // a stop or a failure before that ends the start.
+    let started = tokio::select! {
+        () = pipeline_beat.first() => Ok(()),
+        _ = &mut stop => Err(None),
+        r = &mut pipeline => Err(Some(pipeline_failure(r))),
+        r = &mut uplink => Err(Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}"))),
+    };
+    let mut watchdog = None;
+    let mut failure = match started {
+        Err(failure) => failure,
+        Ok(()) => {
+            let period = service::watchdog_period();
+            tracing::info!(
+                gateway = %cfg.gateway.id,
+                stations = cfg.stations.len(),
+                devices = cfg.devices.len(),
+                watchdog_s = period.map(|p| p.as_secs_f64()),
+                "linegate running"
+            );
+            service::ready(&status.line());
+            watchdog = Some(AbortOnDrop(tokio::spawn(service::run(
+                period,
+                pipeline_beat,
+                uplink_beat,
+                status,
+            ))));
+            tokio::select! {
+                _ = &mut stop => None,
+                r = &mut pipeline => Some(pipeline_failure(r)),
+                r = &mut uplink => Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
+            }
+        }
+    };
+    if failure.is_none() {
+        service::stopping();
+    }
+    // No pings while stopping: a stop that hangs is the service manager's
+    // to time out.
+    drop(watchdog);
     for d in &devices {
         d.abort();
     }
@@ -165,10 +210,11 @@ async fn open_store(
     let mut wait = Duration::from_secs(1);
     loop {
         let (scfg, data_dir) = (cfg.store.clone(), cfg.gateway.data_dir.clone());
-        let opened =
-            tokio::task::spawn_blocking(move || store::ReopenableStore::open(&scfg, &data_dir))
-                .await
-                .context("store open task")?;
+        let opened = service::extending_start(tokio::task::spawn_blocking(move || {
+            store::ReopenableStore::open(&scfg, &data_dir)
+        }))
+        .await
+        .context("store open task")?;
         match opened {
             Ok(store) => return Ok(Some(Arc::new(store))),
             Err(err) if err.is_disk_full() => {

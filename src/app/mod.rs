@@ -14,3 +14,4 @@ pub mod control;
 pub mod demo;
 pub mod gateway;
 pub mod pipeline;
+pub mod service;

@@ -120,6 +120,10 @@ pub struct Pipeline {
     /// Records out for delivery: drop-oldest leaves them alone.
     pub outbound: Outbound,
     pub restore: RestoreStations,
+    /// Beaten at every turn of the loop (at least once a second, from the
+    /// station tick, when idle); not while a store call is under way. The
+    /// watchdog reads it.
+    pub heartbeat: crate::tasks::Heartbeat,
 }
 
 #[derive(Default)]
@@ -200,6 +204,7 @@ impl Running {
         while open {
             let mut pending = Pending::default();
             loop {
+                self.p.heartbeat.beat();
                 self.flush_outbox(&mut pending);
                 if !pending.batch.is_empty() {
                     // Whatever queued up meanwhile (typically during the

@@ -78,6 +78,31 @@ pub struct UplinkStats {
     pub last_refusal: Option<String>,
 }
 
+/// Where the connection to the broker stands, for the service manager's
+/// status line (`app::service`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// Connecting (the first attempt, or again after a wait).
+    #[default]
+    Connecting,
+    Connected,
+    /// Lost or refused; waiting to try again. Why, as logged.
+    Down(String),
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkState::Connecting => f.write_str("connecting"),
+            LinkState::Connected => f.write_str("connected"),
+            LinkState::Down(why) => write!(f, "down ({why})"),
+        }
+    }
+}
+
+/// How often the uplink task beats its heartbeat, whatever it is doing.
+const BEAT: Duration = Duration::from_millis(500);
+
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
 pub type CommandOutcome = Result<(), String>;
 
@@ -118,13 +143,27 @@ pub struct Uplink<T> {
     pub outbound: Outbound,
     pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
+    /// Where the connection stands (written here only).
+    pub link: watch::Sender<LinkState>,
+    /// Beaten while the uplink task turns (the watchdog reads it).
+    pub heartbeat: crate::tasks::Heartbeat,
 }
 
 impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
     /// Run until `shutdown` turns true: connect, publish, reconnect with
     /// jittered backoff, cut short when the broker comes back
-    /// ([`wait_for_broker`]), forever.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// ([`wait_for_broker`]), forever. The heartbeat beats as long as this
+    /// task is polled: connecting and waiting to reconnect count as alive;
+    /// a task stuck in a blocking call does not beat.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let heartbeat = self.heartbeat.clone();
+        tokio::select! {
+            () = self.sessions(shutdown) => {}
+            () = heartbeat.beat_every(BEAT) => {}
+        }
+    }
+
+    async fn sessions(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.mqtt.reconnect);
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();
@@ -134,6 +173,7 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
             if *shutdown.borrow() {
                 return;
             }
+            self.link.send_replace(LinkState::Connecting);
             let ended = session::Session::run(
                 &self,
                 &mut committed,
@@ -147,6 +187,7 @@ impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
             match ended {
                 session::Ended::Shutdown => return,
                 session::Ended::Lost(why) => {
+                    self.link.send_replace(LinkState::Down(why.clone()));
                     tracing::warn!(broker = %format!("{}:{}", self.mqtt.host, self.mqtt.port), error = %why, "MQTT connection lost")
                 }
             }

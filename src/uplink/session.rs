@@ -163,6 +163,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
             Err(err) => return Ended::Lost(err.to_string()),
         }
         backoff.reset();
+        up.link.send_replace(super::LinkState::Connected);
         tracing::info!(broker = %format!("{}:{}", up.mqtt.host, up.mqtt.port), "MQTT connected");
 
         let (events_tx, mut events) = mpsc::channel(256);
