@@ -388,7 +388,7 @@ fn render_stations(stations: &serde_json::Value) -> String {
 }
 
 fn config_error(err: &config::ConfigError) -> ExitCode {
-    eprintln!("error: invalid configuration\n{err}");
+    crate::app::journal::eprint_error(&format!("error: invalid configuration\n{err}"));
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -396,7 +396,7 @@ fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::app::journal::eprint_error(&format!("error: {err:#}"));
             if err.downcast_ref::<crate::store::StoreError>().is_some() {
                 ExitCode::from(EXIT_IOERR)
             } else {
@@ -439,9 +439,19 @@ fn init_logging(command: &Command) {
     };
     let filter =
         EnvFilter::try_from_env("LINEGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    if crate::app::journal::stderr_is_journal() {
+        // Priorities for journald, and its own timestamps.
+        let format = tracing_subscriber::fmt::format().without_time();
+        let _ = builder
+            .with_ansi(false)
+            .event_format(crate::app::journal::Prefixed(format))
+            .try_init();
+    } else {
+        let _ = builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
 }

@@ -13,5 +13,6 @@ pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod gateway;
+pub mod journal;
 pub mod pipeline;
 pub mod service;
