@@ -145,6 +145,25 @@ async fn the_service_manager_hears_ready_status_watchdog_and_stopping_in_order()
     let first_ping = notify.first("WATCHDOG=1").unwrap();
     assert!(first_ping > ready, "{:?}", notify.texts());
 
+    // A reload: RELOADING=1 (with the monotonic time), then READY=1 with
+    // the next generation in the status.
+    gw.signal(libc::SIGHUP);
+    let reloading = notify
+        .wait_for("RELOADING=1", Duration::from_secs(10))
+        .await;
+    assert!(
+        has(&notify.messages[reloading].1, "MONOTONIC_USEC="),
+        "{:?}",
+        notify.messages[reloading].1
+    );
+    let again = notify.wait_for("READY=1", Duration::from_secs(10)).await;
+    assert!(
+        has(&notify.messages[again].1, "STATUS=queue ")
+            && notify.messages[again].1.contains("; config 2"),
+        "{:?}",
+        notify.messages[again].1
+    );
+
     assert_eq!(gw.stop(), Some(0));
     let stopping = notify.wait_for("STOPPING=1", Duration::from_secs(5)).await;
     let after = notify.read_for(Duration::from_millis(500)).await;

@@ -63,6 +63,15 @@ enum Command {
         #[arg(value_name = "DEVICE")]
         device: String,
     },
+    /// Make the running daemon read its configuration file again and apply
+    /// it (as SIGHUP does). FILE must be the file it was started with: it
+    /// is checked here first (exit 64 when invalid, nothing sent), then the
+    /// daemon, found through the control socket in its data_dir, applies
+    /// it; exit 65 when the daemon refuses it (keys that need a restart).
+    Reload {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Act on the running daemon as a local operator: open and close lots,
     /// log operators in and out, set the work order, show every station.
     /// Goes through the control socket in the config's data_dir.
@@ -171,6 +180,7 @@ pub fn main() -> ExitCode {
         }
         Command::Probe { config, device } => probe(&config, &device),
         Command::Lot { action } => lot(action),
+        Command::Reload { config } => reload(&config),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime_result(crate::app::demo::run(args)),
     }
@@ -238,6 +248,60 @@ fn probe(path: &std::path::Path, device: &str) -> ExitCode {
     }
 }
 
+/// `linegate reload`: check the file, then ask the daemon to apply it.
+fn reload(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(err) => return config_error(&err),
+    };
+    let socket = crate::app::control::socket_path(&cfg.gateway.data_dir);
+    match control_call(&socket, &crate::app::control::Request::Reload {}) {
+        Ok(reply) => {
+            println!(
+                "configuration reloaded: generation {}",
+                reply["config"].as_u64().unwrap_or(0)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// One request to the daemon's control socket: the reply when `ok`, else
+/// the error printed and the exit code (65 refused, 69 not running or no
+/// answer, 70 a bad reply, 77 no permission).
+fn control_call(
+    socket: &std::path::Path,
+    request: &crate::app::control::Request,
+) -> Result<serde_json::Value, ExitCode> {
+    let reply = match crate::app::control::call(socket, request) {
+        Ok(reply) => reply,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Err(match err {
+                crate::app::control::ClientError::PermissionDenied { .. } => {
+                    ExitCode::from(EXIT_NOPERM)
+                }
+                crate::app::control::ClientError::BadReply { .. } => ExitCode::from(EXIT_SOFTWARE),
+                _ => ExitCode::from(EXIT_UNAVAILABLE),
+            });
+        }
+    };
+    if reply["ok"] != true {
+        let error = reply["error"].as_str().unwrap_or("no reason given");
+        match reply["id"].as_str() {
+            Some(id) => eprintln!("error: refused (command {id}): {error}"),
+            None => eprintln!("error: refused: {error}"),
+        }
+        return Err(if reply["kind"] == "unavailable" {
+            ExitCode::from(EXIT_UNAVAILABLE)
+        } else {
+            ExitCode::from(EXIT_DATAERR)
+        });
+    }
+    Ok(reply)
+}
+
 /// `linegate lot …`: one request to the daemon's control socket.
 fn lot(action: LotCommand) -> ExitCode {
     use crate::app::control::Request;
@@ -282,31 +346,10 @@ fn lot(action: LotCommand) -> ExitCode {
         Err(err) => return config_error(&err),
     };
     let socket = crate::app::control::socket_path(&cfg.gateway.data_dir);
-    let reply = match crate::app::control::call(&socket, &request) {
+    let reply = match control_call(&socket, &request) {
         Ok(reply) => reply,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return match err {
-                crate::app::control::ClientError::PermissionDenied { .. } => {
-                    ExitCode::from(EXIT_NOPERM)
-                }
-                crate::app::control::ClientError::BadReply { .. } => ExitCode::from(EXIT_SOFTWARE),
-                _ => ExitCode::from(EXIT_UNAVAILABLE),
-            };
-        }
+        Err(code) => return code,
     };
-    if reply["ok"] != true {
-        let error = reply["error"].as_str().unwrap_or("no reason given");
-        match reply["id"].as_str() {
-            Some(id) => eprintln!("error: refused (command {id}): {error}"),
-            None => eprintln!("error: refused: {error}"),
-        }
-        return if reply["kind"] == "unavailable" {
-            ExitCode::from(EXIT_UNAVAILABLE)
-        } else {
-            ExitCode::from(EXIT_DATAERR)
-        };
-    }
     if json {
         println!("{reply}");
     } else {
@@ -344,6 +387,7 @@ fn render_lot_reply(request: &crate::app::control::Request, reply: &serde_json::
             order: None,
         } => format!("order cleared at {station} (command {id})\n"),
         Request::Show {} => render_stations(&reply["stations"]),
+        Request::Reload {} => String::new(),
     }
 }
 
@@ -408,25 +452,57 @@ fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
 
 fn run_with_signals(cfg: config::Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(crate::app::gateway::run_until(cfg, shutdown_signal()))
+    rt.block_on(async {
+        // Listening from the start: a SIGHUP during the start is a reload
+        // once it is done, never the default action (exit 129).
+        let stop = shutdown_signal();
+        let (tx, rx) = crate::app::gateway::reload_queue();
+        reload_signal(tx.clone())?;
+        crate::app::gateway::run(cfg, stop, Some((tx, rx))).await
+    })
 }
 
-/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// SIGHUP (`systemctl reload`, `kill -HUP`) as reload requests on `tx`.
+/// Several arriving while the queue is full make none more.
+fn reload_signal(
+    tx: tokio::sync::mpsc::Sender<crate::app::gateway::ReloadRequest>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if tx.try_send(None).is_err() && tx.is_closed() {
+                return;
             }
         }
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
+    });
+    Ok(())
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C). The handlers
+/// are installed at the call, not at the first poll: a SIGTERM right after
+/// `READY=1` must stop the gateway cleanly, not by the default action.
+/// Call it within the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM or SIGINT; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        tracing::info!("stop requested");
     }
-    tracing::info!("stop requested");
 }
 
 fn init_logging(command: &Command) {

@@ -118,6 +118,48 @@ pub enum Request {
     /// Every station's context and open lot.
     // A struct variant (no fields), so unknown fields are refused here too.
     Show {},
+    /// Read the configuration file again and apply it (as SIGHUP does);
+    /// answered once applied (`config`: the new generation) or refused.
+    Reload {},
+}
+
+/// What the control socket hands requests to: the pipeline's queue, and
+/// the gateway's reloads (`None` where the daemon does not reload, as in
+/// the demo).
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub input: mpsc::Sender<Input>,
+    pub reloads: Option<mpsc::Sender<crate::app::gateway::ReloadRequest>>,
+}
+
+/// `reload`: ask the gateway, wait for the outcome.
+async fn reload(
+    reloads: Option<&mpsc::Sender<crate::app::gateway::ReloadRequest>>,
+    deadline: Instant,
+) -> Value {
+    let Some(reloads) = reloads else {
+        return failure(Failure::Invalid, "this gateway does not reload", None);
+    };
+    let (tx, rx) = oneshot::channel();
+    if tokio::time::timeout_at(deadline, reloads.send(Some(tx)))
+        .await
+        .map_or(true, |sent| sent.is_err())
+    {
+        return failure(
+            Failure::Unavailable,
+            "the gateway is stopping or busy",
+            None,
+        );
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(generation))) => json!({"ok": true, "config": generation}),
+        Ok(Ok(Err(why))) => failure(Failure::Rejected, why, None),
+        Ok(Err(_)) | Err(_) => failure(
+            Failure::Unavailable,
+            "no answer from the gateway: check its log",
+            None,
+        ),
+    }
 }
 
 impl Request {
@@ -140,7 +182,7 @@ impl Request {
                     materials: None,
                 },
             ),
-            Request::Show {} => return None,
+            Request::Show {} | Request::Reload {} => return None,
         })
     }
 }
@@ -243,7 +285,7 @@ impl ControlSocket {
 
     /// Serve clients until the task is aborted. Each connection runs in its
     /// own task, owned here: aborting this task ends them all.
-    pub async fn serve(self, input: mpsc::Sender<Input>) {
+    pub async fn serve(self, daemon: Daemon) {
         let mut clients = Clients::default();
         loop {
             let stream = match self.listener.accept().await {
@@ -256,7 +298,7 @@ impl ControlSocket {
                 }
             };
             clients.make_room().await;
-            clients.spawn(stream, input.clone());
+            clients.spawn(stream, daemon.clone());
         }
     }
 }
@@ -314,13 +356,13 @@ impl Clients {
         self.live.retain(|c| c.task != id);
     }
 
-    fn spawn(&mut self, stream: UnixStream, input: mpsc::Sender<Input>) {
+    fn spawn(&mut self, stream: UnixStream, daemon: Daemon) {
         let on_peer = Arc::new(AtomicBool::new(true));
         let (evict_tx, evict_rx) = oneshot::channel();
         let flag = Arc::clone(&on_peer);
         let task = self
             .tasks
-            .spawn(async move { serve_client(stream, &input, &flag, evict_rx).await })
+            .spawn(async move { serve_client(stream, &daemon, &flag, evict_rx).await })
             .id();
         self.live.push(Client {
             task,
@@ -368,7 +410,7 @@ async fn read_line(stream: &mut UnixStream) -> io::Result<Line> {
 
 async fn serve_client(
     mut stream: UnixStream,
-    input: &mpsc::Sender<Input>,
+    daemon: &Daemon,
     on_peer: &AtomicBool,
     mut evicted: oneshot::Receiver<()>,
 ) {
@@ -404,7 +446,7 @@ async fn serve_client(
         ),
         Ok(Ok(Line::Request(line))) => {
             on_peer.store(false, Ordering::Release);
-            let reply = handle(&line, input).await;
+            let reply = handle(&line, daemon).await;
             on_peer.store(true, Ordering::Release);
             reply
         }
@@ -429,7 +471,8 @@ async fn send_reply(stream: &mut UnixStream, reply: &Value) -> io::Result<()> {
 }
 
 /// Answer one request line.
-async fn handle(line: &[u8], input: &mpsc::Sender<Input>) -> Value {
+async fn handle(line: &[u8], daemon: &Daemon) -> Value {
+    let input = &daemon.input;
     let Ok(text) = std::str::from_utf8(line) else {
         return failure(Failure::Invalid, "request is not UTF-8 text", None);
     };
@@ -438,6 +481,9 @@ async fn handle(line: &[u8], input: &mpsc::Sender<Input>) -> Value {
         Err(err) => return failure(Failure::Invalid, format!("invalid request: {err}"), None),
     };
     let deadline = Instant::now() + ANSWER_TIMEOUT;
+    if request == (Request::Reload {}) {
+        return reload(daemon.reloads.as_ref(), deadline).await;
+    }
     let Some((name, station, action)) = request.into_command() else {
         return match inspect(input, deadline).await {
             Ok(views) => json!({"ok": true, "stations": views}),

@@ -15,16 +15,18 @@
 //! as an error and the gateway runs on without it: readings and the MES
 //! matter more than the local command line.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::control;
-use crate::app::pipeline::{Input, Pipeline};
+use crate::app::pipeline::{Input, NewStations, Pipeline};
+use crate::app::reload;
 use crate::app::service;
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
@@ -37,8 +39,33 @@ use crate::uplink::{LinkState, Outbound, Uplink};
 /// Readings and commands buffered ahead of the pipeline.
 const INPUT_QUEUE: usize = 4096;
 
+/// A reload asked for (SIGHUP, `linegate reload`): the reply, if someone
+/// waits for it, gets the new config generation or why it was refused.
+pub type ReloadRequest = Option<oneshot::Sender<Result<u64, String>>>;
+
+/// The queue of reload requests: fed by SIGHUP and the control socket's
+/// `reload`, served by the gateway one at a time.
+pub fn reload_queue() -> (mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>) {
+    mpsc::channel(4)
+}
+
 /// Run the gateway until `stop` completes, then shut down cleanly.
 pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run(cfg, stop, None).await
+}
+
+/// [`run_until`], reloading the config file (`cfg.source`) at each request
+/// on `reloads` (see `app::reload`), whose sender the control socket also
+/// gets (`linegate reload`).
+pub async fn run(
+    cfg: Config,
+    stop: impl Future<Output = ()>,
+    reloads: Option<(mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>)>,
+) -> anyhow::Result<()> {
+    let (reload_tx, mut reloads) = match reloads {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
+    };
     let store_dir = cfg.gateway.data_dir.join(store::STORE_DIR);
     let mut stop = std::pin::pin!(stop);
     let Some(store) = open_store(&cfg, &store_dir, stop.as_mut()).await? else {
@@ -58,11 +85,9 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let (committed_tx, committed_rx) = watch::channel(store.stats().last_seq);
     let (capacity_tx, capacity_rx) = watch::channel(CapacityStatus::default());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let outbound = Outbound::default();
     let (pipeline_beat, uplink_beat) = (Heartbeat::default(), Heartbeat::default());
     let (link_tx, link_rx) = watch::channel(LinkState::default());
-    let (_generation_tx, generation_rx) = watch::channel(1u64);
 
     let mut pipeline = tokio::spawn(
         Pipeline {
@@ -78,26 +103,31 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         }
         .run(input_rx),
     );
-    let mut uplink = tokio::spawn(
-        Uplink {
-            gateway: cfg.gateway.clone(),
-            mqtt: cfg.mqtt.clone(),
+    let (generation_tx, generation_rx) = watch::channel(1u64);
+    let mut live = Live {
+        uplink: Default::default(),
+        devices: BTreeMap::new(),
+        parts: UplinkParts {
             store: Arc::clone(&store),
             committed: committed_rx,
             capacity: capacity_rx,
             outbound,
             commands: input_tx.clone(),
             health: health.clone(),
-            link: link_tx,
+            link: Arc::new(link_tx),
             heartbeat: uplink_beat.clone(),
-        }
-        .run(shutdown_rx),
-    );
-    let devices: Vec<JoinHandle<()>> = cfg
-        .devices
-        .iter()
-        .map(|d| tokio::spawn(supervise(d.clone(), input_tx.clone(), health.handle(&d.id))))
-        .collect();
+            generation: generation_rx.clone(),
+        },
+        generation: generation_tx,
+        input: input_tx.clone(),
+        health: health.clone(),
+        cfg,
+    };
+    live.uplink = live.spawn_uplink();
+    for d in live.cfg.devices.clone() {
+        live.start_device(&d);
+    }
+    let cfg = &live.cfg;
     let mut control = match control::bind(&cfg.gateway.data_dir) {
         Ok(socket) => {
             let path = socket.path().display();
@@ -106,7 +136,10 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             } else {
                 tracing::info!(socket = %path, "control socket listening");
             }
-            Some(AbortOnDrop(tokio::spawn(socket.serve(input_tx.clone()))))
+            Some(AbortOnDrop(tokio::spawn(socket.serve(control::Daemon {
+                input: input_tx.clone(),
+                reloads: reload_tx.clone(),
+            }))))
         }
         Err(err) => {
             tracing::error!(
@@ -130,7 +163,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         () = pipeline_beat.first() => Ok(()),
         _ = &mut stop => Err(None),
         r = &mut pipeline => Err(Some(pipeline_failure(r))),
-        r = &mut uplink => Err(Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}"))),
+        r = &mut live.uplink.task => Err(Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}"))),
     };
     let mut watchdog = None;
     let mut failure = match started {
@@ -138,9 +171,10 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         Ok(()) => {
             let period = service::watchdog_period();
             tracing::info!(
-                gateway = %cfg.gateway.id,
-                stations = cfg.stations.len(),
-                devices = cfg.devices.len(),
+                gateway = %live.cfg.gateway.id,
+                stations = live.cfg.stations.len(),
+                devices = live.cfg.devices.len(),
+                config = *live.generation.borrow(),
                 watchdog_s = period.map(|p| p.as_secs_f64()),
                 "linegate running"
             );
@@ -149,12 +183,28 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
                 period,
                 pipeline_beat,
                 uplink_beat,
-                status,
+                status.clone(),
             ))));
-            tokio::select! {
-                _ = &mut stop => None,
-                r = &mut pipeline => Some(pipeline_failure(r)),
-                r = &mut uplink => Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
+            loop {
+                let reload = async {
+                    match reloads.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = &mut stop => break None,
+                    r = &mut pipeline => break Some(pipeline_failure(r)),
+                    r = &mut live.uplink.task => break Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
+                    Some(request) = reload => {
+                        service::reloading();
+                        let outcome = live.reload().await;
+                        service::ready(&status.line());
+                        if let Some(reply) = request {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                }
             }
         }
     };
@@ -164,7 +214,7 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     // No pings while stopping: a stop that hangs is the service manager's
     // to time out.
     drop(watchdog);
-    for d in &devices {
+    for d in live.devices.values() {
         d.abort();
     }
     if let Some(mut task) = control.take() {
@@ -172,12 +222,10 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         task.0.abort();
         let _ = (&mut task.0).await;
     }
-    let _ = shutdown_tx.send(true);
     tracing::debug!("devices stopped; stopping the uplink");
-    if !uplink.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut uplink).await;
-        uplink.abort();
-    }
+    live.uplink.stop().await;
+    // The pipeline drains once every sender of its queue is gone.
+    drop(live);
     tracing::debug!("uplink stopped; draining the pipeline");
     if !pipeline.is_finished() {
         let r = pipeline.await;
@@ -343,5 +391,179 @@ async fn supervise(cfg: DeviceConfig, tx: mpsc::Sender<Input>, health: DeviceHea
         if tx.is_closed() {
             return;
         }
+    }
+}
+
+/// What the uplink task is made of besides its config: kept to start it
+/// again after a reload changed `[mqtt]`.
+struct UplinkParts {
+    store: Arc<dyn Store>,
+    committed: watch::Receiver<u64>,
+    capacity: watch::Receiver<CapacityStatus>,
+    outbound: Outbound,
+    commands: mpsc::Sender<Input>,
+    health: HealthRegistry,
+    link: Arc<watch::Sender<LinkState>>,
+    heartbeat: Heartbeat,
+    generation: watch::Receiver<u64>,
+}
+
+/// The running uplink task and its stop switch.
+struct UplinkTask {
+    task: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for UplinkTask {
+    fn default() -> Self {
+        UplinkTask {
+            task: tokio::spawn(async {}),
+            shutdown: watch::channel(false).0,
+        }
+    }
+}
+
+impl UplinkTask {
+    /// Stop it as at a clean stop: up to 5 s to say goodbye (the retained
+    /// `offline` status), then aborted. What it had out is sent again by
+    /// the next session (nothing is deleted without its PUBACK).
+    async fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if !self.task.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+            self.task.abort();
+        }
+    }
+}
+
+/// The parts of a running gateway a reload changes: the config, the
+/// device tasks (by id), the uplink.
+struct Live {
+    cfg: Config,
+    devices: BTreeMap<String, JoinHandle<()>>,
+    uplink: UplinkTask,
+    parts: UplinkParts,
+    /// The config generation: 1 at start, one more per applied reload.
+    generation: watch::Sender<u64>,
+    input: mpsc::Sender<Input>,
+    health: HealthRegistry,
+}
+
+impl Live {
+    fn spawn_uplink(&self) -> UplinkTask {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let p = &self.parts;
+        let task = tokio::spawn(
+            Uplink {
+                gateway: self.cfg.gateway.clone(),
+                mqtt: self.cfg.mqtt.clone(),
+                store: Arc::clone(&p.store),
+                committed: p.committed.clone(),
+                capacity: p.capacity.clone(),
+                outbound: p.outbound.clone(),
+                commands: p.commands.clone(),
+                health: p.health.clone(),
+                link: Arc::clone(&p.link),
+                heartbeat: p.heartbeat.clone(),
+                generation: p.generation.clone(),
+            }
+            .run(shutdown_rx),
+        );
+        UplinkTask { task, shutdown }
+    }
+
+    fn start_device(&mut self, d: &DeviceConfig) {
+        let task = tokio::spawn(supervise(
+            d.clone(),
+            self.input.clone(),
+            self.health.handle(&d.id),
+        ));
+        self.devices.insert(d.id.clone(), task);
+    }
+
+    async fn stop_device(&mut self, id: &str) {
+        if let Some(task) = self.devices.remove(id) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.health.remove(id);
+    }
+
+    /// Read the config file again and apply the difference; on refusal
+    /// the running config stays, and a `config-reload-failed` alarm is
+    /// committed for the MES. The new generation, or why not.
+    async fn reload(&mut self) -> Result<u64, String> {
+        let path = self.cfg.source.clone();
+        let outcome = self.apply(&path).await;
+        match &outcome {
+            Ok(generation) => tracing::info!(
+                config = generation,
+                file = %path.display(),
+                "configuration reloaded"
+            ),
+            Err(why) => {
+                tracing::error!(
+                    config = *self.generation.borrow(),
+                    file = %path.display(),
+                    "configuration reload refused; the running configuration is kept: {why}"
+                );
+                let message = format!(
+                    "configuration reload refused, generation {} kept: {why}",
+                    *self.generation.borrow()
+                );
+                let _ = self.input.send(Input::ReloadFailed(message)).await;
+            }
+        }
+        outcome
+    }
+
+    async fn apply(&mut self, path: &std::path::Path) -> Result<u64, String> {
+        let new = crate::config::load(path).map_err(|e| e.to_string())?;
+        let diff = reload::difference(&self.cfg, &new);
+        if !diff.needs_restart.is_empty() {
+            return Err(format!(
+                "{} changed: applied only by a restart; nothing of the new file was applied",
+                diff.needs_restart.join(", ")
+            ));
+        }
+        tracing::info!(changes = %diff.summary(), "applying the reloaded configuration");
+        // Devices going away or changing stop first, so that no reading
+        // of the old device meets the new stations.
+        for id in diff.devices_removed.iter().chain(&diff.devices_changed) {
+            self.stop_device(id).await;
+        }
+        if diff.stations {
+            let (tx, rx) = oneshot::channel();
+            let new_stations = NewStations(stations_from_store(&new));
+            let rebuilt = match self.input.send(Input::Restation(new_stations, tx)).await {
+                Ok(()) => rx
+                    .await
+                    .unwrap_or_else(|_| Err("the pipeline stopped".into())),
+                Err(_) => Err("the pipeline stopped".into()),
+            };
+            if let Err(why) = rebuilt {
+                // Put back what was stopped: the old config runs on.
+                for id in diff.devices_removed.iter().chain(&diff.devices_changed) {
+                    if let Some(d) = self.cfg.devices.iter().find(|d| &d.id == id).cloned() {
+                        self.start_device(&d);
+                    }
+                }
+                return Err(why);
+            }
+        }
+        for id in diff.devices_added.iter().chain(&diff.devices_changed) {
+            if let Some(d) = new.devices.iter().find(|d| &d.id == id).cloned() {
+                self.start_device(&d);
+            }
+        }
+        let mqtt = diff.mqtt;
+        self.cfg = new;
+        if mqtt {
+            self.uplink.stop().await;
+            self.uplink = self.spawn_uplink();
+        }
+        let generation = *self.generation.borrow() + 1;
+        self.generation.send_replace(generation);
+        Ok(generation)
     }
 }

@@ -15,4 +15,5 @@ pub mod demo;
 pub mod gateway;
 pub mod journal;
 pub mod pipeline;
+pub mod reload;
 pub mod service;

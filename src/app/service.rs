@@ -158,6 +158,7 @@ impl Watched {
 }
 
 /// What the status line shows.
+#[derive(Clone)]
 pub struct StatusSource {
     pub store: Arc<dyn Store>,
     pub link: watch::Receiver<LinkState>,

@@ -143,8 +143,10 @@ pub struct Uplink<T> {
     pub outbound: Outbound,
     pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
-    /// Where the connection stands (written here only).
-    pub link: watch::Sender<LinkState>,
+    /// Where the connection stands (written by the uplink only).
+    pub link: Arc<watch::Sender<LinkState>>,
+    /// The config generation, shown in the status.
+    pub generation: watch::Receiver<u64>,
     /// Beaten while the uplink task turns (the watchdog reads it).
     pub heartbeat: crate::tasks::Heartbeat,
 }

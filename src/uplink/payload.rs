@@ -347,6 +347,7 @@ pub fn status(
     capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
     uplink: &super::UplinkStats,
+    config_generation: u64,
 ) -> Vec<u8> {
     let oldest_age_s = stats
         .oldest_ts_ms
@@ -358,6 +359,7 @@ pub fn status(
         "ts": rfc3339_ms(now_ms),
         "version": env!("CARGO_PKG_VERSION"),
         "epoch": stats.epoch.map(|e| e.to_string()),
+        "config": config_generation,
         "queue": {
             "depth": stats.depth,
             "bytes": stats.bytes,

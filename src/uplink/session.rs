@@ -335,6 +335,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
             &capacity,
             &self.up.health.snapshot(),
             self.stats,
+            *self.up.generation.borrow(),
         );
         self.publish(self.up.mqtt.topics.status(), body, true, Tag::Status);
     }
