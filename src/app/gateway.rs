@@ -4,6 +4,14 @@
 //! pipeline turns, and `STOPPING=1` when a clean stop begins; the watchdog
 //! and status line run meanwhile (`app::service`).
 //!
+//! Reloads (SIGHUP, `linegate reload`) are served one at a time between
+//! the other events ([`Live`]): the file is read and validated again, and
+//! `app::reload`'s difference applied, devices alone, stations through the
+//! pipeline's queue (so they change between two commits, from the durable
+//! state), the uplink restarted for `[mqtt]`; a refusal keeps everything
+//! as it was and is committed as a `config-reload-failed` alarm. A stop
+//! asked for during a reload is served when the reload is done.
+//!
 //! Order at stop: devices and the control socket first (so nothing new
 //! arrives), then the uplink (publishes `offline`), then the pipeline drains
 //! and commits everything it already received, then the store is made
@@ -104,26 +112,24 @@ pub async fn run(
         .run(input_rx),
     );
     let (generation_tx, generation_rx) = watch::channel(1u64);
+    let parts = UplinkParts {
+        store: Arc::clone(&store),
+        committed: committed_rx,
+        capacity: capacity_rx,
+        outbound,
+        commands: input_tx.clone(),
+        health,
+        link: Arc::new(link_tx),
+        heartbeat: uplink_beat.clone(),
+        generation: generation_rx.clone(),
+    };
     let mut live = Live {
-        uplink: Default::default(),
+        uplink: parts.spawn(&cfg),
         devices: BTreeMap::new(),
-        parts: UplinkParts {
-            store: Arc::clone(&store),
-            committed: committed_rx,
-            capacity: capacity_rx,
-            outbound,
-            commands: input_tx.clone(),
-            health: health.clone(),
-            link: Arc::new(link_tx),
-            heartbeat: uplink_beat.clone(),
-            generation: generation_rx.clone(),
-        },
+        parts,
         generation: generation_tx,
-        input: input_tx.clone(),
-        health: health.clone(),
         cfg,
     };
-    live.uplink = live.spawn_uplink();
     for d in live.cfg.devices.clone() {
         live.start_device(&d);
     }
@@ -414,15 +420,6 @@ struct UplinkTask {
     shutdown: watch::Sender<bool>,
 }
 
-impl Default for UplinkTask {
-    fn default() -> Self {
-        UplinkTask {
-            task: tokio::spawn(async {}),
-            shutdown: watch::channel(false).0,
-        }
-    }
-}
-
 impl UplinkTask {
     /// Stop it as at a clean stop: up to 5 s to say goodbye (the retained
     /// `offline` status), then aborted. What it had out is sent again by
@@ -436,47 +433,48 @@ impl UplinkTask {
     }
 }
 
+impl UplinkParts {
+    /// Start an uplink task on `cfg`'s `[gateway]` and `[mqtt]`.
+    fn spawn(&self, cfg: &Config) -> UplinkTask {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(
+            Uplink {
+                gateway: cfg.gateway.clone(),
+                mqtt: cfg.mqtt.clone(),
+                store: Arc::clone(&self.store),
+                committed: self.committed.clone(),
+                capacity: self.capacity.clone(),
+                outbound: self.outbound.clone(),
+                commands: self.commands.clone(),
+                health: self.health.clone(),
+                link: Arc::clone(&self.link),
+                heartbeat: self.heartbeat.clone(),
+                generation: self.generation.clone(),
+            }
+            .run(shutdown_rx),
+        );
+        UplinkTask { task, shutdown }
+    }
+}
+
 /// The parts of a running gateway a reload changes: the config, the
 /// device tasks (by id), the uplink.
 struct Live {
     cfg: Config,
     devices: BTreeMap<String, JoinHandle<()>>,
     uplink: UplinkTask,
+    /// Also the device tasks' queue (`commands`) and health registry.
     parts: UplinkParts,
     /// The config generation: 1 at start, one more per applied reload.
     generation: watch::Sender<u64>,
-    input: mpsc::Sender<Input>,
-    health: HealthRegistry,
 }
 
 impl Live {
-    fn spawn_uplink(&self) -> UplinkTask {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let p = &self.parts;
-        let task = tokio::spawn(
-            Uplink {
-                gateway: self.cfg.gateway.clone(),
-                mqtt: self.cfg.mqtt.clone(),
-                store: Arc::clone(&p.store),
-                committed: p.committed.clone(),
-                capacity: p.capacity.clone(),
-                outbound: p.outbound.clone(),
-                commands: p.commands.clone(),
-                health: p.health.clone(),
-                link: Arc::clone(&p.link),
-                heartbeat: p.heartbeat.clone(),
-                generation: p.generation.clone(),
-            }
-            .run(shutdown_rx),
-        );
-        UplinkTask { task, shutdown }
-    }
-
     fn start_device(&mut self, d: &DeviceConfig) {
         let task = tokio::spawn(supervise(
             d.clone(),
-            self.input.clone(),
-            self.health.handle(&d.id),
+            self.parts.commands.clone(),
+            self.parts.health.handle(&d.id),
         ));
         self.devices.insert(d.id.clone(), task);
     }
@@ -486,7 +484,7 @@ impl Live {
             task.abort();
             let _ = task.await;
         }
-        self.health.remove(id);
+        self.parts.health.remove(id);
     }
 
     /// Read the config file again and apply the difference; on refusal
@@ -511,7 +509,7 @@ impl Live {
                     "configuration reload refused, generation {} kept: {why}",
                     *self.generation.borrow()
                 );
-                let _ = self.input.send(Input::ReloadFailed(message)).await;
+                let _ = self.parts.commands.send(Input::ReloadFailed(message)).await;
             }
         }
         outcome
@@ -535,7 +533,12 @@ impl Live {
         if diff.stations {
             let (tx, rx) = oneshot::channel();
             let new_stations = NewStations(stations_from_store(&new));
-            let rebuilt = match self.input.send(Input::Restation(new_stations, tx)).await {
+            let rebuilt = match self
+                .parts
+                .commands
+                .send(Input::Restation(new_stations, tx))
+                .await
+            {
                 Ok(()) => rx
                     .await
                     .unwrap_or_else(|_| Err("the pipeline stopped".into())),
@@ -560,7 +563,7 @@ impl Live {
         self.cfg = new;
         if mqtt {
             self.uplink.stop().await;
-            self.uplink = self.spawn_uplink();
+            self.uplink = self.parts.spawn(&self.cfg);
         }
         let generation = *self.generation.borrow() + 1;
         self.generation.send_replace(generation);
