@@ -594,6 +594,10 @@ pub enum AlarmEvent {
     /// A stored record could not be published (larger than
     /// `mqtt.max_packet_size`): it was set aside; the alarm names its seq.
     RecordUndeliverable,
+    /// A configuration reload was refused (the new file invalid, or it
+    /// changes keys that need a restart); the old config keeps running.
+    /// The message gives the file, line and reason, or the keys.
+    ConfigReloadFailed,
 }
 
 impl AlarmEvent {
@@ -615,6 +619,7 @@ impl AlarmEvent {
             AlarmEvent::StoreCreated => "store-created",
             AlarmEvent::StoreLost => "store-lost",
             AlarmEvent::RecordUndeliverable => "record-undeliverable",
+            AlarmEvent::ConfigReloadFailed => "config-reload-failed",
         }
     }
 

@@ -122,6 +122,13 @@ async fn huge_lots_long_scans_and_large_commands_all_reach_the_mes() {
     long_scan.extend_from_slice(b"\r\n");
     pty.write(&long_scan).await.unwrap();
     // A large command: refused (too long), its audit keeps a bounded echo.
+    // Published once the gateway's status is seen: it subscribes to its
+    // commands before it publishes the status, so the command cannot beat
+    // the subscription to the broker.
+    rec.wait_for("the gateway's status", |m| {
+        m.iter().any(|m| m.topic == STATUS)
+    })
+    .await;
     let mut big = String::from(r#"{"id":"big-1","station":"st10","lot":""#);
     big.push_str(&"\\u0001\\\\\"".repeat(800));
     big.push_str("\"}");

@@ -69,6 +69,15 @@ enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
     },
+    /// Make the running daemon read its configuration file again and apply
+    /// it (as SIGHUP does). FILE must be the file it was started with: it
+    /// is checked here first (exit 64 when invalid, nothing sent), then the
+    /// daemon, found through the control socket in its data_dir, applies
+    /// it; exit 65 when the daemon refuses it (keys that need a restart).
+    Reload {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Act on the running daemon as a local operator: open and close lots,
     /// log operators in and out, set the work order, show every station.
     /// Goes through the control socket in the config's data_dir.
@@ -201,6 +210,7 @@ pub fn main() -> ExitCode {
         } => probe(&config, &device, duration),
         Command::Lot { action } => lot(action),
         Command::Status { config, json } => status(&config, json),
+        Command::Reload { config } => reload(&config),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime_result(crate::app::demo::run(args)),
     }
@@ -363,6 +373,20 @@ fn shown_bytes(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// `linegate reload`: check the file, then ask the daemon to apply it.
+fn reload(path: &std::path::Path) -> ExitCode {
+    match call_daemon(path, &crate::app::control::Request::Reload {}) {
+        Ok(reply) => {
+            println!(
+                "configuration reloaded: generation {}",
+                reply["config"].as_u64().unwrap_or(0)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }
 
 /// `linegate lot …`: one request to the daemon's control socket.
@@ -578,6 +602,7 @@ fn render_lot_reply(request: &crate::app::control::Request, reply: &serde_json::
         } => format!("order cleared at {station} (command {id})\n"),
         Request::Show {} => render_stations(&reply["stations"]),
         Request::Status {} => render_status(&reply["status"]),
+        Request::Reload {} => String::new(),
     }
 }
 
@@ -622,7 +647,7 @@ fn render_stations(stations: &serde_json::Value) -> String {
 }
 
 fn config_error(err: &config::ConfigError) -> ExitCode {
-    eprintln!("error: invalid configuration\n{err}");
+    crate::app::journal::eprint_error(&format!("error: invalid configuration\n{err}"));
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -630,7 +655,7 @@ fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::app::journal::eprint_error(&format!("error: {err:#}"));
             if err.downcast_ref::<crate::store::StoreError>().is_some() {
                 ExitCode::from(EXIT_IOERR)
             } else {
@@ -642,25 +667,57 @@ fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
 
 fn run_with_signals(cfg: config::Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(crate::app::gateway::run_until(cfg, shutdown_signal()))
+    rt.block_on(async {
+        // Listening from the start: a SIGHUP during the start is a reload
+        // once it is done, never the default action (exit 129).
+        let stop = shutdown_signal();
+        let (tx, rx) = crate::app::gateway::reload_queue();
+        reload_signal(tx.clone())?;
+        crate::app::gateway::run(cfg, stop, Some((tx, rx))).await
+    })
 }
 
-/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// SIGHUP (`systemctl reload`, `kill -HUP`) as reload requests on `tx`.
+/// Several arriving while the queue is full make none more.
+fn reload_signal(
+    tx: tokio::sync::mpsc::Sender<crate::app::gateway::ReloadRequest>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if tx.try_send(None).is_err() && tx.is_closed() {
+                return;
             }
         }
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
+    });
+    Ok(())
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C). The handlers
+/// are installed at the call, not at the first poll: a SIGTERM right after
+/// `READY=1` must stop the gateway cleanly, not by the default action.
+/// Call it within the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM or SIGINT; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        tracing::info!("stop requested");
     }
-    tracing::info!("stop requested");
 }
 
 fn init_logging(command: &Command) {
@@ -673,9 +730,19 @@ fn init_logging(command: &Command) {
     };
     let filter =
         EnvFilter::try_from_env("LINEGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    if crate::app::journal::stderr_is_journal() {
+        // Priorities for journald, and its own timestamps.
+        let format = tracing_subscriber::fmt::format().without_time();
+        let _ = builder
+            .with_ansi(false)
+            .event_format(crate::app::journal::Prefixed(format))
+            .try_init();
+    } else {
+        let _ = builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
 }

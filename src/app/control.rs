@@ -121,6 +121,50 @@ pub enum Request {
     Show {},
     /// The gateway's status: the retained MQTT status message's JSON.
     Status {},
+    /// Read the configuration file again and apply it (as SIGHUP does);
+    /// answered once applied (`config`: the new generation) or refused.
+    Reload {},
+}
+
+/// What the control socket hands requests to: the pipeline's queue, and
+/// the gateway's reloads (`None` where the daemon does not reload, as in
+/// the demo).
+#[derive(Clone)]
+pub struct Daemon {
+    pub input: mpsc::Sender<Input>,
+    pub reloads: Option<mpsc::Sender<crate::app::gateway::ReloadRequest>>,
+    /// What `status` is answered from.
+    pub status: StatusSources,
+}
+
+/// `reload`: ask the gateway, wait for the outcome.
+async fn reload(
+    reloads: Option<&mpsc::Sender<crate::app::gateway::ReloadRequest>>,
+    deadline: Instant,
+) -> Value {
+    let Some(reloads) = reloads else {
+        return failure(Failure::Invalid, "this gateway does not reload", None);
+    };
+    let (tx, rx) = oneshot::channel();
+    if tokio::time::timeout_at(deadline, reloads.send(Some(tx)))
+        .await
+        .map_or(true, |sent| sent.is_err())
+    {
+        return failure(
+            Failure::Unavailable,
+            "the gateway is stopping or busy",
+            None,
+        );
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(generation))) => json!({"ok": true, "config": generation}),
+        Ok(Ok(Err(why))) => failure(Failure::Rejected, why, None),
+        Ok(Err(_)) | Err(_) => failure(
+            Failure::Unavailable,
+            "no answer from the gateway: check its log",
+            None,
+        ),
+    }
 }
 
 impl Request {
@@ -143,7 +187,7 @@ impl Request {
                     materials: None,
                 },
             ),
-            Request::Show {} | Request::Status {} => return None,
+            Request::Show {} | Request::Status {} | Request::Reload {} => return None,
         })
     }
 }
@@ -246,7 +290,7 @@ impl ControlSocket {
 
     /// Serve clients until the task is aborted. Each connection runs in its
     /// own task, owned here: aborting this task ends them all.
-    pub async fn serve(self, input: mpsc::Sender<Input>, status: StatusSources) {
+    pub async fn serve(self, daemon: Daemon) {
         let mut clients = Clients::default();
         loop {
             let stream = match self.listener.accept().await {
@@ -259,7 +303,7 @@ impl ControlSocket {
                 }
             };
             clients.make_room().await;
-            clients.spawn(stream, input.clone(), status.clone());
+            clients.spawn(stream, daemon.clone());
         }
     }
 }
@@ -317,13 +361,13 @@ impl Clients {
         self.live.retain(|c| c.task != id);
     }
 
-    fn spawn(&mut self, stream: UnixStream, input: mpsc::Sender<Input>, status: StatusSources) {
+    fn spawn(&mut self, stream: UnixStream, daemon: Daemon) {
         let on_peer = Arc::new(AtomicBool::new(true));
         let (evict_tx, evict_rx) = oneshot::channel();
         let flag = Arc::clone(&on_peer);
         let task = self
             .tasks
-            .spawn(async move { serve_client(stream, &input, &status, &flag, evict_rx).await })
+            .spawn(async move { serve_client(stream, &daemon, &flag, evict_rx).await })
             .id();
         self.live.push(Client {
             task,
@@ -371,8 +415,7 @@ async fn read_line(stream: &mut UnixStream) -> io::Result<Line> {
 
 async fn serve_client(
     mut stream: UnixStream,
-    input: &mpsc::Sender<Input>,
-    status: &StatusSources,
+    daemon: &Daemon,
     on_peer: &AtomicBool,
     mut evicted: oneshot::Receiver<()>,
 ) {
@@ -408,7 +451,7 @@ async fn serve_client(
         ),
         Ok(Ok(Line::Request(line))) => {
             on_peer.store(false, Ordering::Release);
-            let reply = handle(&line, input, status).await;
+            let reply = handle(&line, daemon).await;
             on_peer.store(true, Ordering::Release);
             reply
         }
@@ -433,7 +476,8 @@ async fn send_reply(stream: &mut UnixStream, reply: &Value) -> io::Result<()> {
 }
 
 /// Answer one request line.
-async fn handle(line: &[u8], input: &mpsc::Sender<Input>, status: &StatusSources) -> Value {
+async fn handle(line: &[u8], daemon: &Daemon) -> Value {
+    let input = &daemon.input;
     let Ok(text) = std::str::from_utf8(line) else {
         return failure(Failure::Invalid, "request is not UTF-8 text", None);
     };
@@ -444,13 +488,16 @@ async fn handle(line: &[u8], input: &mpsc::Sender<Input>, status: &StatusSources
     if request == (Request::Status {}) {
         // Not through the pipeline: it answers while the pipeline is busy
         // and the broker unreachable.
-        let body = status.status(crate::clock::now_ms());
+        let body = daemon.status.status(crate::clock::now_ms());
         return match serde_json::from_slice::<Value>(&body) {
             Ok(status) => json!({"ok": true, "status": status}),
             Err(e) => failure(Failure::Unavailable, format!("status: {e}"), None),
         };
     }
     let deadline = Instant::now() + ANSWER_TIMEOUT;
+    if request == (Request::Reload {}) {
+        return reload(daemon.reloads.as_ref(), deadline).await;
+    }
     let Some((name, station, action)) = request.into_command() else {
         return match inspect(input, deadline).await {
             Ok(views) => json!({"ok": true, "stations": views}),

@@ -1,5 +1,17 @@
 //! Start the whole gateway from a validated config, and stop it cleanly.
 //!
+//! The service manager hears `READY=1` once the store is open and the
+//! pipeline turns, and `STOPPING=1` when a clean stop begins; the watchdog
+//! and status line run meanwhile (`app::service`).
+//!
+//! Reloads (SIGHUP, `linegate reload`) are served one at a time between
+//! the other events ([`Live`]): the file is read and validated again, and
+//! `app::reload`'s difference applied, devices alone, stations through the
+//! pipeline's queue (so they change between two commits, from the durable
+//! state), the uplink restarted for `[mqtt]`; a refusal keeps everything
+//! as it was and is committed as a `config-reload-failed` alarm. A stop
+//! asked for during a reload is served when the reload is done.
+//!
 //! Order at stop: devices and the control socket first (so nothing new
 //! arrives), then the uplink (publishes `offline`), then the pipeline drains
 //! and commits everything it already received, then the store is made
@@ -11,29 +23,57 @@
 //! as an error and the gateway runs on without it: readings and the MES
 //! matter more than the local command line.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::pipeline::{Input, Pipeline};
+use crate::app::pipeline::{Input, NewStations, Pipeline};
+use crate::app::reload;
+use crate::app::service;
 use crate::app::{control, metrics};
 use crate::config::{Config, DeviceConfig, DeviceKind};
 use crate::devices::health::{DeviceHealth, HealthRegistry};
 use crate::devices::{modbus, scanner};
 use crate::station::{Restore, Setup, Stations};
 use crate::store::{self, CapacityStatus, Store};
-use crate::tasks::AbortOnDrop;
+use crate::tasks::{AbortOnDrop, Heartbeat};
 use crate::uplink::{Outbound, Uplink, UplinkStats};
 
 /// Readings and commands buffered ahead of the pipeline.
 const INPUT_QUEUE: usize = 4096;
 
+/// A reload asked for (SIGHUP, `linegate reload`): the reply, if someone
+/// waits for it, gets the new config generation or why it was refused.
+pub type ReloadRequest = Option<oneshot::Sender<Result<u64, String>>>;
+
+/// The queue of reload requests: fed by SIGHUP and the control socket's
+/// `reload`, served by the gateway one at a time.
+pub fn reload_queue() -> (mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>) {
+    mpsc::channel(4)
+}
+
 /// Run the gateway until `stop` completes, then shut down cleanly.
 pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run(cfg, stop, None).await
+}
+
+/// [`run_until`], reloading the config file (`cfg.source`) at each request
+/// on `reloads` (see `app::reload`), whose sender the control socket also
+/// gets (`linegate reload`).
+pub async fn run(
+    cfg: Config,
+    stop: impl Future<Output = ()>,
+    reloads: Option<(mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>)>,
+) -> anyhow::Result<()> {
+    let (reload_tx, mut reloads) = match reloads {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
+    };
     let store_dir = cfg.gateway.data_dir.join(store::STORE_DIR);
     let mut stop = std::pin::pin!(stop);
     let Some(store) = open_store(&cfg, &store_dir, stop.as_mut()).await? else {
@@ -53,9 +93,10 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
     let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let (committed_tx, committed_rx) = watch::channel(store.stats().last_seq);
     let (capacity_tx, capacity_rx) = watch::channel(CapacityStatus::default());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let outbound = Outbound::default();
+    let (pipeline_beat, uplink_beat) = (Heartbeat::default(), Heartbeat::default());
     let commit_times = Arc::new(metrics::CommitTimes::default());
+    let stats = Arc::new(watch::channel(UplinkStats::default()).0);
 
     let mut pipeline = tokio::spawn(
         Pipeline {
@@ -67,23 +108,31 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             capacity: capacity_tx,
             outbound: outbound.clone(),
             restore: restore_stations,
+            heartbeat: pipeline_beat.clone(),
             commit_times: Arc::clone(&commit_times),
         }
         .run(input_rx),
     );
-    let uplink = Uplink {
-        gateway: cfg.gateway.clone(),
-        mqtt: cfg.mqtt.clone(),
-        signing: cfg.commands.clone(),
+    let (generation_tx, generation_rx) = watch::channel(1u64);
+    let parts = UplinkParts {
         store: Arc::clone(&store),
         committed: committed_rx,
         capacity: capacity_rx,
         outbound,
         commands: input_tx.clone(),
-        health: health.clone(),
-        stats: watch::channel(UplinkStats::default()).0,
+        health,
+        stats: Arc::clone(&stats),
+        heartbeat: uplink_beat.clone(),
+        generation: generation_rx.clone(),
     };
-    let status = uplink.status_sources();
+    let status = crate::uplink::StatusSources {
+        gateway: cfg.gateway.clone(),
+        store: Arc::clone(&store),
+        capacity: parts.capacity.clone(),
+        health: parts.health.clone(),
+        uplink: stats.subscribe(),
+        generation: generation_rx.clone(),
+    };
     let _metrics = match cfg.metrics {
         Some(addr) => match metrics::bind(addr).await {
             Ok(listener) => {
@@ -101,12 +150,17 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         },
         None => None,
     };
-    let mut uplink = tokio::spawn(uplink.run(shutdown_rx));
-    let devices: Vec<JoinHandle<()>> = cfg
-        .devices
-        .iter()
-        .map(|d| tokio::spawn(supervise(d.clone(), input_tx.clone(), health.handle(&d.id))))
-        .collect();
+    let mut live = Live {
+        uplink: parts.spawn(&cfg),
+        devices: BTreeMap::new(),
+        parts,
+        generation: generation_tx,
+        cfg,
+    };
+    for d in live.cfg.devices.clone() {
+        live.start_device(&d);
+    }
+    let cfg = &live.cfg;
     let mut control = match control::bind(&cfg.gateway.data_dir) {
         Ok(socket) => {
             let path = socket.path().display();
@@ -115,9 +169,11 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
             } else {
                 tracing::info!(socket = %path, "control socket listening");
             }
-            Some(AbortOnDrop(tokio::spawn(
-                socket.serve(input_tx.clone(), status.clone()),
-            )))
+            Some(AbortOnDrop(tokio::spawn(socket.serve(control::Daemon {
+                input: input_tx.clone(),
+                reloads: reload_tx.clone(),
+                status: status.clone(),
+            }))))
         }
         Err(err) => {
             tracing::error!(
@@ -129,19 +185,70 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         }
     };
     drop(input_tx);
-    tracing::info!(
-        gateway = %cfg.gateway.id,
-        stations = cfg.stations.len(),
-        devices = cfg.devices.len(),
-        "linegate running"
-    );
-
-    let mut failure = tokio::select! {
-        _ = &mut stop => None,
-        r = &mut pipeline => Some(pipeline_failure(r)),
-        r = &mut uplink => Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
+    let service_status = service::StatusSource {
+        store: Arc::clone(&store),
+        uplink: stats.subscribe(),
+        generation: generation_rx,
     };
-    for d in &devices {
+
+    // Ready once the pipeline turns (it has read its state from the store);
+    // a stop or a failure before that ends the start.
+    let started = tokio::select! {
+        () = pipeline_beat.first() => Ok(()),
+        _ = &mut stop => Err(None),
+        r = &mut pipeline => Err(Some(pipeline_failure(r))),
+        r = &mut live.uplink.task => Err(Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}"))),
+    };
+    let mut watchdog = None;
+    let mut failure = match started {
+        Err(failure) => failure,
+        Ok(()) => {
+            let period = service::watchdog_period();
+            tracing::info!(
+                gateway = %live.cfg.gateway.id,
+                stations = live.cfg.stations.len(),
+                devices = live.cfg.devices.len(),
+                config = *live.generation.borrow(),
+                watchdog_s = period.map(|p| p.as_secs_f64()),
+                "linegate running"
+            );
+            service::ready(&service_status.line());
+            watchdog = Some(AbortOnDrop(tokio::spawn(service::run(
+                period,
+                pipeline_beat,
+                uplink_beat,
+                service_status.clone(),
+            ))));
+            loop {
+                let reload = async {
+                    match reloads.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = &mut stop => break None,
+                    r = &mut pipeline => break Some(pipeline_failure(r)),
+                    r = &mut live.uplink.task => break Some(anyhow::anyhow!("uplink stopped unexpectedly: {r:?}")),
+                    Some(request) = reload => {
+                        service::reloading();
+                        let outcome = live.reload().await;
+                        service::ready(&service_status.line());
+                        if let Some(reply) = request {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if failure.is_none() {
+        service::stopping();
+    }
+    // No pings while stopping: a stop that hangs is the service manager's
+    // to time out.
+    drop(watchdog);
+    for d in live.devices.values() {
         d.abort();
     }
     if let Some(mut task) = control.take() {
@@ -149,12 +256,10 @@ pub async fn run_until(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::R
         task.0.abort();
         let _ = (&mut task.0).await;
     }
-    let _ = shutdown_tx.send(true);
     tracing::debug!("devices stopped; stopping the uplink");
-    if !uplink.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut uplink).await;
-        uplink.abort();
-    }
+    live.uplink.stop().await;
+    // The pipeline drains once every sender of its queue is gone.
+    drop(live);
     tracing::debug!("uplink stopped; draining the pipeline");
     if !pipeline.is_finished() {
         let r = pipeline.await;
@@ -187,10 +292,11 @@ async fn open_store(
     let mut wait = Duration::from_secs(1);
     loop {
         let (scfg, data_dir) = (cfg.store.clone(), cfg.gateway.data_dir.clone());
-        let opened =
-            tokio::task::spawn_blocking(move || store::ReopenableStore::open(&scfg, &data_dir))
-                .await
-                .context("store open task")?;
+        let opened = service::extending_start(tokio::task::spawn_blocking(move || {
+            store::ReopenableStore::open(&scfg, &data_dir)
+        }))
+        .await
+        .context("store open task")?;
         match opened {
             Ok(store) => return Ok(Some(Arc::new(store))),
             Err(err) if err.is_disk_full() => {
@@ -319,5 +425,177 @@ async fn supervise(cfg: DeviceConfig, tx: mpsc::Sender<Input>, health: DeviceHea
         if tx.is_closed() {
             return;
         }
+    }
+}
+
+/// What the uplink task is made of besides its config: kept to start it
+/// again after a reload changed `[mqtt]`.
+struct UplinkParts {
+    store: Arc<dyn Store>,
+    committed: watch::Receiver<u64>,
+    capacity: watch::Receiver<CapacityStatus>,
+    outbound: Outbound,
+    commands: mpsc::Sender<Input>,
+    health: HealthRegistry,
+    stats: Arc<watch::Sender<UplinkStats>>,
+    heartbeat: Heartbeat,
+    generation: watch::Receiver<u64>,
+}
+
+/// The running uplink task and its stop switch.
+struct UplinkTask {
+    task: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl UplinkTask {
+    /// Stop it as at a clean stop: up to 5 s to say goodbye (the retained
+    /// `offline` status), then aborted. What it had out is sent again by
+    /// the next session (nothing is deleted without its PUBACK).
+    async fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if !self.task.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+            self.task.abort();
+        }
+    }
+}
+
+impl UplinkParts {
+    /// Start an uplink task on `cfg`'s `[gateway]` and `[mqtt]`.
+    fn spawn(&self, cfg: &Config) -> UplinkTask {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(
+            Uplink {
+                gateway: cfg.gateway.clone(),
+                mqtt: cfg.mqtt.clone(),
+                signing: cfg.commands.clone(),
+                store: Arc::clone(&self.store),
+                committed: self.committed.clone(),
+                capacity: self.capacity.clone(),
+                outbound: self.outbound.clone(),
+                commands: self.commands.clone(),
+                health: self.health.clone(),
+                stats: Arc::clone(&self.stats),
+                heartbeat: self.heartbeat.clone(),
+                generation: self.generation.clone(),
+            }
+            .run(shutdown_rx),
+        );
+        UplinkTask { task, shutdown }
+    }
+}
+
+/// The parts of a running gateway a reload changes: the config, the
+/// device tasks (by id), the uplink.
+struct Live {
+    cfg: Config,
+    devices: BTreeMap<String, JoinHandle<()>>,
+    uplink: UplinkTask,
+    /// Also the device tasks' queue (`commands`) and health registry.
+    parts: UplinkParts,
+    /// The config generation: 1 at start, one more per applied reload.
+    generation: watch::Sender<u64>,
+}
+
+impl Live {
+    fn start_device(&mut self, d: &DeviceConfig) {
+        let task = tokio::spawn(supervise(
+            d.clone(),
+            self.parts.commands.clone(),
+            self.parts.health.handle(&d.id),
+        ));
+        self.devices.insert(d.id.clone(), task);
+    }
+
+    async fn stop_device(&mut self, id: &str) {
+        if let Some(task) = self.devices.remove(id) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.parts.health.remove(id);
+    }
+
+    /// Read the config file again and apply the difference; on refusal
+    /// the running config stays, and a `config-reload-failed` alarm is
+    /// committed for the MES. The new generation, or why not.
+    async fn reload(&mut self) -> Result<u64, String> {
+        let path = self.cfg.source.clone();
+        let outcome = self.apply(&path).await;
+        match &outcome {
+            Ok(generation) => tracing::info!(
+                config = generation,
+                file = %path.display(),
+                "configuration reloaded"
+            ),
+            Err(why) => {
+                tracing::error!(
+                    config = *self.generation.borrow(),
+                    file = %path.display(),
+                    "configuration reload refused; the running configuration is kept: {why}"
+                );
+                let message = format!(
+                    "configuration reload refused, generation {} kept: {why}",
+                    *self.generation.borrow()
+                );
+                let _ = self.parts.commands.send(Input::ReloadFailed(message)).await;
+            }
+        }
+        outcome
+    }
+
+    async fn apply(&mut self, path: &std::path::Path) -> Result<u64, String> {
+        let new = crate::config::load(path).map_err(|e| e.to_string())?;
+        let diff = reload::difference(&self.cfg, &new);
+        if !diff.needs_restart.is_empty() {
+            return Err(format!(
+                "{} changed: applied only by a restart; nothing of the new file was applied",
+                diff.needs_restart.join(", ")
+            ));
+        }
+        tracing::info!(changes = %diff.summary(), "applying the reloaded configuration");
+        // Devices going away or changing stop first, so that no reading
+        // of the old device meets the new stations.
+        for id in diff.devices_removed.iter().chain(&diff.devices_changed) {
+            self.stop_device(id).await;
+        }
+        if diff.stations {
+            let (tx, rx) = oneshot::channel();
+            let new_stations = NewStations(stations_from_store(&new));
+            let rebuilt = match self
+                .parts
+                .commands
+                .send(Input::Restation(new_stations, tx))
+                .await
+            {
+                Ok(()) => rx
+                    .await
+                    .unwrap_or_else(|_| Err("the pipeline stopped".into())),
+                Err(_) => Err("the pipeline stopped".into()),
+            };
+            if let Err(why) = rebuilt {
+                // Put back what was stopped: the old config runs on.
+                for id in diff.devices_removed.iter().chain(&diff.devices_changed) {
+                    if let Some(d) = self.cfg.devices.iter().find(|d| &d.id == id).cloned() {
+                        self.start_device(&d);
+                    }
+                }
+                return Err(why);
+            }
+        }
+        for id in diff.devices_added.iter().chain(&diff.devices_changed) {
+            if let Some(d) = new.devices.iter().find(|d| &d.id == id).cloned() {
+                self.start_device(&d);
+            }
+        }
+        let mqtt = diff.mqtt;
+        self.cfg = new;
+        if mqtt {
+            self.uplink.stop().await;
+            self.uplink = self.parts.spawn(&self.cfg);
+        }
+        let generation = *self.generation.borrow() + 1;
+        self.generation.send_replace(generation);
+        Ok(generation)
     }
 }

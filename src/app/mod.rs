@@ -14,5 +14,8 @@ pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod gateway;
+pub mod journal;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
+pub mod service;

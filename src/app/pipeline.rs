@@ -83,6 +83,23 @@ pub enum Input {
     Inspect(oneshot::Sender<Vec<StationView>>),
     /// A stored record the uplink cannot publish.
     Undeliverable(Undeliverable),
+    /// A reload was refused: commit a `config-reload-failed` alarm with
+    /// this message.
+    ReloadFailed(String),
+    /// A reload changed the stations: once everything before it is
+    /// committed, rebuild them with this from the store's durable state
+    /// (open lots, orders and operators kept); the reply says whether it
+    /// worked (if not, the old stations run on).
+    Restation(NewStations, oneshot::Sender<Result<(), String>>),
+}
+
+/// How to build the stations of a reloaded config (see [`Input::Restation`]).
+pub struct NewStations(pub RestoreStations);
+
+impl std::fmt::Debug for NewStations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewStations")
+    }
 }
 
 impl From<Undeliverable> for Input {
@@ -122,6 +139,10 @@ pub struct Pipeline {
     pub restore: RestoreStations,
     /// How long each commit took (the metrics endpoint reads them).
     pub commit_times: Arc<crate::app::metrics::CommitTimes>,
+    /// Beaten at every turn of the loop (at least once a second, from the
+    /// station tick, when idle); not while a store call is under way. The
+    /// watchdog reads it.
+    pub heartbeat: crate::tasks::Heartbeat,
 }
 
 #[derive(Default)]
@@ -168,6 +189,8 @@ struct Running {
     /// Undeliverable records already reported by a committed alarm (the
     /// uplink reports one again after each reconnect until it is aside).
     reported: std::collections::BTreeSet<u64>,
+    /// A reload's new stations, built once the batch before it is committed.
+    restation: Option<(NewStations, oneshot::Sender<Result<(), String>>)>,
 }
 
 impl Pipeline {
@@ -181,6 +204,7 @@ impl Pipeline {
             cap,
             unresolved: None,
             reported: Default::default(),
+            restation: None,
         };
         running.publish_status();
         running.run(input).await
@@ -202,6 +226,7 @@ impl Running {
         while open {
             let mut pending = Pending::default();
             loop {
+                self.p.heartbeat.beat();
                 self.flush_outbox(&mut pending);
                 if !pending.batch.is_empty() {
                     // Whatever queued up meanwhile (typically during the
@@ -233,11 +258,19 @@ impl Running {
                     _ = station_tick.tick() => self.on_tick(&mut pending).await?,
                     _ = ack_tick.tick(), if pending.batch.is_empty() => self.sync_acks().await?,
                 }
+                if self.restation.is_some() {
+                    break;
+                }
             }
             self.flush_outbox(&mut pending);
             if !pending.batch.is_empty() {
                 not_before = (!spacing.is_zero()).then(|| Instant::now() + spacing);
                 self.commit(pending).await?;
+            }
+            if let Some((new, reply)) = self.restation.take() {
+                // Everything applied to the old stations is committed: the
+                // new ones start from exactly that state.
+                let _ = reply.send(self.restation(new));
             }
             self.publish_status();
         }
@@ -254,6 +287,29 @@ impl Running {
                 let _ = reply.send(self.p.stations.views());
             }
             Input::Undeliverable(u) => self.on_undeliverable(u, pending),
+            Input::ReloadFailed(message) => pending.push(Record::gateway_alarm(
+                crate::clock::now_ms(),
+                AlarmEvent::ConfigReloadFailed,
+                message,
+                None,
+            )),
+            Input::Restation(new, reply) => self.restation = Some((new, reply)),
+        }
+    }
+
+    /// Rebuild the stations with a reloaded config from the store's
+    /// durable state; the new builder also serves later reopens. On
+    /// failure the old stations run on.
+    fn restation(&mut self, mut new: NewStations) -> Result<(), String> {
+        match (new.0)(self.p.store.as_ref()) {
+            Ok(stations) => {
+                self.p.stations = stations;
+                self.p.restore = new.0;
+                Ok(())
+            }
+            Err(err) => Err(format!(
+                "cannot read the station state from the store: {err}"
+            )),
         }
     }
 
@@ -265,7 +321,7 @@ impl Running {
         pending: &mut Pending,
         max_records: usize,
     ) -> bool {
-        while pending.batch.records.len() < max_records {
+        while pending.batch.records.len() < max_records && self.restation.is_none() {
             match input.try_recv() {
                 Ok(item) => self.on_input(item, pending),
                 Err(mpsc::error::TryRecvError::Empty) => return true,

@@ -98,6 +98,14 @@ impl HealthRegistry {
         map.entry(device.to_owned()).or_default().clone()
     }
 
+    /// Forget `device` (removed by a reload).
+    pub fn remove(&self, device: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(device);
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, HealthSnapshot> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.iter().map(|(k, v)| (k.clone(), v.snapshot())).collect()

@@ -103,11 +103,25 @@ pub struct UplinkStats {
     pub last_refusal: Option<String>,
     /// The broker of the current connection (`host:port`).
     pub broker: Option<String>,
+    /// The connection (the current one, or the last) is TLS.
+    pub tls: bool,
     /// Sessions established since the gateway started.
     pub connects: u64,
     /// Why the last connect failed or the last connection ended, `None`
     /// before any.
     pub last_error: Option<LinkError>,
+}
+
+impl UplinkStats {
+    /// Where the connection stands, in brief (the service manager's
+    /// status line).
+    pub fn link_state(&self) -> LinkState {
+        match &self.last_error {
+            _ if self.connected => LinkState::Connected,
+            None => LinkState::Connecting,
+            Some(e) => LinkState::Down(format!("{}: {}", e.kind, e.message)),
+        }
+    }
 }
 
 /// A failed connect or a lost connection, for the log and the status.
@@ -124,6 +138,31 @@ pub struct LinkError {
     /// When (Unix ms).
     pub ts_ms: u64,
 }
+
+/// Where the connection to the broker stands, for the service manager's
+/// status line (`app::service`), from [`UplinkStats::link_state`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// Connecting for the first time.
+    #[default]
+    Connecting,
+    Connected,
+    /// Lost or refused; waiting to try again. Why, as logged.
+    Down(String),
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkState::Connecting => f.write_str("connecting"),
+            LinkState::Connected => f.write_str("connected"),
+            LinkState::Down(why) => write!(f, "down ({why})"),
+        }
+    }
+}
+
+/// How often the uplink task beats its heartbeat, whatever it is doing.
+const BEAT: Duration = Duration::from_millis(500);
 
 /// How a command ended: `Ok` when applied, `Err(reason)` when rejected.
 pub type CommandOutcome = Result<(), String>;
@@ -167,8 +206,13 @@ pub struct Uplink<T> {
     pub outbound: Outbound,
     pub commands: mpsc::Sender<T>,
     pub health: HealthRegistry,
-    /// The uplink's state and counters, for every reader of the status.
-    pub stats: watch::Sender<UplinkStats>,
+    /// The uplink's state and counters, for every reader of the status;
+    /// shared by the uplink tasks a reload starts one after the other.
+    pub stats: Arc<watch::Sender<UplinkStats>>,
+    /// The config generation, shown in the status.
+    pub generation: watch::Receiver<u64>,
+    /// Beaten while the uplink task turns (the watchdog reads it).
+    pub heartbeat: crate::tasks::Heartbeat,
 }
 
 /// What the status is made of, shared by the retained MQTT status and the
@@ -180,8 +224,8 @@ pub struct StatusSources {
     pub capacity: watch::Receiver<CapacityStatus>,
     pub health: HealthRegistry,
     pub uplink: watch::Receiver<UplinkStats>,
-    /// The broker connection is TLS (`[mqtt.tls]`).
-    pub tls: bool,
+    /// The config generation: 1 at start, one more per applied reload.
+    pub generation: watch::Receiver<u64>,
 }
 
 impl StatusSources {
@@ -196,7 +240,7 @@ impl StatusSources {
             &capacity,
             &self.health.snapshot(),
             &uplink,
-            self.tls,
+            *self.generation.borrow(),
         )
     }
 }
@@ -210,7 +254,7 @@ impl<T> Uplink<T> {
             capacity: self.capacity.clone(),
             health: self.health.clone(),
             uplink: self.stats.subscribe(),
-            tls: self.mqtt.tls.is_some(),
+            generation: self.generation.clone(),
         }
     }
 }
@@ -218,8 +262,18 @@ impl<T> Uplink<T> {
 impl<T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Uplink<T> {
     /// Run until `shutdown` turns true: connect, publish, reconnect with
     /// jittered backoff, cut short when the broker comes back
-    /// ([`wait_for_broker`]), forever.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// ([`wait_for_broker`]), forever. The heartbeat beats as long as this
+    /// task is polled: connecting and waiting to reconnect count as alive;
+    /// a task stuck in a blocking call does not beat.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let heartbeat = self.heartbeat.clone();
+        tokio::select! {
+            () = self.sessions(shutdown) => {}
+            () = heartbeat.beat_every(BEAT) => {}
+        }
+    }
+
+    async fn sessions(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.mqtt.reconnect);
         let (results_tx, mut results_rx) = mpsc::channel(64);
         let mut committed = self.committed.clone();

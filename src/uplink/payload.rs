@@ -347,7 +347,7 @@ pub fn status(
     capacity: &CapacityStatus,
     devices: &BTreeMap<String, HealthSnapshot>,
     uplink: &super::UplinkStats,
-    tls: bool,
+    config_generation: u64,
 ) -> Vec<u8> {
     let oldest_age_s = stats
         .oldest_ts_ms
@@ -359,6 +359,7 @@ pub fn status(
         "ts": rfc3339_ms(now_ms),
         "version": env!("CARGO_PKG_VERSION"),
         "epoch": stats.epoch.map(|e| e.to_string()),
+        "config": config_generation,
         "queue": {
             "depth": stats.depth,
             "bytes": stats.bytes,
@@ -384,7 +385,7 @@ pub fn status(
         "broker": {
             "connected": uplink.connected,
             "address": uplink.broker,
-            "tls": tls,
+            "tls": uplink.tls,
             "connects": uplink.connects,
             "last_error": uplink.last_error.as_ref().map(|e| json!({
                 "kind": e.kind,

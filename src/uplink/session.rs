@@ -224,6 +224,7 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
         up.stats.send_modify(|s| {
             s.connected = true;
             s.broker = Some(broker.to_string());
+            s.tls = up.mqtt.tls.is_some();
             s.connects += 1;
         });
         tracing::info!(broker = %broker, tls = up.mqtt.tls.is_some(), "MQTT connected");

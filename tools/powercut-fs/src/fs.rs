@@ -3,7 +3,8 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -38,6 +39,43 @@ pub(crate) fn invalidate(notifier: &Notifier, inos: &[u64]) {
 pub(crate) struct PowercutFs {
     pub(crate) state: Shared,
     pub(crate) notifier: Arc<OnceLock<Notifier>>,
+    pub(crate) hold: Arc<SyncHold>,
+}
+
+/// Holding syncs: while held, every `fsync`, `fdatasync` and directory
+/// `fsync` waits (in a thread of its own, so every other request is still
+/// served) until released, then runs. A disk whose flushes hang, as a
+/// failing SD card's or a stuck network disk's do.
+#[derive(Default)]
+pub(crate) struct SyncHold {
+    held: Mutex<bool>,
+    released: Condvar,
+    /// Syncs waiting now.
+    waiting: AtomicUsize,
+}
+
+impl SyncHold {
+    pub(crate) fn set(&self, held: bool) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
+        if !held {
+            self.released.notify_all();
+        }
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    fn wait_released(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = self.released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -66,6 +104,14 @@ impl PowercutFs {
                 Ok(())
             }
             "sync" => self.lock().sync_all(),
+            "hold-syncs" => {
+                self.hold.set(true);
+                Ok(())
+            }
+            "release-syncs" => {
+                self.hold.set(false);
+                Ok(())
+            }
             _ => Err(Errno::EINVAL),
         }
     }
@@ -73,9 +119,33 @@ impl PowercutFs {
     fn status(&self) -> String {
         let s = self.lock().stats();
         format!(
-            "writes {}\nfile_syncs {}\ndir_syncs {}\ncuts {}\n",
-            s.writes, s.file_syncs, s.dir_syncs, s.cuts
+            "writes {}\nfile_syncs {}\ndir_syncs {}\ncuts {}\nsyncs_waiting {}\n",
+            s.writes,
+            s.file_syncs,
+            s.dir_syncs,
+            s.cuts,
+            self.hold.waiting()
         )
+    }
+
+    /// Runs a sync now, or, while syncs are held, in a thread that waits
+    /// for the release (the request loop goes on serving other requests).
+    fn sync_when_released(
+        &self,
+        reply: ReplyEmpty,
+        sync: impl FnOnce(&mut State) -> Result<(), Errno> + Send + 'static,
+    ) {
+        if !self.hold.is_held() {
+            reply_empty(reply, sync(&mut self.lock()));
+            return;
+        }
+        let (state, hold) = (self.state.clone(), self.hold.clone());
+        hold.waiting.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            hold.wait_released();
+            hold.waiting.fetch_sub(1, Ordering::SeqCst);
+            reply_empty(reply, sync(&mut lock(&state)));
+        });
     }
 }
 
@@ -345,7 +415,7 @@ impl Filesystem for PowercutFs {
             reply.ok();
             return;
         }
-        reply_empty(reply, self.lock().fsync(ino.0, fh.0));
+        self.sync_when_released(reply, move |st| st.fsync(ino.0, fh.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -396,7 +466,7 @@ impl Filesystem for PowercutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.lock().fsyncdir(ino.0, fh.0));
+        self.sync_when_released(reply, move |st| st.fsyncdir(ino.0, fh.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

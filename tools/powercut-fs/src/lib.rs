@@ -105,6 +105,7 @@ fn check_fuse_device(device: &Path) -> Result<(), Error> {
 pub struct Mount {
     state: fs::Shared,
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    hold: Arc<fs::SyncHold>,
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     backing: PathBuf,
@@ -156,9 +157,11 @@ impl Mount {
             .map_err(io_error(format!("opening {}", backing.display())))?;
         let state = Arc::new(Mutex::new(state));
         let notifier = Arc::new(OnceLock::new());
+        let hold = Arc::new(fs::SyncHold::default());
         let filesystem = fs::PowercutFs {
             state: state.clone(),
             notifier: notifier.clone(),
+            hold: hold.clone(),
         };
         let mut config = Config::default();
         config.mount_options = vec![
@@ -189,6 +192,7 @@ impl Mount {
         Ok(Mount {
             state,
             notifier,
+            hold,
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
             backing: backing.to_path_buf(),
@@ -247,6 +251,26 @@ impl Mount {
         })
     }
 
+    /// Holds every sync from now on (`fsync`, `fdatasync`, directory
+    /// `fsync`): each waits, without an error, until
+    /// [`Mount::release_syncs`]. Other requests are still served. A disk
+    /// whose flushes hang; `hold-syncs` written to the control file does
+    /// the same.
+    pub fn hold_syncs(&self) {
+        self.hold.set(true);
+    }
+
+    /// Lets the held syncs run, and later ones run at once
+    /// (`release-syncs` in the control file).
+    pub fn release_syncs(&self) {
+        self.hold.set(false);
+    }
+
+    /// How many syncs are waiting for [`Mount::release_syncs`] now.
+    pub fn syncs_waiting(&self) -> usize {
+        self.hold.waiting()
+    }
+
     /// Counters since the mount started.
     pub fn stats(&self) -> Stats {
         fs::lock(&self.state).stats()
@@ -255,6 +279,7 @@ impl Mount {
     /// Unmounts. Unsynced changes are dropped, as in a cut. Fails if a
     /// process still uses the mount (`EBUSY`); kill it first.
     pub fn unmount(mut self) -> Result<(), Error> {
+        self.hold.set(false);
         let session = self.session.take().expect("mounted until unmount or drop");
         session.umount_and_join().map_err(|e| {
             detach(&self.mountpoint);
@@ -274,6 +299,8 @@ fn detach(mountpoint: &Path) {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        // A held sync would keep its process, and so the unmount, waiting.
+        self.hold.set(false);
         if let Some(session) = self.session.take() {
             if session.umount_and_join().is_err() {
                 detach(&self.mountpoint);

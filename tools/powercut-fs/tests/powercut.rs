@@ -733,3 +733,38 @@ fn concurrent_appenders_keep_every_acknowledged_record() {
         }
     }
 }
+
+#[test]
+fn held_syncs_wait_for_the_release_while_everything_else_is_served() {
+    let fx = Fixture::new();
+    write_file(&fx.p("other"), b"readable", true);
+    write_file(&fx.p("held"), b"", true);
+    fsync_dir(&fx.mnt);
+    let mut f = OpenOptions::new().append(true).open(fx.p("held")).unwrap();
+    f.write_all(b"data").unwrap();
+    fx.mount().hold_syncs();
+    let syncing = std::thread::spawn(move || f.sync_all());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.mount().syncs_waiting() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The sync waits; reads, writes and the control file are served.
+    assert_eq!(read(&fx.p("other")), b"readable");
+    write_file(&fx.p("more"), b"x", false);
+    assert!(
+        String::from_utf8(read(&fx.p(CONTROL_FILE)))
+            .unwrap()
+            .contains("syncs_waiting 1")
+    );
+    assert!(!syncing.is_finished());
+    // Held: not durable yet. Released: the sync returns, and it counted.
+    assert!(read(&fx.b("held")).is_empty());
+    fs::write(fx.p(CONTROL_FILE), "release-syncs").unwrap();
+    syncing.join().unwrap().unwrap();
+    assert_eq!(fx.mount().syncs_waiting(), 0);
+    assert_eq!(read(&fx.b("held")), b"data");
+}
