@@ -83,12 +83,12 @@ async fn on_the_journal_every_line_carries_its_priority_and_no_timestamp() {
     std::fs::write(&config, toml).unwrap();
     let log = dir.path().join("stderr");
     let mut gw = spawn(&config, &log, true);
-    wait_text(&log, "MQTT connection lost").await;
+    wait_text(&log, "MQTT connect failed").await;
     terminate(&mut gw);
     assert_eq!(wait_exit(&mut gw).await, Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(line_with(&text, "linegate running").starts_with("<6>"));
-    assert!(line_with(&text, "MQTT connection lost").starts_with("<4>"));
+    assert!(line_with(&text, "MQTT connect failed").starts_with("<4>"));
     assert!(text.lines().any(|l| l.starts_with("<7>")), "{text}");
     for line in text.lines() {
         let rest = ["<3>", "<4>", "<6>", "<7>"]
@@ -125,7 +125,7 @@ async fn elsewhere_the_log_is_as_on_a_terminal() {
     let log = dir.path().join("stderr");
     // JOURNAL_STREAM inherited, but stderr redirected to another file.
     let mut gw = spawn(&config, &log, false);
-    wait_text(&log, "MQTT connection lost").await;
+    wait_text(&log, "MQTT connect failed").await;
     terminate(&mut gw);
     assert_eq!(wait_exit(&mut gw).await, Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
