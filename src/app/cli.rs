@@ -175,6 +175,12 @@ struct OrderArg {
     clear: bool,
 }
 
+/// The command line's definition, for what is rendered from it (the man
+/// pages and shell completions of the package, examples/docgen.rs).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Parse the command line, run, and map the outcome to an exit code.
 pub fn main() -> ExitCode {
     // Everything the gateway creates is its own: the data directory is
