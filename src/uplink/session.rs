@@ -160,12 +160,6 @@ impl<'u, T: From<CommandRequest> + From<Undeliverable> + Send + 'static> Session
     ) -> Ended {
         let window = usize::from(up.mqtt.max_inflight);
         let mut opts = MqttOptions::new(&up.gateway.id, &broker.host, broker.port);
-        // A record is written as soon as it is durable: Nagle's algorithm
-        // would hold a small PUBLISH back until the previous one is acked
-        // by TCP (up to a delayed ACK, 40 ms on Linux).
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        opts.set_network_options(network);
         if let Some(tls) = &up.mqtt.tls {
             opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 tls.client.clone(),
