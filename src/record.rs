@@ -39,10 +39,16 @@ impl Record {
     /// A gateway-level record (no station, device or context) with `body`.
     /// `seq` is given by the commit.
     pub fn gateway(ts_ms: u64, body: Body) -> Record {
+        Record::gateway_at(ts_ms, crate::clock::clock_synced(), body)
+    }
+
+    /// [`Record::gateway`] with the clock's state given (the stations
+    /// take it from the reading or tick that made the record).
+    pub fn gateway_at(ts_ms: u64, clock_synced: bool, body: Body) -> Record {
         Record {
             seq: 0,
             ts_ms,
-            clock_synced: crate::clock::clock_synced(),
+            clock_synced,
             station: None,
             device: None,
             lot: None,

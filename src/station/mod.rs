@@ -396,7 +396,8 @@ impl Stations {
         };
         let (stations, _, env) = self.parts();
         let Some(station) = stations.get_mut(&cmd.station) else {
-            out.records.push(gateway_record(ts_ms, clock_synced, audit));
+            out.records
+                .push(Record::gateway_at(ts_ms, clock_synced, audit));
             return (verdict, out);
         };
         out.records.push(station.record(&at, audit));
@@ -481,21 +482,7 @@ pub fn rejected_command_audit(
         payload: truncate(payload),
         origin: CommandOrigin::Mes,
     };
-    gateway_record(ts_ms, clock_synced, body)
-}
-
-fn gateway_record(ts_ms: u64, clock_synced: bool, body: Body) -> Record {
-    Record {
-        seq: 0,
-        ts_ms,
-        clock_synced,
-        station: None,
-        device: None,
-        lot: None,
-        order: None,
-        operator: None,
-        body,
-    }
+    Record::gateway_at(ts_ms, clock_synced, body)
 }
 
 /// The payload as kept in an audit record: at most [`AUDIT_PAYLOAD_MAX`]
