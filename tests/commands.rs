@@ -32,24 +32,6 @@ async fn wait_online(rec: &Recorder) {
     .await;
 }
 
-/// Wait for a status published at or after `since`: once the recorder has
-/// it, the gateway's command subscription (requested before its status, on
-/// the same connection) is in place.
-async fn wait_status_since(rec: &Recorder, since: std::time::SystemTime) {
-    rec.wait_for("a status from the restarted gateway", |m| {
-        m.iter().any(|m| {
-            let v = m.json();
-            m.topic.ends_with("/status")
-                && v["online"] == true
-                && v["ts"]
-                    .as_str()
-                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                    .is_some_and(|t| t >= since)
-        })
-    })
-    .await;
-}
-
 /// Audit records (any topic) whose `data` satisfies `pred`.
 fn audits(msgs: &[Message], pred: impl Fn(&Value) -> bool) -> Vec<Value> {
     msgs.iter()
@@ -268,7 +250,7 @@ async fn retained_commands_are_never_executed_and_audited_at_most_once() {
         "{}",
         gw.log_text()
     );
-    wait_status_since(&rec, restarted).await;
+    rec.wait_status_since(restarted).await;
     marker(&rec, "m-2").await;
     pty.write(b"PART-1\r\n").await.unwrap();
     rec.wait_for("scan after the reconnect", |m| {
@@ -395,7 +377,7 @@ async fn commands_of_any_size_are_refused_without_touching_the_session() {
     let restarted = std::time::SystemTime::now();
     gw.spawn();
     assert!(gw.wait_log_count("MQTT connected", 2, WAIT).await);
-    wait_status_since(&rec, restarted).await;
+    rec.wait_status_since(restarted).await;
     marker(&rec, "m-2").await;
     pty.write(b"PART-1\r\n").await.unwrap();
     rec.wait_for("scan after the restart", |m| {

@@ -88,22 +88,6 @@ async fn wait_results(rec: &Recorder, id: &str, n: usize) {
     .await;
 }
 
-/// Wait for a status from a gateway started at or after `since`.
-async fn wait_status_since(rec: &Recorder, since: SystemTime) {
-    rec.wait_for("a status from the gateway", |m| {
-        m.iter().any(|m| {
-            let v = m.json();
-            m.topic.ends_with("/status")
-                && v["online"] == true
-                && v["ts"]
-                    .as_str()
-                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                    .is_some_and(|t| t >= since)
-        })
-    })
-    .await;
-}
-
 /// The last result and audit of `id` are refusals naming `why`.
 fn assert_refused(msgs: &[Message], id: &str, why: &str) {
     let result = results(msgs, id)
@@ -142,7 +126,7 @@ async fn only_commands_signed_for_this_gateway_now_and_once_are_obeyed() {
         dir.path(),
         &config(dir.path(), broker.port, pty.slave_path(), &key_file),
     );
-    wait_status_since(&rec, SystemTime::UNIX_EPOCH).await;
+    rec.wait_status_since(SystemTime::UNIX_EPOCH).await;
 
     let now = now_ms();
     // Refused by the station (no lot open yet): its id is remembered all the same.
@@ -231,7 +215,7 @@ async fn only_commands_signed_for_this_gateway_now_and_once_are_obeyed() {
     gw.kill9();
     let restarted = SystemTime::now();
     gw.spawn();
-    wait_status_since(&rec, restarted).await;
+    rec.wait_status_since(restarted).await;
     publish(&rec, "close-lot", &close).await;
     wait_results(&rec, "cl-1", 3).await;
     assert_refused(&rec.snapshot(), "cl-1", "replayed");
@@ -297,7 +281,7 @@ async fn the_openssl_recipe_in_the_docs_signs_commands_the_gateway_obeys() {
             &dir.path().join("mes.pub"),
         ),
     );
-    wait_status_since(&rec, SystemTime::UNIX_EPOCH).await;
+    rec.wait_status_since(SystemTime::UNIX_EPOCH).await;
     run(block("<!-- recipe: sign -->"));
     wait_results(&rec, "c-1001", 1).await;
     let result = &results(&rec.snapshot(), "c-1001")[0];

@@ -339,6 +339,25 @@ impl Recorder {
             .collect()
     }
 
+    /// Wait for an online status published at or after `since` (the
+    /// gateway's clock): once the recorder has it, that gateway's command
+    /// subscription (requested before its status, on the same connection)
+    /// is in place.
+    pub async fn wait_status_since(&self, since: std::time::SystemTime) {
+        self.wait_for("a status from the gateway", |m| {
+            m.iter().any(|m| {
+                let v = m.json();
+                m.topic.ends_with("/status")
+                    && v["online"] == true
+                    && v["ts"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                        .is_some_and(|t| t >= since)
+            })
+        })
+        .await;
+    }
+
     /// Wait until `pred` holds over the recorded messages; panics after [`WAIT`].
     pub async fn wait_for(&self, what: &str, mut pred: impl FnMut(&[Message]) -> bool) {
         let m = self.messages.clone();
